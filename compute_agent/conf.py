@@ -1,0 +1,56 @@
+"""Compute agent options."""
+
+from oslo_config import cfg
+
+compute_group = cfg.OptGroup('compute', title='Compute agent')
+
+compute_opts = [
+    cfg.StrOpt('virt_driver', default='fake',
+               help='Hypervisor driver, by its entry point name in '
+                    'ferryman.virt_drivers (fake, libvirt).'),
+    cfg.FloatOpt('report_interval', default=10.0, min=0.1,
+                 help='Seconds between reports of this host\'s resources and '
+                      'guests to the conductor.'),
+]
+
+fake_group = cfg.OptGroup('fake', title='Simulated hypervisor')
+
+fake_opts = [
+    cfg.StrOpt('state_dir', default='$state_path/fake',
+               help='Directory holding the simulated hypervisors\' state. Every '
+                    'host of one simulated cloud must point at the same '
+                    'directory: it stands for the hypervisors\' own data plane.'),
+    cfg.IntOpt('vcpus', default=32, min=1, help='CPUs of this simulated host.'),
+    cfg.IntOpt('memory_mb', default=131072, min=1,
+               help='Memory of this simulated host in MiB.'),
+    cfg.IntOpt('disk_gb', default=2000, min=1,
+               help='Local disk of this simulated host in GiB.'),
+    cfg.StrOpt('cpu_model', default='Skylake-Server',
+               help='CPU model this simulated host offers its guests.'),
+    cfg.ListOpt('cpu_features', default=['sse4.2', 'avx', 'avx2', 'avx512f'],
+                help='CPU features this simulated host offers.'),
+    cfg.StrOpt('hypervisor_type', default='QEMU',
+               help='Hypervisor type this simulated host reports.'),
+    cfg.StrOpt('instances_path',
+               help='Instance directory of this host; hosts given the same path '
+                    'share it (file-level migration). Default: a directory of '
+                    'its own under state_dir.'),
+    cfg.FloatOpt('bandwidth_mibps', default=1192.0, min=1.0,
+                 help='Migration link bandwidth in MiB/s (10 Gbit/s by default).'),
+    cfg.FloatOpt('max_downtime_ms', default=500.0, min=1.0,
+                 help='Pause allowed at switch-over of a pre-copy migration.'),
+    cfg.FloatOpt('time_scale', default=0.001, min=0.0,
+                 help='Real seconds spent per simulated second of copying; 0 '
+                      'copies instantly.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(compute_group)
+    conf.register_opts(compute_opts, group=compute_group)
+    conf.register_group(fake_group)
+    conf.register_opts(fake_opts, group=fake_group)
+
+
+def list_opts():
+    return [(compute_group, compute_opts), (fake_group, fake_opts)]

@@ -1,0 +1,121 @@
+"""The compute agent: the conductor's hands on one hypervisor host.
+
+It answers the conductor's step calls by delegating to its virt driver and publishes
+its host's resources and guests. It never calls another agent.
+"""
+
+import threading
+
+import oslo_messaging as messaging
+from oslo_log import log as logging
+
+from compute_agent import virt
+from conductor import rpcapi as conductor_rpcapi
+from ferryman import exception
+
+LOG = logging.getLogger(__name__)
+
+SUBTYPES = ('block', 'file-level', 'block-storage')
+
+
+def _guest(guest):
+    if not isinstance(guest, dict) or not isinstance(guest.get('uuid'), str):
+        raise exception.InvalidArgument(name='guest', value=guest,
+                                        reason='expected a guest record with a uuid')
+    return guest
+
+
+def _subtype(subtype):
+    if subtype not in SUBTYPES:
+        raise exception.InvalidArgument(name='subtype', value=subtype,
+                                        reason='expected one of %s' % ', '.join(SUBTYPES))
+    return subtype
+
+
+class ComputeManager(object):
+    target = messaging.Target(version='1.0')
+
+    def __init__(self, conf, host=None, driver=None):
+        self.conf = conf
+        self.host = host or conf.host
+        self.driver = driver or virt.load_driver(conf, self.host)
+        self.conductor = conductor_rpcapi.ConductorAPI(conf)
+        self._stop = threading.Event()
+        self._reporter = None
+
+    def init_host(self):
+        self.driver.init_host()
+
+    def start_reporting(self):
+        self._reporter = threading.Thread(target=self._report_loop,
+                                          name='report-%s' % self.host, daemon=True)
+        self._reporter.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._reporter is not None:
+            self._reporter.join(5)
+        self.driver.cleanup_host()
+
+    def report(self):
+        self.conductor.report_host(self.host, self.driver.get_host_info(),
+                                   self.driver.list_guests())
+
+    def _report_loop(self):
+        while not self._stop.is_set():
+            try:
+                self.report()
+            except Exception:  # the conductor may be down; keep trying
+                LOG.exception('Reporting host %s failed', self.host)
+            self._stop.wait(self.conf.compute.report_interval)
+
+    # RPC endpoint methods. -------------------------------------------------------
+    def get_host_info(self, ctxt):
+        return self.driver.get_host_info()
+
+    def list_guests(self, ctxt):
+        return self.driver.list_guests()
+
+    def check_destination(self, ctxt, guest, source_info, probe):
+        return self.driver.check_destination(_guest(guest), source_info, probe)
+
+    def remove_probe(self, ctxt, probe):
+        return self.driver.remove_probe(probe)
+
+    def check_source(self, ctxt, uuid, probe):
+        return self.driver.check_source(uuid, probe)
+
+    def create_local_disks(self, ctxt, guest):
+        return self.driver.create_local_disks(_guest(guest))
+
+    def delete_local_disks(self, ctxt, guest):
+        return self.driver.delete_local_disks(_guest(guest))
+
+    def connect_volumes(self, ctxt, guest):
+        return self.driver.connect_volumes(_guest(guest))
+
+    def disconnect_volumes(self, ctxt, guest):
+        return self.driver.disconnect_volumes(_guest(guest))
+
+    def plug_networking(self, ctxt, guest):
+        return self.driver.plug_networking(_guest(guest))
+
+    def unplug_networking(self, ctxt, guest):
+        return self.driver.unplug_networking(_guest(guest))
+
+    def start_migration(self, ctxt, guest, destination, subtype, params):
+        return self.driver.start_migration(_guest(guest), destination,
+                                           _subtype(subtype), params or {})
+
+    def get_migration_job(self, ctxt, uuid):
+        return self.driver.get_migration_job(uuid)
+
+    def abort_migration(self, ctxt, uuid):
+        return self.driver.abort_migration(uuid)
+
+    def post_migration_source(self, ctxt, guest, subtype):
+        return self.driver.post_migration_source(_guest(guest), _subtype(subtype))
+
+    def post_migration_destination(self, ctxt, guest, subtype):
+        return self.driver.post_migration_destination(_guest(guest),
+                                                      _subtype(subtype))

@@ -1,0 +1,72 @@
+"""Client side of the compute agent RPC API (topic ferryman-compute, server = host).
+
+API version history:
+    1.0 - Initial version.
+"""
+
+from ferryman import rpc
+
+VERSION = '1.0'
+
+
+class ComputeAPI(object):
+    """Every call names the host whose agent answers it."""
+
+    def __init__(self, conf, timeout=None):
+        self.client = rpc.get_client(conf, rpc.COMPUTE_TOPIC, VERSION,
+                                     version_cap=VERSION, timeout=timeout)
+
+    def _call(self, host, method, **kwargs):
+        return self.client.prepare(server=host).call({}, method, **kwargs)
+
+    def get_host_info(self, host):
+        return self._call(host, 'get_host_info')
+
+    def list_guests(self, host):
+        return self._call(host, 'list_guests')
+
+    def check_destination(self, host, guest, source_info, probe):
+        return self._call(host, 'check_destination', guest=guest,
+                          source_info=source_info, probe=probe)
+
+    def remove_probe(self, host, probe):
+        return self._call(host, 'remove_probe', probe=probe)
+
+    def check_source(self, host, uuid, probe):
+        return self._call(host, 'check_source', uuid=uuid, probe=probe)
+
+    def create_local_disks(self, host, guest):
+        return self._call(host, 'create_local_disks', guest=guest)
+
+    def delete_local_disks(self, host, guest):
+        return self._call(host, 'delete_local_disks', guest=guest)
+
+    def connect_volumes(self, host, guest):
+        return self._call(host, 'connect_volumes', guest=guest)
+
+    def disconnect_volumes(self, host, guest):
+        return self._call(host, 'disconnect_volumes', guest=guest)
+
+    def plug_networking(self, host, guest):
+        return self._call(host, 'plug_networking', guest=guest)
+
+    def unplug_networking(self, host, guest):
+        return self._call(host, 'unplug_networking', guest=guest)
+
+    def start_migration(self, host, guest, destination, subtype, params):
+        return self._call(host, 'start_migration', guest=guest,
+                          destination=destination, subtype=subtype, params=params)
+
+    def get_migration_job(self, host, uuid):
+        return self._call(host, 'get_migration_job', uuid=uuid)
+
+    def abort_migration(self, host, uuid):
+        return self._call(host, 'abort_migration', uuid=uuid)
+
+    def post_migration_source(self, host, guest, subtype):
+        return self._call(host, 'post_migration_source', guest=guest,
+                          subtype=subtype)
+
+    def post_migration_destination(self, host, guest, subtype):
+        return self._call(host, 'post_migration_destination', guest=guest,
+                          subtype=subtype)

@@ -1,0 +1,31 @@
+"""The compute agent process: its manager behind an RPC server named after the host."""
+
+from oslo_log import log as logging
+
+from compute_agent import manager
+from ferryman import rpc
+
+LOG = logging.getLogger(__name__)
+
+
+class ComputeService(object):
+
+    def __init__(self, conf, host=None):
+        self.conf = conf
+        self.host = host or conf.host
+        self.manager = manager.ComputeManager(conf, self.host)
+        self.server = rpc.get_server(conf, rpc.COMPUTE_TOPIC, self.host,
+                                     [self.manager])
+
+    def start(self):
+        self.manager.init_host()
+        self.server.start()
+        self.manager.start_reporting()
+        LOG.info('Compute agent %s listening on topic %s', self.host,
+                 rpc.COMPUTE_TOPIC)
+        return self
+
+    def stop(self):
+        self.server.stop()
+        self.server.wait()
+        self.manager.stop()

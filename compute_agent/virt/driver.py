@@ -1,0 +1,101 @@
+"""The contract between a compute agent and its hypervisor.
+
+Every method takes and returns JSON types only. A method that changes the host is
+idempotent: the conductor may call it again after a crash or a lost reply.
+
+Guest records (``list_guests``/``get_guest``) carry: uuid, name, vcpus, memory_mb,
+disk_gb (local disks only), storage ('local' or 'volume'), disks [{name, size_gb,
+format}], volumes [ids], sla_class, power_state.
+"""
+
+import abc
+
+
+class ComputeDriver(abc.ABC):
+
+    def __init__(self, conf, host):
+        self.conf = conf
+        self.host = host
+
+    def init_host(self):
+        """Called once when the agent starts."""
+
+    def cleanup_host(self):
+        """Called once when the agent stops."""
+
+    @abc.abstractmethod
+    def get_host_info(self):
+        """Capacity and identity: hypervisor_type, cpu_model, cpu_features, vcpus,
+        memory_mb, disk_gb, instances_path."""
+
+    @abc.abstractmethod
+    def list_guests(self):
+        """Guests running (or paused) on this host, not incoming ones."""
+
+    @abc.abstractmethod
+    def get_guest(self, uuid):
+        """One guest of this host; raises InstanceNotFound."""
+
+    # Checks. ---------------------------------------------------------------
+    @abc.abstractmethod
+    def check_destination(self, guest, source_info, probe):
+        """Refuse (IncompatibleHost, InsufficientCapacity) a guest this host cannot
+        take, then leave the named probe file in the instance directory."""
+
+    @abc.abstractmethod
+    def remove_probe(self, probe):
+        """Delete the probe file if present."""
+
+    @abc.abstractmethod
+    def check_source(self, uuid, probe):
+        """Storage facts of a running guest: shared_instance_path (the destination's
+        probe is visible here), volume_backed, local_disks."""
+
+    # Destination preparation and its undo. ---------------------------------
+    @abc.abstractmethod
+    def create_local_disks(self, guest):
+        """Instance directory and empty disks of the guest's format and size."""
+
+    @abc.abstractmethod
+    def delete_local_disks(self, guest):
+        """Undo create_local_disks; refuses while the guest runs here."""
+
+    @abc.abstractmethod
+    def connect_volumes(self, guest):
+        """Instance directory and a connection to each of the guest's volumes."""
+
+    @abc.abstractmethod
+    def disconnect_volumes(self, guest):
+        """Undo connect_volumes; refuses while the guest runs here."""
+
+    @abc.abstractmethod
+    def plug_networking(self, guest):
+        """Prepare the guest's ports on this host (inactive until post)."""
+
+    @abc.abstractmethod
+    def unplug_networking(self, guest):
+        """Undo plug_networking; refuses while the guest runs here."""
+
+    # The migration job, on the source. -------------------------------------
+    @abc.abstractmethod
+    def start_migration(self, guest, destination, subtype, params):
+        """Start the hypervisor's migration job in the background."""
+
+    @abc.abstractmethod
+    def get_migration_job(self, uuid):
+        """status (none, running, completed, failed, cancelled), elapsed_s,
+        iteration, memory_total_mb, memory_remaining_mb, data_total_mb,
+        data_processed_mb, dirty_rate_mibps, bandwidth_mibps, downtime_ms, error."""
+
+    @abc.abstractmethod
+    def abort_migration(self, uuid):
+        """Abort a running job; the guest keeps running here. Returns the job."""
+
+    # After switch-over. ----------------------------------------------------
+    @abc.abstractmethod
+    def post_migration_source(self, guest, subtype):
+        """Remove what the guest left on the source (never shared files)."""
+
+    @abc.abstractmethod
+    def post_migration_destination(self, guest, subtype):
+        """Take ownership of the guest and activate its networking."""

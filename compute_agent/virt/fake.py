@@ -1,0 +1,527 @@
+"""A simulated hypervisor, deterministic and fast, for tests, the demo and scale runs.
+
+All simulated hosts of one cloud share a state directory: one JSON file per host (its
+guests, volume connections, ports and injected faults) and real instance directories
+and disk files. The directory plays the hypervisors' own data plane: a source job hands
+the guest to the destination there, as libvirt does peer to peer, while the agents
+never call each other.
+
+Memory copying follows pre-copy: each iteration sends what is dirty at the link's
+bandwidth while the guest dirties more; it switches over once the rest fits in the
+allowed downtime. Time is simulated and only scaled into real sleeps.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+import uuid as uuidlib
+
+from oslo_log import log as logging
+
+from compute_agent.virt import driver
+from ferryman import exception
+
+LOG = logging.getLogger(__name__)
+
+PROBE_PREFIX = '.ferryman-probe-'
+
+
+class FakeCloud(object):
+    """The shared state of every simulated host; also the tests' handle on it."""
+
+    def __init__(self, state_dir):
+        self.state_dir = os.path.abspath(state_dir)
+        os.makedirs(os.path.join(self.state_dir, 'hosts'), exist_ok=True)
+        os.makedirs(os.path.join(self.state_dir, 'volumes'), exist_ok=True)
+        self._thread_lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def locked(self):
+        # flock serialises processes; the RLock serialises threads of one process
+        # (flock is per open file, so one thread could not re-enter it safely).
+        with self._thread_lock:
+            with open(os.path.join(self.state_dir, '.lock'), 'a') as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _path(self, host):
+        return os.path.join(self.state_dir, 'hosts', host + '.json')
+
+    def hosts(self):
+        return sorted(n[:-5] for n in os.listdir(os.path.join(self.state_dir, 'hosts'))
+                      if n.endswith('.json'))
+
+    def load(self, host):
+        try:
+            with open(self._path(host)) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise exception.HostNotFound(host=host)
+
+    def _save(self, host, state):
+        tmp = self._path(host) + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(state, f, indent=1, sort_keys=True)
+        os.replace(tmp, self._path(host))
+
+    @contextlib.contextmanager
+    def editing(self, host):
+        with self.locked():
+            state = self.load(host)
+            yield state
+            self._save(host, state)
+
+    def ensure_host(self, host, info):
+        with self.locked():
+            try:
+                state = self.load(host)
+            except exception.HostNotFound:
+                state = {'guests': {}, 'volume_connections': {}, 'ports': {},
+                         'faults': {}}
+            state['info'] = info
+            self._save(host, state)
+
+    def volume_path(self, volume_id):
+        return os.path.join(self.state_dir, 'volumes', volume_id)
+
+    # Seeding and inspection, for the demo and the tests. ----------------------
+    def create_guest(self, host, name, memory_mb=1024, vcpus=1, storage='local',
+                     disks=None, volumes=None, dirty_rate_mibps=0.0,
+                     sla_class='pet', uuid=None, data=''):
+        """Boot a guest on a host, with its disks or volumes holding ``data``."""
+        if storage not in ('local', 'volume'):
+            raise exception.InvalidArgument(name='storage', value=storage,
+                                            reason='expected local or volume')
+        uuid = uuid or str(uuidlib.uuid4())
+        if storage == 'local':
+            disks = disks if disks is not None else [
+                {'name': 'root', 'size_gb': 10, 'format': 'qcow2'}]
+            volumes = []
+        else:
+            disks = []
+            volumes = volumes or ['vol-%s-root' % uuid[:8]]
+        guest = {'uuid': uuid, 'name': name, 'vcpus': vcpus,
+                 'memory_mb': memory_mb, 'storage': storage, 'disks': disks,
+                 'volumes': volumes, 'dirty_rate_mibps': dirty_rate_mibps,
+                 'sla_class': sla_class, 'power_state': 'running'}
+        with self.editing(host) as state:
+            instance_dir = os.path.join(state['info']['instances_path'], uuid)
+            os.makedirs(instance_dir, exist_ok=True)
+            for disk in disks:
+                _write_disk(os.path.join(instance_dir, 'disk.' + disk['name']),
+                            disk, data)
+            for vol in volumes:
+                with open(self.volume_path(vol), 'w') as f:
+                    json.dump({'id': vol, 'data': data}, f)
+                state['volume_connections'][vol] = uuid
+            state['ports'][uuid] = 'active'
+            state['guests'][uuid] = guest
+        return guest
+
+    def guests(self, host, include_incoming=False):
+        guests = self.load(host)['guests'].values()
+        return [g for g in guests
+                if include_incoming or g['power_state'] != 'incoming']
+
+    def find_guest(self, uuid):
+        """Hosts on which the guest exists, with its state there."""
+        return {h: self.load(h)['guests'][uuid]['power_state']
+                for h in self.hosts() if uuid in self.load(h)['guests']}
+
+    def read_disk(self, host, uuid, disk='root'):
+        path = os.path.join(self.load(host)['info']['instances_path'], uuid,
+                            'disk.' + disk)
+        with open(path) as f:
+            return json.load(f)['data']
+
+    def leftovers(self, host, uuid):
+        """What the guest has on a host: instance dir, volume connections, ports."""
+        state = self.load(host)
+        found = []
+        if os.path.isdir(os.path.join(state['info']['instances_path'], uuid)):
+            found.append('instance-dir')
+        found += ['volume:' + v for v, owner in state['volume_connections'].items()
+                  if owner == uuid]
+        if uuid in state['ports']:
+            found.append('port')
+        if uuid in state['guests']:
+            found.append('guest:' + state['guests'][uuid]['power_state'])
+        return found
+
+    def inject_fault(self, host, step, times=-1):
+        """Make the named driver step fail on a host, ``times`` times (-1: always)."""
+        with self.editing(host) as state:
+            state['faults'][step] = times
+
+    def clear_faults(self, host):
+        with self.editing(host) as state:
+            state['faults'] = {}
+
+
+def _write_disk(path, disk, data=''):
+    with open(path, 'w') as f:
+        json.dump({'format': disk['format'], 'virtual_size_gb': disk['size_gb'],
+                   'data': data}, f)
+
+
+def _disk_gb(guest):
+    return sum(d['size_gb'] for d in guest['disks'])
+
+
+class _Job(object):
+    def __init__(self, guest, destination, subtype, params):
+        self.guest = guest
+        self.destination = destination
+        self.subtype = subtype
+        self.params = params
+        self.abort = threading.Event()
+        self.stats = {'status': 'running', 'elapsed_s': 0.0, 'iteration': 0,
+                      'memory_total_mb': guest['memory_mb'],
+                      'memory_remaining_mb': guest['memory_mb'],
+                      'data_total_mb': 0.0, 'data_processed_mb': 0.0,
+                      'dirty_rate_mibps': guest['dirty_rate_mibps'],
+                      'bandwidth_mibps': 0.0, 'downtime_ms': None, 'error': None}
+        self.thread = None
+
+
+class FakeDriver(driver.ComputeDriver):
+
+    def __init__(self, conf, host):
+        super().__init__(conf, host)
+        self.cloud = FakeCloud(conf.fake.state_dir)
+        self.instances_path = os.path.abspath(
+            conf.fake.instances_path or
+            os.path.join(self.cloud.state_dir, 'instances', host))
+        self._jobs = {}
+        self._jobs_lock = threading.Lock()
+
+    def init_host(self):
+        os.makedirs(self.instances_path, exist_ok=True)
+        f = self.conf.fake
+        self.cloud.ensure_host(self.host, {
+            'hypervisor_type': f.hypervisor_type, 'cpu_model': f.cpu_model,
+            'cpu_features': sorted(f.cpu_features), 'vcpus': f.vcpus,
+            'memory_mb': f.memory_mb, 'disk_gb': f.disk_gb,
+            'instances_path': self.instances_path,
+            'bandwidth_mibps': f.bandwidth_mibps})
+
+    def cleanup_host(self):
+        with self._jobs_lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.abort.set()
+            if job.thread:
+                job.thread.join(5)
+
+    def _fault(self, step):
+        with self.cloud.editing(self.host) as state:
+            left = state['faults'].get(step)
+            if left is None or left == 0:
+                return
+            if left > 0:
+                state['faults'][step] = left - 1
+        raise exception.AgentStepFailed(step=step, host=self.host,
+                                        reason='injected fault')
+
+    def _instance_dir(self, uuid):
+        return os.path.join(self.instances_path, uuid)
+
+    def get_host_info(self):
+        return dict(self.cloud.load(self.host)['info'])
+
+    def list_guests(self):
+        return [self._public(g) for g in self.cloud.guests(self.host)]
+
+    def get_guest(self, uuid):
+        guest = self.cloud.load(self.host)['guests'].get(uuid)
+        if guest is None or guest['power_state'] == 'incoming':
+            raise exception.InstanceNotFound(instance=uuid)
+        return self._public(guest)
+
+    @staticmethod
+    def _public(guest):
+        out = dict(guest)
+        out['disk_gb'] = _disk_gb(guest)
+        return out
+
+    # Checks. -----------------------------------------------------------------
+    def check_destination(self, guest, source_info, probe):
+        self._fault('check_destination')
+        state = self.cloud.load(self.host)
+        info = state['info']
+        if info['hypervisor_type'] != source_info['hypervisor_type']:
+            raise exception.IncompatibleHost(
+                host=self.host, instance=guest['uuid'],
+                reason='hypervisor %s, source has %s' % (
+                    info['hypervisor_type'], source_info['hypervisor_type']))
+        missing = sorted(set(source_info['cpu_features']) - set(info['cpu_features']))
+        if missing:
+            raise exception.IncompatibleHost(
+                host=self.host, instance=guest['uuid'],
+                reason='CPU lacks features %s' % ', '.join(missing))
+        used = sum(g['memory_mb'] for u, g in state['guests'].items()
+                   if u != guest['uuid'])
+        free = info['memory_mb'] - used
+        if guest['memory_mb'] > free:
+            raise exception.InsufficientCapacity(
+                host=self.host, instance=guest['uuid'], resource='memory_mb',
+                requested=guest['memory_mb'], free=free)
+        _check_name(probe)
+        with open(os.path.join(self.instances_path, PROBE_PREFIX + probe), 'w') as f:
+            f.write(self.host)
+        return {'instances_path': self.instances_path}
+
+    def remove_probe(self, probe):
+        _check_name(probe)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.instances_path, PROBE_PREFIX + probe))
+
+    def check_source(self, uuid, probe):
+        self._fault('check_source')
+        _check_name(probe)
+        guest = self.get_guest(uuid)
+        if guest['power_state'] != 'running':
+            raise exception.InstanceNotRunning(instance=uuid,
+                                               power_state=guest['power_state'])
+        return {'shared_instance_path': os.path.exists(
+                    os.path.join(self.instances_path, PROBE_PREFIX + probe)),
+                'volume_backed': guest['storage'] == 'volume',
+                'local_disks': [d['name'] for d in guest['disks']],
+                'cpu_features': self.get_host_info()['cpu_features']}
+
+    # Destination preparation. ----------------------------------------------------
+    def _refuse_if_running_here(self, uuid, step):
+        guest = self.cloud.load(self.host)['guests'].get(uuid)
+        if guest is not None and guest['power_state'] != 'incoming':
+            raise exception.AgentStepFailed(
+                step=step, host=self.host,
+                reason='guest %s runs on this host; refusing to remove its '
+                       'resources' % uuid)
+
+    def create_local_disks(self, guest):
+        self._fault('create_local_disks')
+        instance_dir = self._instance_dir(guest['uuid'])
+        os.makedirs(instance_dir, exist_ok=True)
+        for disk in guest['disks']:
+            path = os.path.join(instance_dir, 'disk.' + disk['name'])
+            if not os.path.exists(path):
+                _write_disk(path, disk)
+
+    def delete_local_disks(self, guest):
+        self._refuse_if_running_here(guest['uuid'], 'delete_local_disks')
+        shutil.rmtree(self._instance_dir(guest['uuid']), ignore_errors=True)
+
+    def connect_volumes(self, guest):
+        self._fault('connect_volumes')
+        os.makedirs(self._instance_dir(guest['uuid']), exist_ok=True)
+        with self.cloud.editing(self.host) as state:
+            for vol in guest['volumes']:
+                if not os.path.exists(self.cloud.volume_path(vol)):
+                    raise exception.AgentStepFailed(
+                        step='connect_volumes', host=self.host,
+                        reason='volume %s does not exist' % vol)
+                state['volume_connections'][vol] = guest['uuid']
+
+    def disconnect_volumes(self, guest):
+        self._refuse_if_running_here(guest['uuid'], 'disconnect_volumes')
+        self._disconnect(guest)
+
+    def _disconnect(self, guest):
+        with self.cloud.editing(self.host) as state:
+            for vol in guest['volumes']:
+                if state['volume_connections'].get(vol) == guest['uuid']:
+                    del state['volume_connections'][vol]
+        shutil.rmtree(self._instance_dir(guest['uuid']), ignore_errors=True)
+
+    def plug_networking(self, guest):
+        self._fault('plug_networking')
+        with self.cloud.editing(self.host) as state:
+            state['ports'].setdefault(guest['uuid'], 'prepared')
+
+    def unplug_networking(self, guest):
+        self._refuse_if_running_here(guest['uuid'], 'unplug_networking')
+        with self.cloud.editing(self.host) as state:
+            state['ports'].pop(guest['uuid'], None)
+
+    # The migration job. ----------------------------------------------------------
+    def start_migration(self, guest, destination, subtype, params):
+        self._fault('start_migration')
+        uuid = guest['uuid']
+        with self._jobs_lock:
+            job = self._jobs.get(uuid)
+            if job is not None and job.stats['status'] == 'running':
+                return dict(job.stats)  # already started: a repeated call is a no-op
+            current = self.get_guest(uuid)
+            if current['power_state'] != 'running':
+                raise exception.InstanceNotRunning(
+                    instance=uuid, power_state=current['power_state'])
+            dest_state = self.cloud.load(destination)
+            problem = self._destination_not_ready(current, dest_state, subtype)
+            if problem:
+                raise exception.MigrationJobFailed(instance=uuid, reason=problem)
+            job = _Job(current, destination, subtype, params)
+            self._jobs[uuid] = job
+            with self.cloud.editing(destination) as state:
+                incoming = dict(current, power_state='incoming')
+                state['guests'][uuid] = incoming
+            job.thread = threading.Thread(target=self._run_job, args=(job,),
+                                          name='fake-migration-%s' % uuid,
+                                          daemon=True)
+            job.thread.start()
+            return dict(job.stats)
+
+    def _destination_not_ready(self, guest, dest_state, subtype):
+        # What libvirt would trip over: missing disks, volumes or ports.
+        dest_dir = os.path.join(dest_state['info']['instances_path'], guest['uuid'])
+        if subtype == 'block':
+            for disk in guest['disks']:
+                if not os.path.exists(os.path.join(dest_dir, 'disk.' + disk['name'])):
+                    return 'destination disk %s is missing' % disk['name']
+        elif subtype == 'file-level':
+            if dest_state['info']['instances_path'] != self.instances_path:
+                return 'instance directory is not shared with the destination'
+        elif subtype == 'block-storage':
+            for vol in guest['volumes']:
+                if dest_state['volume_connections'].get(vol) != guest['uuid']:
+                    return 'volume %s is not connected on the destination' % vol
+        if guest['uuid'] not in dest_state['ports']:
+            return 'networking is not prepared on the destination'
+        if guest['uuid'] in dest_state['guests']:
+            return 'a domain of that uuid already exists on the destination'
+        return None
+
+    def _run_job(self, job):
+        try:
+            self._copy(job)
+        except Exception as exc:  # the job ends here either way; record how
+            LOG.warning('Migration job of %s ended: %s', job.guest['uuid'], exc)
+            with self.cloud.editing(job.destination) as state:
+                if state['guests'].get(job.guest['uuid'], {}).get(
+                        'power_state') == 'incoming':
+                    del state['guests'][job.guest['uuid']]
+            job.stats['status'] = ('cancelled' if job.abort.is_set() else 'failed')
+            job.stats['error'] = str(exc)
+
+    def _sleep(self, sim_seconds, job):
+        job.stats['elapsed_s'] += sim_seconds
+        real = sim_seconds * self.conf.fake.time_scale
+        if job.abort.wait(real):
+            raise exception.MigrationJobFailed(instance=job.guest['uuid'],
+                                               reason='aborted')
+
+    def _copy(self, job):
+        guest, stats = job.guest, job.stats
+        bandwidth = min(self.get_host_info()['bandwidth_mibps'],
+                        self.cloud.load(job.destination)['info']['bandwidth_mibps'])
+        if job.params.get('bandwidth_mibps'):
+            bandwidth = min(bandwidth, float(job.params['bandwidth_mibps']))
+        stats['bandwidth_mibps'] = bandwidth
+        max_downtime = float(job.params.get('max_downtime_ms') or
+                             self.conf.fake.max_downtime_ms) / 1000.0
+        memory = float(guest['memory_mb'])
+        disk_mb = _disk_gb(guest) * 1024.0 if job.subtype == 'block' else 0.0
+        stats['data_total_mb'] = memory + disk_mb
+        if disk_mb:
+            # Disks are mirrored first; their writes during the copy are mirrored
+            # synchronously, so they add no extra iterations.
+            self._sleep(disk_mb / bandwidth, job)
+            stats['data_processed_mb'] += disk_mb
+        self._fault('migration_job')
+        remaining = memory
+        dirty = float(guest['dirty_rate_mibps'])
+        while True:
+            if remaining / bandwidth <= max_downtime:
+                break
+            stats['iteration'] += 1
+            seconds = remaining / bandwidth
+            self._sleep(seconds, job)
+            stats['data_processed_mb'] += remaining
+            stats['data_total_mb'] += min(memory, dirty * seconds)
+            remaining = min(memory, dirty * seconds)
+            stats['memory_remaining_mb'] = remaining
+            # Non-converging jobs run until aborted; yield the CPU while they do.
+            if self.conf.fake.time_scale == 0:
+                time.sleep(0.001)
+        downtime = remaining / bandwidth
+        self._sleep(downtime, job)
+        stats['data_processed_mb'] += remaining
+        stats['memory_remaining_mb'] = 0.0
+        stats['downtime_ms'] = round(downtime * 1000.0, 3)
+        self._switch_over(job)
+        stats['status'] = 'completed'
+
+    def _switch_over(self, job):
+        uuid = job.guest['uuid']
+        with self.cloud.locked():
+            dest = self.cloud.load(job.destination)
+            src = self.cloud.load(self.host)
+            if job.subtype == 'block':
+                src_dir = self._instance_dir(uuid)
+                dest_dir = os.path.join(dest['info']['instances_path'], uuid)
+                for disk in job.guest['disks']:
+                    name = 'disk.' + disk['name']
+                    shutil.copyfile(os.path.join(src_dir, name),
+                                    os.path.join(dest_dir, name))
+            dest['guests'][uuid] = dict(src['guests'][uuid], power_state='running')
+            del src['guests'][uuid]
+            self.cloud._save(job.destination, dest)
+            self.cloud._save(self.host, src)
+
+    def get_migration_job(self, uuid):
+        with self._jobs_lock:
+            job = self._jobs.get(uuid)
+        if job is None:
+            return {'status': 'none'}
+        return dict(job.stats)
+
+    def abort_migration(self, uuid):
+        with self._jobs_lock:
+            job = self._jobs.get(uuid)
+        if job is None:
+            return {'status': 'none'}
+        job.abort.set()
+        job.thread.join(30)
+        return dict(job.stats)
+
+    # After switch-over. ------------------------------------------------------------
+    def post_migration_source(self, guest, subtype):
+        self._fault('post_migration_source')
+        uuid = guest['uuid']
+        if uuid in self.cloud.load(self.host)['guests']:
+            raise exception.AgentStepFailed(
+                step='post_migration_source', host=self.host,
+                reason='guest %s still runs here' % uuid)
+        if subtype == 'block':
+            shutil.rmtree(self._instance_dir(uuid), ignore_errors=True)
+        elif subtype == 'block-storage':
+            self._disconnect(guest)
+        # file-level: the instance directory is shared and now the destination's.
+        with self.cloud.editing(self.host) as state:
+            state['ports'].pop(uuid, None)
+        with self._jobs_lock:
+            self._jobs.pop(uuid, None)
+
+    def post_migration_destination(self, guest, subtype):
+        self._fault('post_migration_destination')
+        with self.cloud.editing(self.host) as state:
+            current = state['guests'].get(guest['uuid'])
+            if current is None or current['power_state'] != 'running':
+                raise exception.AgentStepFailed(
+                    step='post_migration_destination', host=self.host,
+                    reason='guest %s does not run here' % guest['uuid'])
+            state['ports'][guest['uuid']] = 'active'
+        return self._public(current)
+
+
+def _check_name(name):
+    # Probe tokens become file names: only the conductor's hex tokens are accepted.
+    if not isinstance(name, str) or not name.isalnum() or len(name) > 64:
+        raise exception.InvalidArgument(name='probe', value=name,
+                                        reason='expected an alphanumeric token')

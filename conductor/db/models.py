@@ -1,0 +1,93 @@
+"""Conductor tables. Schema changes go through alembic (conductor/db/migrations)."""
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+
+class Base(orm.DeclarativeBase):
+    type_annotation_map = {dict: sa.JSON, list: sa.JSON}
+
+
+class Host(Base):
+    __tablename__ = 'ferryman_hosts'
+
+    name = sa.Column(sa.String(255), primary_key=True)
+    enabled = sa.Column(sa.Boolean, nullable=False, default=True)
+    disabled_reason = sa.Column(sa.String(255))
+    hypervisor_type = sa.Column(sa.String(64), nullable=False)
+    cpu_model = sa.Column(sa.String(255))
+    cpu_features = sa.Column(sa.JSON, nullable=False, default=list)
+    vcpus = sa.Column(sa.Integer, nullable=False)
+    memory_mb = sa.Column(sa.Integer, nullable=False)
+    disk_gb = sa.Column(sa.Integer, nullable=False)
+    instances_path = sa.Column(sa.String(1024))
+    last_seen = sa.Column(sa.DateTime, nullable=False)
+
+
+class Instance(Base):
+    __tablename__ = 'ferryman_instances'
+
+    uuid = sa.Column(sa.String(36), primary_key=True)
+    name = sa.Column(sa.String(255), nullable=False, index=True)
+    host = sa.Column(sa.String(255), nullable=False, index=True)
+    vcpus = sa.Column(sa.Integer, nullable=False)
+    memory_mb = sa.Column(sa.Integer, nullable=False)
+    disk_gb = sa.Column(sa.Integer, nullable=False)
+    storage = sa.Column(sa.String(16), nullable=False)
+    disks = sa.Column(sa.JSON, nullable=False, default=list)
+    volumes = sa.Column(sa.JSON, nullable=False, default=list)
+    sla_class = sa.Column(sa.String(16), nullable=False, default='pet')
+    power_state = sa.Column(sa.String(16), nullable=False)
+    # The one migration allowed to move this guest; set and cleared atomically.
+    migration_id = sa.Column(sa.String(36))
+
+
+class Allocation(Base):
+    """Resources held on a host by a consumer: an instance, or a migration holding
+    the source side of its instance while it moves."""
+    __tablename__ = 'ferryman_allocations'
+    __table_args__ = (sa.UniqueConstraint('consumer', 'host'),)
+
+    id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
+    consumer = sa.Column(sa.String(36), nullable=False, index=True)
+    host = sa.Column(sa.String(255), nullable=False, index=True)
+    vcpus = sa.Column(sa.Integer, nullable=False)
+    memory_mb = sa.Column(sa.Integer, nullable=False)
+    disk_gb = sa.Column(sa.Integer, nullable=False)
+
+
+class Migration(Base):
+    __tablename__ = 'ferryman_migrations'
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    instance_uuid = sa.Column(sa.String(36), nullable=False, index=True)
+    source = sa.Column(sa.String(255), nullable=False, index=True)
+    destination = sa.Column(sa.String(255), nullable=False, index=True)
+    subtype = sa.Column(sa.String(16), nullable=False)
+    block_migration = sa.Column(sa.String(8), nullable=False)
+    force = sa.Column(sa.Boolean, nullable=False, default=False)
+    status = sa.Column(sa.String(16), nullable=False, index=True)
+    created_at = sa.Column(sa.DateTime, nullable=False)
+    updated_at = sa.Column(sa.DateTime, nullable=False)
+    # Set once the guest runs on the destination: from then on only roll forward.
+    switchover_at = sa.Column(sa.DateTime)
+    last_known_host = sa.Column(sa.String(255))
+    error = sa.Column(sa.Text)
+    rollback_errors = sa.Column(sa.JSON, nullable=False, default=list)
+    progress = sa.Column(sa.JSON, nullable=False, default=dict)
+    stats = sa.Column(sa.JSON, nullable=False, default=dict)
+
+
+class TaskEvent(Base):
+    """One atom transition of a migration's flow."""
+    __tablename__ = 'ferryman_task_events'
+
+    id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
+    migration_id = sa.Column(sa.String(36), nullable=False, index=True)
+    atom = sa.Column(sa.String(255), nullable=False)
+    state = sa.Column(sa.String(32), nullable=False)
+    host = sa.Column(sa.String(255))
+    started_at = sa.Column(sa.DateTime)
+    ended_at = sa.Column(sa.DateTime)
+    error = sa.Column(sa.Text)
+    details = sa.Column(sa.JSON)

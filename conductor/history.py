@@ -1,0 +1,53 @@
+"""Task history: every atom transition of a migration's flow, stored as it happens."""
+
+from oslo_log import log as logging
+from taskflow import states as tf_states
+from taskflow.listeners import base as listener_base
+from taskflow.types import failure as tf_failure
+
+from conductor.db import api as db_api
+
+LOG = logging.getLogger(__name__)
+
+_STARTS = (tf_states.RUNNING, tf_states.REVERTING)
+
+
+class TaskHistoryListener(listener_base.Listener):
+
+    def __init__(self, engine, db, migration_id, hosts):
+        super().__init__(engine)
+        self.db = db
+        self.migration_id = migration_id
+        self.hosts = hosts  # atom name -> host it acts on
+        self._started = {}
+
+    def _record(self, atom, state, details, host):
+        now = db_api.utcnow()
+        started = None
+        if state in _STARTS:
+            self._started[atom] = started = now
+            ended = None
+        else:
+            started = self._started.pop(atom, None)
+            ended = now
+        result = details.get('result')
+        error = None
+        if isinstance(result, tf_failure.Failure):
+            error = result.exception_str
+        try:
+            self.db.add_task_event(self.migration_id, atom, state, host=host,
+                                   started_at=started, ended_at=ended, error=error)
+        except Exception:  # history must never break the migration itself
+            LOG.exception('Cannot record %s %s of migration %s', atom, state,
+                          self.migration_id)
+
+    def _task_receiver(self, state, details):
+        name = details['task_name']
+        self._record(name, state, details, self.hosts.get(name))
+
+    def _retry_receiver(self, state, details):
+        name = details['retry_name']
+        self._record(name, state, details, self.hosts.get(name))
+
+    def _flow_receiver(self, state, details):
+        self._record(details['flow_name'], state, details, self.hosts.get(None))

@@ -1,0 +1,179 @@
+"""The conductor: accepts migrations, checks them, and runs their flows."""
+
+import uuid as uuidlib
+
+import oslo_messaging as messaging
+from oslo_log import log as logging
+
+from compute_agent import rpcapi as compute_rpcapi
+from conductor import runner as flow_runner
+from conductor import scheduler
+from conductor.db import api as db_api
+from ferryman import exception
+from flows import selection
+from flows import states
+from flows.tasks import base as task_base
+
+LOG = logging.getLogger(__name__)
+
+STATUSES = states.ACTIVE + states.TERMINAL
+
+
+def _str(name, value, optional=False):
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise exception.InvalidArgument(name=name, value=value,
+                                        reason='expected a non-empty string')
+    return value
+
+
+def _bool(name, value):
+    if not isinstance(value, bool):
+        raise exception.InvalidArgument(name=name, value=value,
+                                        reason='expected true or false')
+    return value
+
+
+class ConductorManager(object):
+    target = messaging.Target(version='1.0')
+
+    def __init__(self, conf, db=None):
+        self.conf = conf
+        self.db = db or db_api.Database(conf.database.connection)
+        self.db.upgrade()
+        self.compute = compute_rpcapi.ComputeAPI(conf)
+        task_base.bind(task_base.Services(conf, self.db, self.compute))
+        self.runner = flow_runner.FlowRunner(conf, self.db)
+
+    def stop(self):
+        self.runner.stop()
+
+    @property
+    def _down_after(self):
+        return self.conf.conductor.host_down_after
+
+    # Migrations. -------------------------------------------------------------------
+    def live_migrate(self, ctxt, instance, host=None, block_migration='auto',
+                     force=False):
+        """Check the request, record the migration, start its flow; return at once.
+
+        Everything that can refuse the request runs before anything is recorded,
+        so a refused request changes nothing.
+        """
+        _str('instance', instance)
+        _str('host', host, optional=True)
+        _bool('force', force)
+        requested = selection.normalize_block_migration(block_migration)
+        inst = self.db.get_instance(instance)
+        if inst['power_state'] != 'running':
+            raise exception.InstanceNotRunning(instance=instance,
+                                               power_state=inst['power_state'])
+        if inst['migration_id']:
+            raise exception.InstanceAlreadyMigrating(instance=instance,
+                                                     migration=inst['migration_id'])
+        source = self.db.get_host(inst['host'], self._down_after)
+        if not source['up']:
+            raise exception.HostUnavailable(
+                host=source['name'], reason='the source agent has not reported '
+                                            'recently')
+        if host is not None:
+            dest = self.db.get_host(host, self._down_after)
+            why = scheduler.refusal(inst, source, dest, force=force)
+            if why is not None:
+                raise why[1]
+            subtype = self._probe(inst, source, dest, requested)
+        else:
+            subtype, dest = self._schedule(inst, source, requested)
+        migration = self.db.create_migration({
+            'id': str(uuidlib.uuid4()), 'instance_uuid': inst['uuid'],
+            'source': source['name'], 'destination': dest['name'],
+            'subtype': subtype, 'block_migration': requested, 'force': force})
+        store = {
+            'migration_id': migration['id'],
+            'instance': {k: inst[k] for k in ('uuid', 'name', 'vcpus', 'memory_mb',
+                                              'disk_gb', 'storage', 'disks',
+                                              'volumes', 'sla_class')},
+            'source': source['name'], 'destination': dest['name'],
+            'subtype': subtype,
+            'source_info': {k: source[k] for k in ('hypervisor_type', 'cpu_model',
+                                                   'cpu_features')},
+        }
+        try:
+            self.runner.submit(migration, store)
+        except Exception as exc:
+            # Not started: release the guest so the request can be made again.
+            self.db.advance(migration['id'], 'fail', error='not started: %s' % exc)
+            raise
+        LOG.info('Migration %s of %s: %s -> %s (%s)', migration['id'],
+                 inst['name'], source['name'], dest['name'], subtype)
+        return migration
+
+    def _schedule(self, inst, source, requested):
+        hosts, refused = scheduler.candidates(
+            inst, source, self.db.list_hosts(self._down_after))
+        errors = []
+        for dest in hosts:
+            try:
+                return self._probe(inst, source, dest, requested), dest
+            except exception.FerrymanError as exc:
+                errors.append('%s: %s' % (dest['name'], exc))
+        reasons = ['%s refused by filter %s' % kv for kv in sorted(refused.items())]
+        raise exception.NoValidHost(instance=inst['uuid'], reason='; '.join(
+            reasons + errors) or 'no other hosts')
+
+    def _probe(self, inst, source, dest, requested):
+        """Ask both agents about the storage between them; decide the subtype.
+
+        The probe file is removed whatever happens: a refused request leaves
+        nothing behind.
+        """
+        token = uuidlib.uuid4().hex
+        source_info = {k: source[k] for k in ('hypervisor_type', 'cpu_model',
+                                              'cpu_features')}
+        guest = {k: inst[k] for k in ('uuid', 'vcpus', 'memory_mb', 'disk_gb')}
+        try:
+            self.compute.check_destination(dest['name'], guest, source_info, token)
+            facts = self.compute.check_source(source['name'], inst['uuid'], token)
+        finally:
+            try:
+                self.compute.remove_probe(dest['name'], token)
+            except Exception:
+                LOG.exception('Cannot remove probe %s on %s', token, dest['name'])
+        return selection.choose_subtype(requested, facts, inst['uuid'],
+                                        dest['name'])
+
+    def get_migration(self, ctxt, migration):
+        return self.db.get_migration(_str('migration', migration))
+
+    def list_migrations(self, ctxt, instance=None, status=None, host=None):
+        if instance is not None:
+            instance = self.db.get_instance(_str('instance', instance))['uuid']
+        if status is not None and status not in STATUSES:
+            raise exception.InvalidArgument(
+                name='status', value=status,
+                reason='expected one of %s' % ', '.join(STATUSES))
+        _str('host', host, optional=True)
+        return self.db.list_migrations(instance=instance, status=status, host=host)
+
+    def get_task_history(self, ctxt, migration):
+        self.db.get_migration(_str('migration', migration))
+        return self.db.get_task_history(migration)
+
+    # Hosts and guests. -------------------------------------------------------------
+    def list_hosts(self, ctxt):
+        return self.db.list_hosts(self._down_after)
+
+    def list_instances(self, ctxt, host=None):
+        return self.db.list_instances(host=_str('host', host, optional=True))
+
+    def set_host_enabled(self, ctxt, host, enabled, reason=None):
+        self.db.set_host_enabled(_str('host', host), _bool('enabled', enabled),
+                                 _str('reason', reason, optional=True))
+        return self.db.get_host(host, self._down_after)
+
+    def report_host(self, ctxt, host, info, guests):
+        try:
+            self.db.report_host(_str('host', host), info, guests)
+        except Exception:  # a cast: nobody else would see the error
+            LOG.exception('Bad report from host %r', host)

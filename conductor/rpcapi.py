@@ -1,0 +1,45 @@
+"""Client side of the conductor RPC API (topic ferryman-conductor).
+
+API version history:
+    1.0 - Initial version.
+"""
+
+from ferryman import rpc
+
+VERSION = '1.0'
+
+
+class ConductorAPI(object):
+
+    def __init__(self, conf, timeout=None):
+        self.client = rpc.get_client(conf, rpc.CONDUCTOR_TOPIC, VERSION,
+                                     version_cap=VERSION, timeout=timeout)
+
+    def live_migrate(self, instance, host=None, block_migration='auto', force=False):
+        """Start a live migration; returns the new migration at once."""
+        return self.client.call({}, 'live_migrate', instance=instance, host=host,
+                                block_migration=block_migration, force=force)
+
+    def get_migration(self, migration):
+        return self.client.call({}, 'get_migration', migration=migration)
+
+    def list_migrations(self, instance=None, status=None, host=None):
+        return self.client.call({}, 'list_migrations', instance=instance,
+                                status=status, host=host)
+
+    def get_task_history(self, migration):
+        return self.client.call({}, 'get_task_history', migration=migration)
+
+    def list_hosts(self):
+        return self.client.call({}, 'list_hosts')
+
+    def list_instances(self, host=None):
+        return self.client.call({}, 'list_instances', host=host)
+
+    def set_host_enabled(self, host, enabled, reason=None):
+        return self.client.call({}, 'set_host_enabled', host=host, enabled=enabled,
+                                reason=reason)
+
+    def report_host(self, host, info, guests):
+        """Agents publish their host's resources and guests (no reply wanted)."""
+        self.client.cast({}, 'report_host', host=host, info=info, guests=guests)

@@ -1,0 +1,99 @@
+"""Errors that cross RPC boundaries.
+
+oslo.messaging re-raises a remote exception as the same class when its module is in
+``allowed_remote_exmods``; every error a caller may see lives here so the CLI can show
+its message unchanged.
+"""
+
+
+class FerrymanError(Exception):
+    msg_fmt = "An unknown error occurred."
+    code = 500
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if message is None:
+            message = self.msg_fmt % kwargs
+        self.message = message
+        super().__init__(message)
+
+
+class Invalid(FerrymanError):
+    msg_fmt = "Invalid input: %(reason)s"
+    code = 400
+
+
+class InvalidArgument(Invalid):
+    msg_fmt = "Invalid value %(value)r for %(name)s: %(reason)s"
+
+
+class NotFound(FerrymanError):
+    code = 404
+
+
+class InstanceNotFound(NotFound):
+    msg_fmt = "Instance %(instance)r not found."
+
+
+class HostNotFound(NotFound):
+    msg_fmt = "Host %(host)r not found."
+
+
+class MigrationNotFound(NotFound):
+    msg_fmt = "Migration %(migration)r not found."
+
+
+class Conflict(FerrymanError):
+    code = 409
+
+
+class InstanceNotRunning(Conflict):
+    msg_fmt = ("Instance %(instance)r is %(power_state)s, not running; only running "
+               "guests can be live-migrated.")
+
+
+class InstanceAlreadyMigrating(Conflict):
+    msg_fmt = "Instance %(instance)r is already being migrated by migration %(migration)s."
+
+
+class DestinationSameAsSource(Invalid):
+    msg_fmt = "Destination host %(host)r is the instance's current host."
+
+
+class HostUnavailable(Conflict):
+    msg_fmt = "Host %(host)r cannot take migrations: %(reason)s."
+
+
+class InsufficientCapacity(Conflict):
+    msg_fmt = ("Host %(host)r lacks capacity for instance %(instance)r: %(resource)s "
+               "needs %(requested)s, %(free)s free.")
+
+
+class NoValidHost(Conflict):
+    msg_fmt = "No valid destination host for instance %(instance)r: %(reason)s"
+
+
+class IncompatibleHost(Conflict):
+    msg_fmt = "Host %(host)r is incompatible with instance %(instance)r: %(reason)s"
+
+
+class StorageMismatch(Invalid):
+    msg_fmt = ("block_migration=%(requested)r contradicts the storage of instance "
+               "%(instance)r towards %(host)r: %(reason)s")
+
+
+class TooManyMigrations(Conflict):
+    msg_fmt = ("Host %(host)r already runs %(running)d outbound migrations "
+               "(limit %(limit)d).")
+
+
+class AgentStepFailed(FerrymanError):
+    msg_fmt = "Step %(step)s failed on host %(host)s: %(reason)s"
+
+
+class MigrationJobFailed(FerrymanError):
+    msg_fmt = "The hypervisor's migration job for %(instance)s failed: %(reason)s"
+
+
+class MigrationTimeout(FerrymanError):
+    msg_fmt = "Migration %(migration)s did not finish within %(seconds)s s."

@@ -1,0 +1,43 @@
+"""oslo.messaging plumbing shared by the conductor, the agents and the CLI.
+
+Payloads are plain JSON types both ways; errors from ``ferryman.exception`` are
+re-raised on the caller's side as the same class.
+"""
+
+import oslo_messaging as messaging
+
+CONDUCTOR_TOPIC = 'ferryman-conductor'
+COMPUTE_TOPIC = 'ferryman-compute'
+EXCHANGE = 'ferryman'
+ALLOWED_EXMODS = ['ferryman.exception']
+
+# Kept per configuration object: several private configurations (the demo runs its
+# agents in one process) must not share a transport built for another.
+_transports = {}
+
+
+def get_transport(conf):
+    transport = _transports.get(id(conf))
+    if transport is None:
+        transport = messaging.get_rpc_transport(
+            conf, allowed_remote_exmods=ALLOWED_EXMODS)
+        _transports[id(conf)] = transport
+    return transport
+
+
+def cleanup(conf):
+    transport = _transports.pop(id(conf), None)
+    if transport is not None:
+        transport.cleanup()
+
+
+def get_server(conf, topic, server, endpoints):
+    target = messaging.Target(topic=topic, server=server)
+    return messaging.get_rpc_server(get_transport(conf), target, endpoints,
+                                    executor='threading')
+
+
+def get_client(conf, topic, version, version_cap=None, timeout=None):
+    target = messaging.Target(topic=topic, version=version)
+    return messaging.get_rpc_client(get_transport(conf), target,
+                                    version_cap=version_cap, timeout=timeout)

@@ -1,0 +1,40 @@
+"""Which subtype a migration is, from the storage probe and the caller's wish."""
+
+from ferryman import exception
+from flows import states
+
+BLOCK_MIGRATION_CHOICES = ('auto', 'true', 'false')
+
+
+def normalize_block_migration(value):
+    """'auto', 'true' or 'false' from what a caller may send; refuse anything else."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str) and value.lower() in BLOCK_MIGRATION_CHOICES:
+        return value.lower()
+    raise exception.InvalidArgument(
+        name='block_migration', value=value,
+        reason='expected one of auto, true, false')
+
+
+def choose_subtype(requested, facts, instance, host):
+    """The subtype the storage allows; an explicit request that contradicts it is
+    refused. ``facts`` is the source's answer to the probe (check_source)."""
+    if facts['shared_instance_path']:
+        subtype, why = states.FILE_LEVEL, 'the instance directory is shared'
+    elif facts['volume_backed']:
+        subtype, why = states.BLOCK_STORAGE, 'every disk is a volume'
+    else:
+        subtype, why = states.BLOCK, 'its disks are local to the source'
+    if requested == 'true' and subtype != states.BLOCK:
+        raise exception.StorageMismatch(requested=requested, instance=instance,
+                                        host=host, reason=why)
+    if requested == 'false' and subtype == states.BLOCK:
+        raise exception.StorageMismatch(requested=requested, instance=instance,
+                                        host=host, reason=why)
+    return subtype
+
+
+def probe_token(migration_id):
+    """The probe file's name is derived from the migration: a re-run task finds it."""
+    return migration_id.replace('-', '')

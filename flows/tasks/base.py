@@ -1,0 +1,71 @@
+"""What every migration task shares: the conductor's services, bound at start-up.
+
+Tasks get no live clients in their constructors; a resumed flow is rebuilt from its
+factory's name, so tasks reach the database and agents through this binding.
+"""
+
+from oslo_log import log as logging
+from taskflow import task
+
+from ferryman import exception
+
+LOG = logging.getLogger(__name__)
+
+_services = None
+
+
+class Services(object):
+    """The conductor's database, compute client and configuration."""
+
+    def __init__(self, conf, db, compute):
+        self.conf = conf
+        self.db = db
+        self.compute = compute
+
+
+def bind(services):
+    global _services
+    _services = services
+
+
+def services():
+    if _services is None:
+        raise exception.FerrymanError('no conductor services bound for flows')
+    return _services
+
+
+class MigrationTask(task.Task):
+    # Where the step acts: 'conductor', 'source' or 'destination' (task history).
+    runs_on = 'conductor'
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    @property
+    def db(self):
+        return services().db
+
+    @property
+    def compute(self):
+        return services().compute
+
+    @property
+    def conf(self):
+        return services().conf
+
+    def switched_over(self, migration_id):
+        return self.db.get_migration(migration_id)['switchover_at'] is not None
+
+    def best_effort(self, migration_id, what, fn, *args, **kwargs):
+        """Run one undo step; a failure is recorded on the migration, never raised,
+        so the rest of the rollback still runs (and the sentinel sees it)."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            LOG.exception('Migration %s: %s failed during rollback', migration_id,
+                          what)
+            try:
+                self.db.add_rollback_error(migration_id, '%s: %s' % (what, exc))
+            except Exception:
+                LOG.exception('Migration %s: cannot record rollback error',
+                              migration_id)

@@ -1,0 +1,83 @@
+"""Tasks on the conductor's own records: status, allocations."""
+
+from oslo_log import log as logging
+from taskflow.types import failure as tf_failure
+
+from flows import constants as c
+from flows import states
+from flows.tasks import base
+
+LOG = logging.getLogger(__name__)
+
+
+class MigrationSentinel(base.MigrationTask):
+    """Head of every flow: owns the migration's status when the flow fails.
+
+    Its revert runs last, after every other undo, so it can tell failed (all undone,
+    guest on the source) from error (an undo failed, or the guest had already moved:
+    nothing may be rolled back past switch-over).
+    """
+
+    def __init__(self):
+        super().__init__(c.MIGRATION_SENTINEL)
+
+    def execute(self, migration_id):
+        mig = self.db.get_migration(migration_id)
+        if mig['status'] == states.ACCEPTED:
+            self.db.advance(migration_id, 'prepare')
+
+    def revert(self, migration_id, flow_failures=None, **kwargs):
+        try:
+            errors = [str(f.exception_str) for f in (flow_failures or {}).values()
+                      if isinstance(f, tf_failure.Failure)]
+            text = '; '.join(errors) or 'flow failed'
+            mig = self.db.get_migration(migration_id)
+            if mig['status'] in states.TERMINAL:
+                return
+            if mig['switchover_at'] is not None:
+                self.db.advance(migration_id, 'error', error=text,
+                                last_known_host=mig['destination'])
+            elif mig['rollback_errors']:
+                self.db.advance(migration_id, 'error',
+                                error=text + '; rollback incomplete: ' +
+                                '; '.join(mig['rollback_errors']),
+                                last_known_host=mig['source'])
+            else:
+                self.db.advance(migration_id, 'fail', error=text,
+                                last_known_host=mig['source'])
+        except Exception:
+            LOG.exception('Migration %s: cannot record its final status',
+                          migration_id)
+
+
+class ClaimResources(base.MigrationTask):
+    """Destination claimed for the guest; the source held by the migration."""
+
+    def __init__(self):
+        super().__init__(c.CLAIM_RESOURCES)
+
+    def execute(self, migration_id):
+        self.db.claim(migration_id)
+
+    def revert(self, migration_id, result, **kwargs):
+        if isinstance(result, tf_failure.Failure):
+            return  # the claim transaction rolled back whole
+        if self.switched_over(migration_id):
+            # The guest lives on the destination: its claim there is its own now.
+            self.best_effort(migration_id, 'drop source allocation',
+                             self.db.drop_source_allocation, migration_id)
+        else:
+            self.best_effort(migration_id, 'release claim', self.db.unclaim,
+                             migration_id)
+
+
+class FinishMigration(base.MigrationTask):
+    """The source's resources go back to the host; the migration completes."""
+
+    def __init__(self):
+        super().__init__(c.FINISH_MIGRATION)
+
+    def execute(self, migration_id):
+        self.db.drop_source_allocation(migration_id)
+        if self.db.get_migration(migration_id)['status'] != states.COMPLETED:
+            self.db.advance(migration_id, 'complete')
