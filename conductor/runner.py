@@ -8,11 +8,11 @@ import threading
 import futurist
 from oslo_log import log as logging
 import taskflow.engines
-from taskflow.persistence import backends as persistence_backends
 from taskflow.persistence import models as tf_models
 
 import flows
 from conductor import history
+from conductor import persistence
 
 LOG = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ class FlowRunner(object):
     def __init__(self, conf, db):
         self.conf = conf
         self.db = db
-        self.backend = persistence_backends.fetch(
-            {'connection': conf.database.connection})
+        # Shares the conductor database's engine (and its sqlite settings).
+        self.backend = persistence.Backend(
+            {'connection': conf.database.connection}, engine=db.engine)
         with contextlib.closing(self.backend.get_connection()) as conn:
             conn.upgrade()
         self.executor = futurist.ThreadPoolExecutor(

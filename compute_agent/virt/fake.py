@@ -155,10 +155,11 @@ class FakeCloud(object):
             found.append('guest:' + state['guests'][uuid]['power_state'])
         return found
 
-    def inject_fault(self, host, step, times=-1):
-        """Make the named driver step fail on a host, ``times`` times (-1: always)."""
+    def inject_fault(self, host, step, times=-1, skip=0):
+        """Make the named driver step fail on a host ``times`` times (-1: always),
+        after ``skip`` calls that succeed."""
         with self.editing(host) as state:
-            state['faults'][step] = times
+            state['faults'][step] = {'times': times, 'skip': skip}
 
     def clear_faults(self, host):
         with self.editing(host) as state:
@@ -222,11 +223,14 @@ class FakeDriver(driver.ComputeDriver):
 
     def _fault(self, step):
         with self.cloud.editing(self.host) as state:
-            left = state['faults'].get(step)
-            if left is None or left == 0:
+            fault = state['faults'].get(step)
+            if fault is None or fault['times'] == 0:
                 return
-            if left > 0:
-                state['faults'][step] = left - 1
+            if fault['skip'] > 0:
+                fault['skip'] -= 1
+                return
+            if fault['times'] > 0:
+                fault['times'] -= 1
         raise exception.AgentStepFailed(step=step, host=self.host,
                                         reason='injected fault')
 

@@ -1,1 +1,324 @@
-def main(): raise SystemExit('todo')
+"""ferryman: the operator's command line. Every command takes --json."""
+
+import argparse
+import json
+import sys
+import time
+
+import ferryman  # noqa: F401  (quiets the eventlet warning before oslo imports)
+from ferryman import exception
+from flows import states
+
+TERMINAL = states.TERMINAL
+
+
+def _print_json(data):
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def _table(title, columns, rows):
+    from rich.table import Table
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*['' if v is None else str(v) for v in row])
+    _console().print(table)
+
+
+def _api(args):
+    from conductor import rpcapi
+    from ferryman import conf as ferryman_conf
+    from ferryman import local
+    conf = ferryman_conf.make_conf(config_files=args.config_file or None)
+    if (conf.transport_url or '').startswith('kombu+memory'):
+        local.quiet_messaging_logs()
+    else:
+        _check_broker(conf)
+    return rpcapi.ConductorAPI(conf, timeout=args.timeout)
+
+
+def _check_broker(conf):
+    # oslo.messaging retries an unreachable broker forever, silently; say so now.
+    import socket
+
+    import oslo_messaging
+    url = oslo_messaging.TransportURL.parse(conf, conf.transport_url)
+    if not url.hosts:
+        raise exception.Invalid(
+            reason='transport_url %r names no broker host: set it in [DEFAULT] of '
+                   '/etc/ferryman/ferryman.conf or pass --config-file FILE'
+            % conf.transport_url)
+    for host in url.hosts:
+        try:
+            socket.create_connection((host.hostname or '127.0.0.1',
+                                      host.port or 5672), timeout=5).close()
+            return
+        except OSError as exc:
+            error = exc
+    raise exception.FerrymanError(
+        'cannot reach the message broker of transport_url %s: %s' % (
+            url.transport + '://' + ','.join(
+                '%s:%s' % (h.hostname, h.port) for h in url.hosts), error))
+
+
+TASK_COLUMNS = ('atom', 'state', 'host', 'started_at', 'ended_at', 'error')
+
+
+def _print_tasks(title, events):
+    _table(title, TASK_COLUMNS, [[e[c] for c in TASK_COLUMNS] for e in events])
+
+
+# Commands. -----------------------------------------------------------------------------
+def cmd_demo(args):
+    from ferryman import demo
+    return demo.run(as_json=args.json)
+
+
+def cmd_host_list(args):
+    hosts = _api(args).list_hosts()
+    if args.json:
+        return _print_json(hosts)
+    _table('hosts', ('name', 'up', 'enabled', 'hypervisor', 'vcpus used/total',
+                     'memory MiB used/total', 'disk GiB used/total', 'migrating out'),
+           [[h['name'], h['up'], h['enabled'], h['hypervisor_type'],
+             '%s/%s' % (h['used']['vcpus'], h['vcpus']),
+             '%s/%s' % (h['used']['memory_mb'], h['memory_mb']),
+             '%s/%s' % (h['used']['disk_gb'], h['disk_gb']), h['migrations_out']]
+            for h in hosts])
+
+
+def _set_enabled(args, enabled):
+    host = _api(args).set_host_enabled(args.host, enabled,
+                                       getattr(args, 'reason', None))
+    if args.json:
+        return _print_json(host)
+    print('%s %s' % (host['name'], 'enabled' if enabled else 'disabled'))
+
+
+def cmd_host_enable(args):
+    return _set_enabled(args, True)
+
+
+def cmd_host_disable(args):
+    return _set_enabled(args, False)
+
+
+def cmd_instance_list(args):
+    instances = _api(args).list_instances(host=args.host)
+    if args.json:
+        return _print_json(instances)
+    _table('instances', ('uuid', 'name', 'host', 'power', 'vcpus', 'memory MiB',
+                         'storage', 'sla', 'migration'),
+           [[i['uuid'], i['name'], i['host'], i['power_state'], i['vcpus'],
+             i['memory_mb'], i['storage'], i['sla_class'], i['migration_id']]
+            for i in instances])
+
+
+def _show_migration(mig):
+    _table('migration %s' % mig['id'], ('field', 'value'),
+           [[k, json.dumps(v) if isinstance(v, (dict, list)) else v]
+            for k, v in sorted(mig.items())])
+
+
+def _wait(api, mig, as_json):
+    from rich.progress import Progress
+    if as_json:
+        while mig['status'] not in TERMINAL:
+            time.sleep(0.2)
+            mig = api.get_migration(mig['id'])
+        return mig
+    with Progress(transient=False) as progress:
+        bar = progress.add_task('%s %s' % (mig['subtype'], mig['status']), total=100)
+        while mig['status'] not in TERMINAL:
+            time.sleep(0.2)
+            mig = api.get_migration(mig['id'])
+            percent = (mig['progress'] or {}).get('percent') or 0
+            if mig['status'] in (states.FINISHING, states.COMPLETED):
+                percent = 100
+            progress.update(bar, completed=percent,
+                            description='%s %s' % (mig['subtype'], mig['status']))
+    return mig
+
+
+def cmd_live_migrate(args):
+    api = _api(args)
+    mig = api.live_migrate(args.instance, host=args.host,
+                           block_migration=args.block_migration, force=args.force)
+    if args.wait:
+        mig = _wait(api, mig, args.json)
+    if args.json:
+        _print_json(mig)
+    else:
+        print('Migration %s of %s: %s -> %s (%s): %s' % (
+            mig['id'], args.instance, mig['source'], mig['destination'],
+            mig['subtype'], mig['status']))
+        if mig.get('error'):
+            print('Error: %s' % mig['error'])
+    if args.wait and mig['status'] != states.COMPLETED:
+        return 1
+
+
+def cmd_migration_list(args):
+    migrations = _api(args).list_migrations(instance=args.instance,
+                                            status=args.status, host=args.host)
+    if args.json:
+        return _print_json(migrations)
+    _table('migrations', ('id', 'instance', 'subtype', 'source', 'destination',
+                          'status', 'created_at'),
+           [[m['id'], m['instance_uuid'], m['subtype'], m['source'],
+             m['destination'], m['status'], m['created_at']] for m in migrations])
+
+
+def cmd_migration_show(args):
+    mig = _api(args).get_migration(args.migration)
+    if args.json:
+        return _print_json(mig)
+    _show_migration(mig)
+
+
+def cmd_migration_tasks(args):
+    events = _api(args).get_task_history(args.migration)
+    if args.json:
+        return _print_json(events)
+    _print_tasks('tasks of migration %s' % args.migration, events)
+
+
+def _output_picture(args, subtype, atom_states):
+    from ferryman import graph
+    if args.format == 'text':
+        data = graph.text(subtype, atom_states).encode()
+    elif args.format == 'dot':
+        data = graph.dot(subtype, atom_states).encode()
+    else:
+        data = graph.render(subtype, args.format, atom_states)
+    if args.output:
+        with open(args.output, 'wb') as f:
+            f.write(data)
+        if args.json:
+            _print_json({'subtype': subtype, 'format': args.format,
+                         'output': args.output, 'bytes': len(data)})
+        return
+    if args.format in ('png',):
+        raise exception.Invalid(reason='--format png needs --output FILE')
+    if args.json:
+        return _print_json({'subtype': subtype, 'format': args.format,
+                            'states': atom_states, 'picture': data.decode()})
+    sys.stdout.write(data.decode())
+    if not data.endswith(b'\n'):
+        sys.stdout.write('\n')
+
+
+def cmd_flow_show(args):
+    return _output_picture(args, args.subtype, None)
+
+
+def cmd_flow_render(args):
+    from ferryman import graph
+    api = _api(args)
+    mig = api.get_migration(args.migration)
+    atom_states = graph.atom_states(api.get_task_history(args.migration))
+    return _output_picture(args, mig['subtype'], atom_states)
+
+
+# Parser. ---------------------------------------------------------------------------------
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--json', action='store_true',
+                        help='print machine-readable JSON')
+    common.add_argument('--config-file', action='append', metavar='FILE',
+                        help='configuration file (default: /etc/ferryman/ferryman.conf)')
+    common.add_argument('--timeout', type=float, default=60.0,
+                        help='seconds to wait for the conductor\'s answer')
+
+    parser = argparse.ArgumentParser(
+        prog='ferryman', parents=[common],
+        description='Live-migrate guests between hypervisor hosts.')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+
+    def add(subparsers, name, func, help_text):
+        p = subparsers.add_parser(name, parents=[common], help=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    add(sub, 'demo', cmd_demo, 'migrate one guest of each storage kind in a '
+        'simulated three-host cloud, in this process')
+
+    host = sub.add_parser('host', help='hypervisor hosts').add_subparsers(
+        dest='host_command', metavar='ACTION', required=True)
+    add(host, 'list', cmd_host_list, 'hosts with their resources')
+    add(host, 'enable', cmd_host_enable, 'accept migrations again').add_argument(
+        'host')
+    p = add(host, 'disable', cmd_host_disable, 'accept no more migrations')
+    p.add_argument('host')
+    p.add_argument('--reason')
+
+    inst = sub.add_parser('instance', help='guests').add_subparsers(
+        dest='instance_command', metavar='ACTION', required=True)
+    add(inst, 'list', cmd_instance_list, 'guests and where they run').add_argument(
+        '--host')
+
+    p = add(sub, 'live-migrate', cmd_live_migrate, 'live-migrate a guest')
+    p.add_argument('instance', help='uuid or unique name')
+    p.add_argument('--host', help='destination (default: the scheduler picks)')
+    p.add_argument('--force', action='store_true',
+                   help='skip capacity checks on the given host')
+    p.add_argument('--block-migration', default='auto',
+                   help='auto (from the storage), true (copy disks) or false')
+    p.add_argument('--wait', action='store_true',
+                   help='wait for the end, with a progress bar')
+
+    mig = sub.add_parser('migration', help='migrations').add_subparsers(
+        dest='migration_command', metavar='ACTION', required=True)
+    p = add(mig, 'list', cmd_migration_list, 'migrations, oldest first')
+    p.add_argument('--instance')
+    p.add_argument('--status')
+    p.add_argument('--host', help='as source or destination')
+    add(mig, 'show', cmd_migration_show, 'one migration').add_argument('migration')
+    add(mig, 'tasks', cmd_migration_tasks, 'task history of a migration').add_argument(
+        'migration')
+
+    flow = sub.add_parser('flow', help='flow pictures').add_subparsers(
+        dest='flow_command', metavar='ACTION', required=True)
+    for name, func, what, help_text in (
+            ('show', cmd_flow_show, 'subtype', 'a subtype\'s flow'),
+            ('render', cmd_flow_render, 'migration',
+             'a migration\'s flow coloured by the state each step reached')):
+        p = add(flow, name, func, help_text)
+        if what == 'subtype':
+            p.add_argument('subtype', choices=states.SUBTYPES)
+        else:
+            p.add_argument('migration')
+        p.add_argument('--format', default='text',
+                       choices=('text', 'dot', 'svg', 'png'))
+        p.add_argument('--output', metavar='FILE')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except exception.FerrymanError as exc:
+        if args.json:
+            _print_json({'error': type(exc).__name__, 'message': str(exc)})
+        else:
+            print('Error: %s' % exc, file=sys.stderr)
+        return 2
+    except Exception as exc:
+        import oslo_messaging
+        if isinstance(exc, oslo_messaging.MessagingTimeout):
+            print('Error: the conductor did not answer within %s s (is '
+                  'ferryman-conductor running and transport_url right?)'
+                  % args.timeout, file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == '__main__':
+    sys.exit(main())

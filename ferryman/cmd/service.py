@@ -1,0 +1,29 @@
+"""What the service entry points share: configuration, logging, clean shutdown."""
+
+import signal
+import sys
+import threading
+
+from oslo_log import log as logging
+
+import ferryman  # noqa: F401
+from ferryman import conf as ferryman_conf
+
+
+def run(name, make_service, argv=None):
+    conf = ferryman_conf.make_conf(argv if argv is not None else sys.argv[1:])
+    logging.setup(conf, 'ferryman')
+    log = logging.getLogger(name)
+    service = make_service(conf).start()
+    stop = threading.Event()
+
+    def _signal(signum, _frame):
+        log.info('%s: signal %d, stopping', name, signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    while not stop.wait(1.0):
+        pass
+    service.stop()
+    return 0

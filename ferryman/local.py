@@ -1,0 +1,121 @@
+"""A whole simulated cloud in one process: the demo's and the unit tests' ground.
+
+One conductor and N compute agents with the simulated driver, talking over the
+in-process transport, with sqlite in a private directory. Separate processes over
+RabbitMQ are the functional tests' business, not this module's.
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+
+from compute_agent import service as agent_service
+from compute_agent.virt import fake
+from conductor import rpcapi as conductor_rpcapi
+from conductor import service as conductor_service
+from ferryman import conf as ferryman_conf
+from ferryman import rpc
+
+IN_PROCESS_URL = 'kombu+memory://localhost//'
+
+# Three hosts: compute2 and compute3 share an instance directory (NFS-like), so
+# compute1 -> compute2 is block, compute2 -> compute3 is file-level, and a
+# volume-backed guest moves block-storage anywhere.
+DEMO_HOSTS = {'compute1': None, 'compute2': 'nfs', 'compute3': 'nfs'}
+DEMO_GUESTS = [
+    # name, host, memory MiB, storage, dirty rate MiB/s
+    ('batch-1', 'compute1', 2048, 'local', 50.0),
+    ('web-1', 'compute2', 1024, 'local', 20.0),
+    ('db-1', 'compute1', 4096, 'volume', 200.0),
+]
+
+
+def quiet_messaging_logs():
+    # The in-process transport is flagged "experimental" and has no heartbeat;
+    # both warnings say nothing to a user of the demo.
+    for name in ('oslo.messaging', 'oslo_messaging', 'kombu'):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class LocalCloud(object):
+
+    def __init__(self, hosts=None, base_dir=None, overrides=None):
+        self.hosts = dict(DEMO_HOSTS if hosts is None else hosts)
+        self._own_dir = base_dir is None
+        self.base_dir = base_dir or tempfile.mkdtemp(prefix='ferryman-')
+        self.overrides = {
+            'transport_url': IN_PROCESS_URL,
+            'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0,
+            'state_path': self.base_dir,
+            'compute.report_interval': 3600.0,  # reports are pushed by refresh()
+            'conductor.monitor_interval': 0.02,
+            'conductor.post_migration_retry_delay': 0.01,
+            'fake.time_scale': 0.0001,
+        }
+        self.overrides.update(overrides or {})
+        self.conductor = None
+        self.agents = {}
+        self.cloud = fake.FakeCloud(os.path.join(self.base_dir, 'fake'))
+
+    def conf(self, host, **extra):
+        overrides = dict(self.overrides, host=host, **extra)
+        return ferryman_conf.make_conf(config_files=[], overrides=overrides)
+
+    def start(self):
+        quiet_messaging_logs()
+        self.conductor_conf = self.conf('conductor')
+        self.conductor = conductor_service.ConductorService(self.conductor_conf).start()
+        for host, shared in self.hosts.items():
+            extra = {}
+            if shared:
+                extra['fake.instances_path'] = os.path.join(self.base_dir, shared)
+            agent_conf = self.conf(host, **extra)
+            self.agents[host] = agent_service.ComputeService(agent_conf).start()
+        self.api = conductor_rpcapi.ConductorAPI(self.conductor_conf)
+        return self
+
+    @property
+    def db(self):
+        return self.conductor.manager.db
+
+    def refresh(self):
+        """Every agent reports now, and the conductor has taken the reports in."""
+        for agent in self.agents.values():
+            agent.manager.conductor.report_host(
+                agent.host, agent.manager.driver.get_host_info(),
+                agent.manager.driver.list_guests())
+        # Casts are asynchronous; a call on the same topic is queued behind them.
+        self.api.list_hosts()
+
+    def seed_demo_guests(self):
+        guests = {}
+        for name, host, memory, storage, dirty in DEMO_GUESTS:
+            guests[name] = self.cloud.create_guest(
+                host, name, memory_mb=memory, vcpus=2, storage=storage,
+                dirty_rate_mibps=dirty, data='written by %s before migrating' % name)
+        self.refresh()
+        return guests
+
+    def wait(self, migration_id, timeout=60):
+        self.conductor.manager.runner.wait(migration_id, timeout)
+        return self.api.get_migration(migration_id)
+
+    def stop(self):
+        services = list(self.agents.values())
+        if self.conductor is not None:
+            services.append(self.conductor)
+        # Each RPC server takes a poll period to stop: stop them all, then wait.
+        for service in services:
+            service.server.stop()
+        for service in services:
+            service.stop()
+            rpc.cleanup(service.conf)
+        if self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
