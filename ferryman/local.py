@@ -80,13 +80,15 @@ class LocalCloud(object):
         return self.conductor.manager.db
 
     def refresh(self):
-        """Every agent reports now, and the conductor has taken the reports in."""
+        """Every agent reports now, and the conductor has taken the reports in.
+
+        Straight into the conductor: a cast over RPC may be handled after a later
+        call, so a test could look before the report landed.
+        """
         for agent in self.agents.values():
-            agent.manager.conductor.report_host(
-                agent.host, agent.manager.driver.get_host_info(),
-                agent.manager.driver.list_guests())
-        # Casts are asynchronous; a call on the same topic is queued behind them.
-        self.api.list_hosts()
+            driver = agent.manager.driver
+            self.conductor.manager.report_host({}, agent.host, driver.get_host_info(),
+                                               driver.list_guests())
 
     def seed_demo_guests(self):
         guests = {}

@@ -33,8 +33,7 @@ def cleanup(conf):
 
 def get_server(conf, topic, server, endpoints):
     target = messaging.Target(topic=topic, server=server)
-    return messaging.get_rpc_server(get_transport(conf), target, endpoints,
-                                    executor='threading')
+    return messaging.get_rpc_server(get_transport(conf), target, endpoints)
 
 
 def get_client(conf, topic, version, version_cap=None, timeout=None):

@@ -67,8 +67,8 @@ MACHINES = {subtype: _build(subtype) for subtype in SUBTYPES}
 def advance(subtype, current, event):
     """The status that ``event`` leads to from ``current``; refuses any other."""
     machine = MACHINES[subtype].copy()
-    machine.initialize(current)
     try:
+        machine.initialize(current)
         machine.process_event(event)
     except automaton_exc.AutomatonException:
         raise exception.Invalid(

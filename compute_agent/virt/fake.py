@@ -142,10 +142,17 @@ class FakeCloud(object):
             return json.load(f)['data']
 
     def leftovers(self, host, uuid):
-        """What the guest has on a host: instance dir, volume connections, ports."""
+        """What the guest has on a host: instance dir (unless shared with the host
+        running it), volume connections, ports, the guest itself."""
         state = self.load(host)
         found = []
-        if os.path.isdir(os.path.join(state['info']['instances_path'], uuid)):
+        path = state['info']['instances_path']
+        # A shared directory belongs to whichever host runs the guest from it.
+        owned_elsewhere = any(
+            self.load(h)['info']['instances_path'] == path and
+            self.load(h)['guests'].get(uuid, {}).get('power_state') == 'running'
+            for h in self.hosts() if h != host)
+        if os.path.isdir(os.path.join(path, uuid)) and not owned_elsewhere:
             found.append('instance-dir')
         found += ['volume:' + v for v, owner in state['volume_connections'].items()
                   if owner == uuid]

@@ -1,0 +1,164 @@
+"""A Ferryman cloud of separate processes over a private RabbitMQ, for functional tests.
+
+The conductor and one compute agent per host run as real console scripts, each with
+its own configuration file; tests drive them only through the ``ferryman`` CLI and
+inspect the simulated hypervisors through :class:`FakeCloud`. This is what
+``ferryman.local.LocalCloud`` does in one process, with the transport and the
+process boundaries made real.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+from compute_agent.virt.fake import FakeCloud
+from ferryman.testing.servers import RabbitMQServer, _tail, _terminate
+
+# compute2 and compute3 share an instance directory (see ferryman.local.DEMO_HOSTS).
+HOSTS = {'compute1': None, 'compute2': 'nfs', 'compute3': 'nfs'}
+
+
+class Cluster(object):
+
+    def __init__(self, base_dir, hosts=None, ready_timeout=60):
+        self.base_dir = os.path.abspath(base_dir)
+        self.hosts = dict(HOSTS if hosts is None else hosts)
+        self.ready_timeout = ready_timeout
+        self.rabbit = None
+        self.procs = {}
+        self.client_conf = os.path.join(self.base_dir, 'client.conf')
+        self.cloud = FakeCloud(os.path.join(self.base_dir, 'fake'))
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # Configuration. ----------------------------------------------------------------
+    def _write_conf(self, name, sections):
+        path = os.path.join(self.base_dir, name + '.conf')
+        with open(path, 'w') as f:
+            for section, opts in sections.items():
+                f.write('[%s]\n' % section)
+                f.writelines('%s = %s\n' % kv for kv in opts.items())
+                f.write('\n')
+        return path
+
+    def _service_conf(self, name, instances_path=None):
+        b = self.base_dir
+        fake = {'state_dir': os.path.join(b, 'fake'), 'time_scale': 0.0001}
+        if instances_path:
+            fake['instances_path'] = instances_path
+        return self._write_conf(name, {
+            'DEFAULT': {'transport_url': self.rabbit.url, 'host': name,
+                        'state_path': b, 'debug': True,
+                        'log_file': os.path.join(b, name + '.log')},
+            'database': {'connection': 'sqlite:///%s/ferryman.sqlite' % b},
+            'compute': {'report_interval': 0.5},
+            'conductor': {'monitor_interval': 0.05,
+                          'post_migration_retry_delay': 0.05,
+                          'host_down_after': 10},
+            'fake': fake,
+        })
+
+    # Processes. --------------------------------------------------------------------
+    def _logs(self, name):
+        return [os.path.join(self.base_dir, name + ext) for ext in ('.out', '.log')]
+
+    def _spawn(self, name, script, conf):
+        with open(self._logs(name)[0], 'ab') as out:
+            # Own session: termination reaches any child the service forks.
+            self.procs[name] = subprocess.Popen(
+                [script, '--config-file', conf], stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _check_alive(self):
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError('%s exited early with %s\n%s' % (
+                    name, proc.returncode, _tail(self._logs(name))))
+
+    def start(self):
+        os.makedirs(self.base_dir, exist_ok=True)
+        try:
+            self.rabbit = RabbitMQServer(os.path.join(self.base_dir, 'rabbitmq'))
+            self.rabbit.start()
+            self._write_conf('client', {'DEFAULT': {
+                'transport_url': self.rabbit.url}})
+            self._spawn('conductor', 'ferryman-conductor',
+                        self._service_conf('conductor'))
+            for host, shared in self.hosts.items():
+                path = os.path.join(self.base_dir, shared) if shared else None
+                self._spawn(host, 'ferryman-compute-agent',
+                            self._service_conf(host, path))
+            self.wait_for(self._all_up, 'every agent up in host list')
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _all_up(self):
+        # Short: a call sent before the conductor's queue exists is simply lost.
+        rc, hosts = self.cli('host', 'list', timeout=3)
+        return rc == 0 and {h['name'] for h in hosts if h['up']} >= set(self.hosts)
+
+    def wait_for(self, predicate, what, timeout=None):
+        """Poll ``predicate`` until true; raise with every log if a process dies
+        or time runs out."""
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        while True:
+            self._check_alive()
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise RuntimeError('not ready after %ss: %s\n%s' % (
+                    timeout or self.ready_timeout, what,
+                    _tail([p for n in self.procs for p in self._logs(n)])))
+            time.sleep(0.2)
+
+    def cli(self, *args, timeout=60):
+        """Run ``ferryman ARGS --json``: (exit code, parsed stdout or None)."""
+        argv = ['ferryman'] + [str(a) for a in args] + [
+            '--json', '--config-file', self.client_conf, '--timeout', str(timeout)]
+        # The subprocess bound is wider than the RPC one so the CLI can report it.
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=timeout + 30)
+        try:
+            data = json.loads(res.stdout) if res.stdout.strip() else None
+        except ValueError:
+            raise RuntimeError('%s printed no JSON (rc %s):\n%s\n%s' % (
+                ' '.join(argv), res.returncode, res.stdout, res.stderr))
+        return res.returncode, data
+
+    def seed(self, name, host, **kwargs):
+        """Boot a guest on the simulated host; return it once the conductor knows it."""
+        guest = self.cloud.create_guest(host, name, **kwargs)
+
+        def known():
+            rc, instances = self.cli('instance', 'list', timeout=10)
+            return rc == 0 and any(i['uuid'] == guest['uuid'] and i['host'] == host
+                                   for i in instances)
+        self.wait_for(known, 'guest %s reported by %s' % (name, host))
+        return guest
+
+    def kill(self, *names, timeout=10):
+        """SIGTERM the processes' sessions, SIGKILL after ``timeout``; reap them."""
+        procs = [self.procs.pop(n) for n in names if n in self.procs]
+        # Signalled together: each service takes a few seconds to wind down.
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            _terminate(proc, timeout)
+        return [p.returncode for p in procs]
+
+    def stop(self):
+        self.kill(*list(self.procs))
+        if self.rabbit is not None:
+            self.rabbit.stop()
+            self.rabbit = None

@@ -1,0 +1,152 @@
+import json
+
+import pytest
+from oslo_utils import importutils
+from taskflow import task as tf_task
+
+import flows
+from flows import constants as c
+from flows import selection
+from flows import states
+from ferryman import exception
+
+
+def _tasks(flow):
+    for node, _ in flow.iter_nodes():
+        if hasattr(node, 'iter_nodes'):
+            yield from _tasks(node)
+        else:
+            yield node
+
+
+EXPECTED = {
+    'block': [c.MIGRATION_SENTINEL, c.CLAIM_RESOURCES, c.CHECK_DESTINATION,
+              c.CHECK_SOURCE, c.REMOVE_PROBE, c.CREATE_LOCAL_DISKS,
+              c.PLUG_NETWORKING, c.START_MIGRATION, c.MONITOR_MIGRATION,
+              c.POST_MIGRATION_SOURCE, c.POST_MIGRATION_DESTINATION,
+              c.FINISH_MIGRATION],
+    'file-level': [c.MIGRATION_SENTINEL, c.CLAIM_RESOURCES, c.CHECK_DESTINATION,
+                   c.CHECK_SOURCE, c.REMOVE_PROBE, c.PLUG_NETWORKING,
+                   c.START_MIGRATION, c.MONITOR_MIGRATION,
+                   c.POST_MIGRATION_SOURCE, c.POST_MIGRATION_DESTINATION,
+                   c.FINISH_MIGRATION],
+    'block-storage': [c.MIGRATION_SENTINEL, c.CLAIM_RESOURCES, c.CHECK_DESTINATION,
+                      c.CHECK_SOURCE, c.REMOVE_PROBE, c.CONNECT_VOLUMES,
+                      c.PLUG_NETWORKING, c.START_MIGRATION, c.MONITOR_MIGRATION,
+                      c.POST_MIGRATION_SOURCE, c.POST_MIGRATION_DESTINATION,
+                      c.FINISH_MIGRATION],
+}
+
+
+def test_name_constants_are_unique():
+    names = [v for k, v in vars(c).items() if k.isupper() and isinstance(v, str)]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_atoms_in_order_and_stable(subtype):
+    assert [t.name for t in _tasks(flows.build(subtype))] == EXPECTED[subtype]
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_flow_needs_only_store_keys(subtype):
+    flow = flows.build(subtype)
+    assert flow.requires <= set(c.STORE_KEYS)
+    assert not flow.provides  # no task results travel: state lives in the database
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_sentinel_heads_every_flow(subtype):
+    assert next(_tasks(flows.build(subtype))).name == c.MIGRATION_SENTINEL
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_changing_steps_have_reverts_and_tail_has_none(subtype):
+    tasks = {t.name: t for t in _tasks(flows.build(subtype))}
+    has_revert = {n for n, t in tasks.items()
+                  if type(t).revert is not tf_task.Task.revert}
+    changing = {c.MIGRATION_SENTINEL, c.CLAIM_RESOURCES, c.CHECK_DESTINATION,
+                c.CREATE_LOCAL_DISKS, c.CONNECT_VOLUMES, c.PLUG_NETWORKING,
+                c.START_MIGRATION}
+    assert has_revert == changing & set(tasks)
+    # Past switch-over only forward.
+    tail = {c.POST_MIGRATION_SOURCE, c.POST_MIGRATION_DESTINATION,
+            c.FINISH_MIGRATION}
+    assert not has_revert & tail
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_factories_reimport_by_name(subtype):
+    factory = importutils.import_class(flows.FACTORIES[subtype])
+    assert [t.name for t in _tasks(factory())] == EXPECTED[subtype]
+
+
+def test_store_json_round_trip(cloud, guest):
+    g = guest()
+    mig = cloud.api.live_migrate(g['name'], host='compute2')
+    cloud.wait(mig['id'])
+    from taskflow.persistence import models  # noqa: F401
+    backend = cloud.conductor.manager.runner.backend
+    import contextlib
+    with contextlib.closing(backend.get_connection()) as conn:
+        books = [b for b in conn.get_logbooks() if b.name == 'migration-' + mig['id']]
+        assert len(books) == 1
+        (fd,) = list(books[0])
+        store = None
+        for ad in fd:
+            if ad.name.startswith('_TaskFlow_'):
+                store = ad.results
+        assert store is not None
+        assert json.loads(json.dumps(store)) == store
+        assert store['migration_id'] == mig['id']
+        assert fd.meta['factory']['name'] == flows.FACTORIES['block']
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_state_machine_happy_path(subtype):
+    s = states.ACCEPTED
+    for event in ('prepare', 'start', 'switch_over', 'complete'):
+        s = states.advance(subtype, s, event)
+    assert s == states.COMPLETED
+
+
+@pytest.mark.parametrize('current,event', [
+    (states.COMPLETED, 'start'), (states.FINISHING, 'fail'),
+    (states.FINISHING, 'cancel'), (states.ACCEPTED, 'complete'),
+    (states.FAILED, 'prepare')])
+def test_state_machine_refuses(current, event):
+    with pytest.raises(exception.Invalid):
+        states.advance('block', current, event)
+
+
+def test_state_names_shared():
+    assert len({frozenset(m.states) for m in states.MACHINES.values()}) == 1
+
+
+@pytest.mark.parametrize('facts,requested,expected', [
+    ({'shared_instance_path': True, 'volume_backed': False}, 'auto', 'file-level'),
+    ({'shared_instance_path': False, 'volume_backed': True}, 'auto', 'block-storage'),
+    ({'shared_instance_path': False, 'volume_backed': False}, 'auto', 'block'),
+    ({'shared_instance_path': False, 'volume_backed': False}, 'true', 'block'),
+    ({'shared_instance_path': True, 'volume_backed': False}, 'false', 'file-level'),
+])
+def test_choose_subtype(facts, requested, expected):
+    assert selection.choose_subtype(requested, facts, 'i', 'h') == expected
+
+
+@pytest.mark.parametrize('facts,requested', [
+    ({'shared_instance_path': True, 'volume_backed': False}, 'true'),
+    ({'shared_instance_path': False, 'volume_backed': True}, 'true'),
+    ({'shared_instance_path': False, 'volume_backed': False}, 'false'),
+])
+def test_choose_subtype_refuses_contradiction(facts, requested):
+    with pytest.raises(exception.StorageMismatch) as err:
+        selection.choose_subtype(requested, facts, 'inst', 'h')
+    assert requested in str(err.value)
+
+
+@pytest.mark.parametrize('value', ['maybe', 1, None, ['auto']])
+def test_block_migration_values(value):
+    with pytest.raises(exception.InvalidArgument) as err:
+        selection.normalize_block_migration(value)
+    assert repr(value) in str(err.value)

@@ -1,0 +1,220 @@
+"""Whole migrations on the in-process cloud: happy paths, every revert, bad input."""
+
+import pytest
+
+from ferryman import exception
+from flows import constants as c
+from flows import states
+
+# Where each subtype goes (the demo cloud: compute2 and compute3 share storage).
+ROUTES = {
+    'block': ('compute1', 'compute2', 'local'),
+    'file-level': ('compute2', 'compute3', 'local'),
+    'block-storage': ('compute1', 'compute3', 'volume'),
+}
+
+# Driver steps that change something before switch-over, per subtype (the fault
+# names of the simulated driver), and the host they run on.
+CHANGING_STEPS = {
+    'block': [('check_destination', 'dest'), ('check_source', 'src'),
+              ('create_local_disks', 'dest'), ('plug_networking', 'dest'),
+              ('start_migration', 'src'), ('migration_job', 'src')],
+    'file-level': [('check_destination', 'dest'), ('check_source', 'src'),
+                   ('plug_networking', 'dest'), ('start_migration', 'src'),
+                   ('migration_job', 'src')],
+    'block-storage': [('check_destination', 'dest'), ('check_source', 'src'),
+                      ('connect_volumes', 'dest'), ('plug_networking', 'dest'),
+                      ('start_migration', 'src'), ('migration_job', 'src')],
+}
+MATRIX = [(s, step, where) for s, steps in CHANGING_STEPS.items()
+          for step, where in steps]
+
+
+def _usage(cloud):
+    return {h['name']: h['used'] for h in cloud.api.list_hosts()}
+
+
+def _allocations(cloud, consumer):
+    return [(a['host'], a['memory_mb']) for a in cloud.db.allocations(consumer)]
+
+
+@pytest.mark.parametrize('subtype', sorted(ROUTES))
+def test_each_subtype_completes(cloud, guest, subtype):
+    src, dest, storage = ROUTES[subtype]
+    g = guest(src, storage, memory_mb=2048, dirty_rate_mibps=100.0)
+    before = _usage(cloud)
+    mig = cloud.api.live_migrate(g['name'], host=dest)
+    assert mig['status'] == states.ACCEPTED
+    mig = cloud.wait(mig['id'])
+    assert mig['status'] == states.COMPLETED, mig['error']
+    assert mig['subtype'] == subtype
+    assert cloud.cloud.find_guest(g['uuid']) == {dest: 'running'}
+    assert cloud.cloud.leftovers(src, g['uuid']) == []
+    assert cloud.api.list_instances(host=dest)[-1:] and \
+        cloud.db.get_instance(g['uuid'])['host'] == dest
+    if storage == 'local':
+        assert cloud.cloud.read_disk(dest, g['uuid']) == 'data of %s' % g['name']
+    # Counted once, on the destination.
+    assert _allocations(cloud, g['uuid']) == [(dest, 2048)]
+    assert _allocations(cloud, mig['id']) == []
+    after = _usage(cloud)
+    assert after[src]['memory_mb'] == before[src]['memory_mb'] - 2048
+    assert after[dest]['memory_mb'] == before[dest]['memory_mb'] + 2048
+    assert mig['stats']['data_sent_mb'] >= 2048
+    events = cloud.api.get_task_history(mig['id'])
+    done = [e['atom'] for e in events if e['state'] == 'SUCCESS']
+    assert c.FINISH_MIGRATION in done and c.MIGRATION_SENTINEL in done
+    assert all(e['ended_at'] for e in events if e['state'] == 'SUCCESS')
+    hosts = {e['atom']: e['host'] for e in events}
+    assert hosts[c.START_MIGRATION] == src
+    assert hosts[c.PLUG_NETWORKING] == dest
+    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+
+
+@pytest.mark.parametrize('subtype,step,where', MATRIX)
+def test_failure_at_each_step_rolls_back(cloud, guest, subtype, step, where):
+    src, dest, storage = ROUTES[subtype]
+    g = guest(src, storage, memory_mb=1024, dirty_rate_mibps=10.0)
+    before = _usage(cloud)
+    # The request's own checks call the check steps once; fail the flow's call.
+    skip = 1 if step.startswith('check_') else 0
+    cloud.cloud.inject_fault(dest if where == 'dest' else src, step, skip=skip)
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host=dest)['id'])
+    assert mig['status'] == states.FAILED, (mig['status'], mig['error'])
+    assert step in mig['error']
+    assert mig['last_known_host'] == src
+    assert cloud.cloud.find_guest(g['uuid']) == {src: 'running'}
+    assert cloud.cloud.leftovers(dest, g['uuid']) == []
+    assert 'guest:running' in cloud.cloud.leftovers(src, g['uuid'])
+    assert _usage(cloud) == before
+    assert _allocations(cloud, g['uuid']) == [(src, 1024)]
+    assert _allocations(cloud, mig['id']) == []
+    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    states_seen = {(e['atom'], e['state']) for e in
+                   cloud.api.get_task_history(mig['id'])}
+    assert (c.MIGRATION_SENTINEL, 'REVERTED') in states_seen
+    assert any(s == 'FAILURE' for _, s in states_seen)
+    # The guest can be migrated again once the fault is gone.
+    cloud.cloud.clear_faults(dest if where == 'dest' else src)
+    again = cloud.wait(cloud.api.live_migrate(g['name'], host=dest)['id'])
+    assert again['status'] == states.COMPLETED, again['error']
+
+
+@pytest.mark.parametrize('step', ['post_migration_source',
+                                  'post_migration_destination'])
+def test_failure_after_switch_over_is_error_never_rollback(cloud, guest, step):
+    src, dest, _ = ROUTES['block']
+    g = guest(src, 'local', memory_mb=1024)
+    cloud.cloud.inject_fault(src if step.endswith('source') else dest, step)
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host=dest)['id'])
+    assert mig['status'] == states.ERROR
+    assert mig['last_known_host'] == dest
+    # The guest keeps running where it went; its disks there are untouched.
+    assert cloud.cloud.find_guest(g['uuid']) == {dest: 'running'}
+    assert cloud.cloud.read_disk(dest, g['uuid']) == 'data of %s' % g['name']
+    assert _allocations(cloud, g['uuid']) == [(dest, 1024)]
+    assert _allocations(cloud, mig['id']) == []
+    assert cloud.db.get_instance(g['uuid'])['host'] == dest
+    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+
+
+def test_transient_failure_after_switch_over_is_retried(cloud, guest):
+    src, dest, _ = ROUTES['block']
+    g = guest(src, 'local')
+    cloud.cloud.inject_fault(src, 'post_migration_source', times=1)
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host=dest)['id'])
+    assert mig['status'] == states.COMPLETED, mig['error']
+    assert cloud.cloud.leftovers(src, g['uuid']) == []
+
+
+def test_auto_picks_subtype_and_scheduler_picks_host(cloud, guest):
+    g = guest('compute1', 'volume')
+    mig = cloud.wait(cloud.api.live_migrate(g['name'])['id'])
+    assert mig['status'] == states.COMPLETED, mig['error']
+    assert mig['subtype'] == 'block-storage'
+    assert mig['destination'] in ('compute2', 'compute3')
+
+
+def test_second_request_for_migrating_guest_is_refused(cloud, guest):
+    g = guest('compute1', 'local', memory_mb=4096, dirty_rate_mibps=5000.0)
+    # Never converges (dirty rate above the link): it stays running until aborted.
+    first = cloud.api.live_migrate(g['name'], host='compute2')
+    with pytest.raises(exception.InstanceAlreadyMigrating) as err:
+        cloud.api.live_migrate(g['name'], host='compute2')
+    assert first['id'] in str(err.value)
+    cloud.conductor.manager.compute.abort_migration('compute1', g['uuid'])
+    assert cloud.wait(first['id'])['status'] == states.FAILED
+    assert cloud.cloud.find_guest(g['uuid']) == {'compute1': 'running'}
+
+
+@pytest.mark.parametrize('kwargs,error,named', [
+    ({'instance': 'no-such-guest'}, exception.InstanceNotFound, 'no-such-guest'),
+    ({'host': 'no-such-host'}, exception.HostNotFound, 'no-such-host'),
+    ({'host': 'compute1'}, exception.DestinationSameAsSource, 'compute1'),
+    ({'block_migration': 'maybe'}, exception.InvalidArgument, 'maybe'),
+    ({'block_migration': 'false'}, exception.StorageMismatch, 'false'),
+    ({'force': 'yes'}, exception.InvalidArgument, 'yes'),
+    ({'instance': 42}, exception.InvalidArgument, '42'),
+    ({'host': ['compute2']}, exception.InvalidArgument, 'compute2'),
+])
+def test_bad_input_changes_nothing(cloud, guest, kwargs, error, named):
+    g = guest('compute1', 'local')
+    args = dict({'instance': g['name'], 'host': 'compute2'}, **kwargs)
+    before = (cloud.api.list_migrations(), _usage(cloud))
+    with pytest.raises(error) as err:
+        cloud.api.live_migrate(**args)
+    assert named in str(err.value)
+    assert (cloud.api.list_migrations(), _usage(cloud)) == before
+    assert cloud.cloud.leftovers('compute2', g['uuid']) == []
+    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+
+
+def test_host_disabled_and_down_are_refused(cloud, guest):
+    g = guest('compute1', 'local')
+    cloud.api.set_host_enabled('compute2', False, 'maintenance')
+    try:
+        with pytest.raises(exception.HostUnavailable) as err:
+            cloud.api.live_migrate(g['name'], host='compute2')
+        assert 'compute2' in str(err.value) and 'maintenance' in str(err.value)
+    finally:
+        cloud.api.set_host_enabled('compute2', True)
+
+
+def test_not_enough_capacity_is_refused(cloud, guest):
+    g = guest('compute1', 'local', memory_mb=500000)
+    with pytest.raises(exception.InsufficientCapacity) as err:
+        cloud.api.live_migrate(g['name'], host='compute2')
+    assert 'memory_mb' in str(err.value) and 'compute2' in str(err.value)
+    with pytest.raises(exception.NoValidHost):
+        cloud.api.live_migrate(g['name'])
+
+
+def test_guest_not_running_is_refused(cloud, guest):
+    g = guest('compute1', 'local')
+    with cloud.cloud.editing('compute1') as state:
+        state['guests'][g['uuid']]['power_state'] = 'shutoff'
+    cloud.refresh()
+    with pytest.raises(exception.InstanceNotRunning) as err:
+        cloud.api.live_migrate(g['name'], host='compute2')
+    assert g['name'] in str(err.value) and 'shutoff' in str(err.value)
+
+
+def test_failure_in_request_checks_records_nothing(cloud, guest):
+    g = guest('compute1', 'local')
+    cloud.cloud.inject_fault('compute2', 'check_destination')
+    before = cloud.api.list_migrations()
+    with pytest.raises(exception.AgentStepFailed) as err:
+        cloud.api.live_migrate(g['name'], host='compute2')
+    assert 'check_destination' in str(err.value)
+    assert cloud.api.list_migrations() == before
+    assert cloud.cloud.leftovers('compute2', g['uuid']) == []
+
+
+def test_unknown_migration_and_filters(cloud):
+    with pytest.raises(exception.MigrationNotFound):
+        cloud.api.get_migration('nope')
+    with pytest.raises(exception.InvalidArgument) as err:
+        cloud.api.list_migrations(status='bogus')
+    assert 'bogus' in str(err.value)
+    assert all(m['status'] == states.COMPLETED
+               for m in cloud.api.list_migrations(status=states.COMPLETED))
