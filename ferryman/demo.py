@@ -46,15 +46,17 @@ def run(as_json=False):
             table.add_row(e['atom'], e['state'], e['host'] or '', _ms(e))
         console.print(table)
         if r['stats']:
+            stats = r['stats']
             console.print('  hypervisor: %.1f s simulated copy, %s ms downtime, '
-                          '%.0f MiB sent' % (r['stats']['total_time_s'],
-                                             r['stats']['downtime_ms'],
-                                             r['stats']['data_sent_mb']))
+                          '%.0f MiB sent' % (
+                              stats['total_time_s'], stats['downtime_ms'],
+                              stats['data_sent_mb']))
         if r['error']:
             console.print('  error: %s' % r['error'])
         console.print('  guest now runs on: %s' % ', '.join(r['runs_on']))
-    console.print('[bold %s]%s[/]' % (('green', 'All three migrations completed.')
-                                       if ok else ('red', 'Demo FAILED.')))
+    verdict = ('green', 'All three migrations completed.') if ok else (
+        'red', 'Demo FAILED.')
+    console.print('[bold %s]%s[/]' % verdict)
     return 0 if ok else 1
 
 
