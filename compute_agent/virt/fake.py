@@ -290,6 +290,7 @@ class FakeDriver(driver.ComputeDriver):
         return {'instances_path': self.instances_path}
 
     def remove_probe(self, probe):
+        self._fault('remove_probe')
         _check_name(probe)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.instances_path, PROBE_PREFIX + probe))
@@ -326,6 +327,7 @@ class FakeDriver(driver.ComputeDriver):
                 _write_disk(path, disk)
 
     def delete_local_disks(self, guest):
+        self._fault('delete_local_disks')
         self._refuse_if_running_here(guest['uuid'], 'delete_local_disks')
         shutil.rmtree(self._instance_dir(guest['uuid']), ignore_errors=True)
 
@@ -341,6 +343,7 @@ class FakeDriver(driver.ComputeDriver):
                 state['volume_connections'][vol] = guest['uuid']
 
     def disconnect_volumes(self, guest):
+        self._fault('disconnect_volumes')
         self._refuse_if_running_here(guest['uuid'], 'disconnect_volumes')
         self._disconnect(guest)
 
@@ -357,6 +360,7 @@ class FakeDriver(driver.ComputeDriver):
             state['ports'].setdefault(guest['uuid'], 'prepared')
 
     def unplug_networking(self, guest):
+        self._fault('unplug_networking')
         self._refuse_if_running_here(guest['uuid'], 'unplug_networking')
         with self.cloud.editing(self.host) as state:
             state['ports'].pop(guest['uuid'], None)
@@ -486,6 +490,7 @@ class FakeDriver(driver.ComputeDriver):
             self.cloud._save(self.host, src)
 
     def get_migration_job(self, uuid):
+        self._fault('get_migration_job')
         with self._jobs_lock:
             job = self._jobs.get(uuid)
         if job is None:
@@ -493,6 +498,7 @@ class FakeDriver(driver.ComputeDriver):
         return dict(job.stats)
 
     def abort_migration(self, uuid):
+        self._fault('abort_migration')
         with self._jobs_lock:
             job = self._jobs.get(uuid)
         if job is None:

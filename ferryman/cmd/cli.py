@@ -300,13 +300,19 @@ def build_parser():
     return parser
 
 
+def _error_name(exc):
+    # oslo.messaging re-raises a remote error as a subclass named <name>_Remote.
+    name = type(exc).__name__
+    return name[:-len('_Remote')] if name.endswith('_Remote') else name
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
     except exception.FerrymanError as exc:
         if args.json:
-            _print_json({'error': type(exc).__name__, 'message': str(exc)})
+            _print_json({'error': _error_name(exc), 'message': str(exc)})
         else:
             print('Error: %s' % exc, file=sys.stderr)
         return 2

@@ -218,3 +218,52 @@ def test_unknown_migration_and_filters(cloud):
     assert 'bogus' in str(err.value)
     assert all(m['status'] == states.COMPLETED
                for m in cloud.api.list_migrations(status=states.COMPLETED))
+
+
+def test_outbound_migrations_per_host_are_capped(cloud, guest):
+    cap = cloud.conductor_conf.conductor.max_outbound_per_host
+    # Dirtying faster than the link: each job runs until aborted.
+    guests = [guest('compute1', 'local', memory_mb=1024, dirty_rate_mibps=5000.0)
+              for _ in range(cap + 1)]
+    migs = [cloud.api.live_migrate(g['name'], host='compute2') for g in guests]
+    compute = cloud.conductor.manager.compute
+    import time
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        statuses = [cloud.api.get_migration(m['id'])['status'] for m in migs]
+        if statuses.count(states.RUNNING) == cap:
+            break
+        time.sleep(0.02)
+    assert statuses.count(states.RUNNING) == cap
+    assert statuses.count(states.ACCEPTED) == 1  # queued behind the cap
+    for g in guests:  # end each running job; the queued one starts, then ends
+        compute.abort_migration('compute1', g['uuid'])
+    while True:
+        pending = [m for m in migs
+                   if cloud.api.get_migration(m['id'])['status'] not in states.TERMINAL]
+        if not pending:
+            break
+        for m in pending:
+            compute.abort_migration('compute1', m['instance_uuid'])
+        time.sleep(0.05)
+    for g in guests:
+        assert cloud.cloud.find_guest(g['uuid']) == {'compute1': 'running'}
+
+
+@pytest.mark.parametrize('subtype,undo', [('block', 'delete_local_disks'),
+                                          ('block-storage', 'disconnect_volumes'),
+                                          ('file-level', 'unplug_networking')])
+def test_failed_rollback_is_error_for_an_operator(cloud, guest, subtype, undo):
+    src, dest, storage = ROUTES[subtype]
+    g = guest(src, storage)
+    cloud.cloud.inject_fault(src, 'start_migration')
+    cloud.cloud.inject_fault(dest, undo)
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host=dest)['id'])
+    assert mig['status'] == states.ERROR
+    assert undo in mig['error'] and 'rollback incomplete' in mig['error']
+    # Everything else was still undone, and the guest never left the source.
+    assert cloud.cloud.find_guest(g['uuid']) == {src: 'running'}
+    assert _allocations(cloud, g['uuid']) == [(src, g['memory_mb'])]
+    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    events = {(e['atom'], e['state']) for e in cloud.api.get_task_history(mig['id'])}
+    assert (c.CLAIM_RESOURCES, 'REVERTED') in events
