@@ -45,12 +45,46 @@ fake_opts = [
 ]
 
 
+libvirt_group = cfg.OptGroup('libvirt', title='libvirt driver')
+
+libvirt_opts = [
+    cfg.StrOpt('connection_uri', default='qemu:///system',
+               help='libvirt URI of this host\'s hypervisor.'),
+    cfg.StrOpt('live_migration_uri', default='qemu+tcp://%s/system',
+               help='libvirt URI of a destination; %s is replaced by its host '
+                    'name (validated, never free text).'),
+    cfg.StrOpt('live_migration_inbound_uri', default='tcp://%s',
+               help='Where QEMU sends the migration stream; %s is replaced by '
+                    'the destination host name. Set e.g. tcp://127.0.0.1 when '
+                    'host names do not resolve to the migration network.'),
+    cfg.IntOpt('live_migration_bandwidth', default=0, min=0,
+               help='Cap on the migration stream in MiB/s; 0 is unlimited.'),
+    cfg.BoolOpt('live_migration_with_tls', default=False,
+                help='Encrypt the migration stream with libvirt\'s native TLS.'),
+    cfg.StrOpt('instances_path', default='/var/lib/ferryman/instances',
+               help='Directory holding one directory per instance (its local '
+                    'disks and console log); shared or not between hosts.'),
+    cfg.StrOpt('volume_dir', default='/var/lib/ferryman/volumes',
+               help='File-backed volumes: the directory every host sees them '
+                    'in, one <volume id>.img each.'),
+    cfg.StrOpt('connections_dir', default='/var/lib/ferryman/connections',
+               help='Where this host records its volume connections; private '
+                    'to the host. A guest\'s volume disks point here, so a '
+                    'host without the connection cannot run the guest.'),
+    cfg.FloatOpt('migration_job_wait', default=60.0, min=1.0,
+                 help='Seconds to wait for an aborted job to end.'),
+]
+
+
 def register_opts(conf):
     conf.register_group(compute_group)
     conf.register_opts(compute_opts, group=compute_group)
     conf.register_group(fake_group)
     conf.register_opts(fake_opts, group=fake_group)
+    conf.register_group(libvirt_group)
+    conf.register_opts(libvirt_opts, group=libvirt_group)
 
 
 def list_opts():
-    return [(compute_group, compute_opts), (fake_group, fake_opts)]
+    return [(compute_group, compute_opts), (fake_group, fake_opts),
+            (libvirt_group, libvirt_opts)]

@@ -6,6 +6,7 @@ from taskflow.listeners import base as listener_base
 from taskflow.types import failure as tf_failure
 
 from conductor.db import api as db_api
+from flows.tasks import base as task_base
 
 LOG = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class TaskHistoryListener(listener_base.Listener):
         result = details.get('result')
         error = None
         if isinstance(result, tf_failure.Failure):
-            error = result.exception_str
+            error = task_base.failure_text(result)
         try:
             self.db.add_task_event(self.migration_id, atom, state, host=host,
                                    started_at=started, ended_at=ended, error=error)

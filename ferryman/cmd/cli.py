@@ -312,9 +312,9 @@ def main(argv=None):
         return args.func(args) or 0
     except exception.FerrymanError as exc:
         if args.json:
-            _print_json({'error': _error_name(exc), 'message': str(exc)})
+            _print_json({'error': _error_name(exc), 'message': exc.message})
         else:
-            print('Error: %s' % exc, file=sys.stderr)
+            print('Error: %s' % exc.message, file=sys.stderr)
         return 2
     except Exception as exc:
         import oslo_messaging

@@ -34,6 +34,12 @@ def services():
     return _services
 
 
+def failure_text(failure):
+    """A failure's message without the remote traceback oslo.messaging appends
+    (``Failure.exception`` is None once the failure was loaded from storage)."""
+    return getattr(failure.exception, 'message', None) or failure.exception_str
+
+
 class MigrationTask(task.Task):
     # Where the step acts: 'conductor', 'source' or 'destination' (task history).
     runs_on = 'conductor'

@@ -28,7 +28,7 @@ class MigrationSentinel(base.MigrationTask):
 
     def revert(self, migration_id, flow_failures=None, **kwargs):
         try:
-            errors = [str(f.exception_str) for f in (flow_failures or {}).values()
+            errors = [base.failure_text(f) for f in (flow_failures or {}).values()
                       if isinstance(f, tf_failure.Failure)]
             text = '; '.join(errors) or 'flow failed'
             mig = self.db.get_migration(migration_id)

@@ -267,3 +267,14 @@ def test_failed_rollback_is_error_for_an_operator(cloud, guest, subtype, undo):
     assert not cloud.db.get_instance(g['uuid'])['migration_id']
     events = {(e['atom'], e['state']) for e in cloud.api.get_task_history(mig['id'])}
     assert (c.CLAIM_RESOURCES, 'REVERTED') in events
+
+
+def test_errors_carry_no_remote_traceback(cloud, guest):
+    g = guest('compute1', 'local')
+    cloud.cloud.inject_fault('compute2', 'create_local_disks')
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host='compute2')['id'])
+    assert mig['error'] == ('Step create_local_disks failed on host compute2: '
+                            'injected fault')
+    failed = [e for e in cloud.api.get_task_history(mig['id'])
+              if e['state'] == 'FAILURE']
+    assert [e['error'] for e in failed] == [mig['error']]

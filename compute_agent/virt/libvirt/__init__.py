@@ -1,0 +1,1 @@
+"""The libvirt driver: real QEMU guests through libvirt-python."""

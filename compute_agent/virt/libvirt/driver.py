@@ -1,0 +1,485 @@
+"""The libvirt driver: real QEMU guests, live-migrated by libvirt peer to peer.
+
+Ferryman's own facts about a guest (instance uuid, name, SLA class, storage kind,
+volumes) live in the domain's <metadata> under Ferryman's namespace; domains without
+it are not Ferryman's and are left alone. Host names and ids that reach a libvirt
+URI, a path or XML are validated first, never interpolated as given.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+from oslo_log import log as logging
+
+from compute_agent.virt import driver
+from compute_agent.virt.libvirt import volumes as volume_connectors
+from ferryman import exception
+
+LOG = logging.getLogger(__name__)
+
+libvirt = None  # imported at first use: the package is optional
+
+NS = 'https://ferryman.dev/xmlns/instance/1.0'
+PROBE_PREFIX = '.ferryman-probe-'
+_HOST_RE = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$')
+_UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                      r'[0-9a-f]{12}$')
+_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$')
+MIB = 1024 * 1024
+
+
+def _import_libvirt():
+    global libvirt
+    if libvirt is None:
+        import libvirt as _libvirt
+        libvirt = _libvirt
+    return libvirt
+
+
+def validate_host(name):
+    if not isinstance(name, str) or not _HOST_RE.match(name):
+        raise exception.InvalidArgument(
+            name='host', value=name,
+            reason='a host name has only letters, digits, dots and dashes')
+    return name
+
+
+def validate_uuid(value):
+    if not isinstance(value, str) or not _UUID_RE.match(value):
+        raise exception.InvalidArgument(name='uuid', value=value,
+                                        reason='expected a lowercase UUID')
+    return value
+
+
+def validate_name(what, value):
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise exception.InvalidArgument(
+            name=what, value=value,
+            reason='expected letters, digits, dot, dash or underscore')
+    return value
+
+
+def metadata_xml(uuid, name, storage='local', sla_class='pet', volumes=()):
+    """The <instance> element a Ferryman guest carries in its domain metadata."""
+    root = ET.Element('instance', {'xmlns': NS})
+    for tag, value in (('uuid', validate_uuid(uuid)), ('name', name),
+                       ('storage', storage), ('sla_class', sla_class)):
+        ET.SubElement(root, tag).text = value
+    vols = ET.SubElement(root, 'volumes')
+    for vol in volumes:
+        ET.SubElement(vols, 'volume', {'id': validate_name('volume', vol)})
+    return ET.tostring(root, encoding='unicode')
+
+
+class _Job(object):
+    def __init__(self, uuid, thread):
+        self.uuid = uuid
+        self.thread = thread
+        self.status = 'running'
+        self.error = None
+        self.started = time.monotonic()
+        self.last = {}
+        self.aborted = False
+
+
+class LibvirtDriver(driver.ComputeDriver):
+
+    def __init__(self, conf, host):
+        super().__init__(conf, host)
+        _import_libvirt()
+        self._conn = None
+        self._conn_lock = threading.Lock()
+        self._jobs = {}
+        self._jobs_lock = threading.Lock()
+        lv = conf.libvirt
+        self.instances_path = lv.instances_path
+        self.volumes = volume_connectors.FileVolumeConnector(
+            lv.volume_dir, lv.connections_dir)
+
+    # Connection, re-opened after libvirtd restarts. ----------------------------------
+    @property
+    def conn(self):
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                LOG.warning('libvirt connection to %s lost; reconnecting',
+                            self.conf.libvirt.connection_uri)
+            self._conn = libvirt.open(self.conf.libvirt.connection_uri)
+            return self._conn
+
+    def init_host(self):
+        os.makedirs(self.instances_path, exist_ok=True)
+        self.volumes.init_host()
+        self.conn  # noqa: B018 (fail at start if the hypervisor is not there)
+
+    def cleanup_host(self):
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+
+    # Host and guests. -------------------------------------------------------------
+    def _host_cpu(self):
+        caps = ET.fromstring(self.conn.getCapabilities())
+        cpu = caps.find('./host/cpu')
+        model = cpu.findtext('model') or 'unknown'
+        features = sorted(f.get('name') for f in cpu.findall('feature'))
+        return model, features, ET.tostring(cpu, encoding='unicode')
+
+    def get_host_info(self):
+        info = self.conn.getInfo()
+        model, features, _xml = self._host_cpu()
+        disk = os.statvfs(self.instances_path)
+        return {'hypervisor_type': self.conn.getType(), 'cpu_model': model,
+                'cpu_features': features, 'vcpus': info[2], 'memory_mb': info[1],
+                'disk_gb': disk.f_blocks * disk.f_frsize // (1024 ** 3),
+                'instances_path': self.instances_path}
+
+    def _meta(self, dom):
+        try:
+            raw = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS)
+        except libvirt.libvirtError:
+            return None  # not a Ferryman guest
+        root = ET.fromstring(raw)
+        return {'uuid': root.findtext('uuid'), 'name': root.findtext('name'),
+                'storage': root.findtext('storage') or 'local',
+                'sla_class': root.findtext('sla_class') or 'pet',
+                'volumes': [v.get('id') for v in root.findall('volumes/volume')]}
+
+    _POWER = {1: 'running', 2: 'blocked', 3: 'paused', 4: 'shutdown', 5: 'shutoff',
+              6: 'crashed', 7: 'suspended'}
+
+    def _incoming(self, dom):
+        state, reason = dom.state()
+        return (state == libvirt.VIR_DOMAIN_PAUSED and
+                reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+                           getattr(libvirt, 'VIR_DOMAIN_PAUSED_POSTCOPY', -1)) and
+                not self._has_job(dom))
+
+    def _has_job(self, dom):
+        with self._jobs_lock:
+            job = self._jobs.get(dom.UUIDString())
+        return job is not None and job.status == 'running'
+
+    def _guest(self, dom):
+        meta = self._meta(dom)
+        if meta is None:
+            return None
+        state, _mem_max, _mem, vcpus, _cpu_time = dom.info()
+        root = ET.fromstring(dom.XMLDesc(0))
+        memory_mb = int(root.findtext('memory')) // 1024  # KiB in the XML
+        disks = []
+        for disk in root.findall("./devices/disk[@device='disk']"):
+            source = disk.find('source')
+            path = source is not None and (source.get('file') or source.get('dev'))
+            if not path or not path.startswith(self.instances_path + os.sep):
+                continue  # volumes and foreign disks are not local disks
+            capacity = dom.blockInfo(path)[0]
+            disks.append({'name': os.path.basename(path).split('.', 1)[-1],
+                          'target': disk.find('target').get('dev'),
+                          'format': disk.find('driver').get('type', 'raw'),
+                          'size_bytes': capacity,
+                          'size_gb': -(-capacity // 1024 ** 3)})
+        power = self._POWER.get(state, 'unknown')
+        return dict(meta, vcpus=vcpus, memory_mb=memory_mb, disks=disks,
+                    disk_gb=sum(d['size_gb'] for d in disks),
+                    power_state=power, dirty_rate_mibps=0.0)
+
+    def list_guests(self):
+        guests = []
+        for dom in self.conn.listAllDomains():
+            if self._incoming(dom):
+                continue
+            guest = self._guest(dom)
+            if guest is not None:
+                guests.append(guest)
+        return guests
+
+    def _domain(self, uuid):
+        try:
+            return self.conn.lookupByUUIDString(validate_uuid(uuid))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def get_guest(self, uuid):
+        dom = self._domain(uuid)
+        if dom is None or self._incoming(dom):
+            raise exception.InstanceNotFound(instance=uuid)
+        return self._guest(dom)
+
+    def _runs_here(self, uuid):
+        dom = self._domain(uuid)
+        return dom is not None and not self._incoming(dom)
+
+    # Checks. ----------------------------------------------------------------------
+    def check_destination(self, guest, source_info, probe):
+        uuid = validate_uuid(guest['uuid'])
+        if self.conn.getType() != source_info['hypervisor_type']:
+            raise exception.IncompatibleHost(
+                host=self.host, instance=uuid, reason='hypervisor %s, source has %s'
+                % (self.conn.getType(), source_info['hypervisor_type']))
+        cpu = ET.Element('cpu')
+        ET.SubElement(cpu, 'arch').text = 'x86_64'
+        ET.SubElement(cpu, 'model').text = source_info['cpu_model']
+        for feature in source_info['cpu_features']:
+            ET.SubElement(cpu, 'feature', {'policy': 'require', 'name': feature})
+        result = self.conn.compareCPU(ET.tostring(cpu, encoding='unicode'), 0)
+        if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+            raise exception.IncompatibleHost(
+                host=self.host, instance=uuid,
+                reason='CPU cannot run the source\'s %s' % source_info['cpu_model'])
+        free_mb = self.conn.getFreeMemory() // MIB
+        if guest['memory_mb'] > free_mb:
+            raise exception.InsufficientCapacity(
+                host=self.host, instance=uuid, resource='memory_mb',
+                requested=guest['memory_mb'], free=free_mb)
+        with open(self._probe_path(probe), 'w') as f:
+            f.write(self.host)
+        return {'instances_path': self.instances_path}
+
+    def _probe_path(self, probe):
+        if not isinstance(probe, str) or not probe.isalnum() or len(probe) > 64:
+            raise exception.InvalidArgument(name='probe', value=probe,
+                                            reason='expected an alphanumeric token')
+        return os.path.join(self.instances_path, PROBE_PREFIX + probe)
+
+    def remove_probe(self, probe):
+        try:
+            os.unlink(self._probe_path(probe))
+        except FileNotFoundError:
+            pass
+
+    def check_source(self, uuid, probe):
+        guest = self.get_guest(uuid)
+        if guest['power_state'] != 'running':
+            raise exception.InstanceNotRunning(instance=uuid,
+                                               power_state=guest['power_state'])
+        return {'shared_instance_path': os.path.exists(self._probe_path(probe)),
+                'volume_backed': guest['storage'] == 'volume',
+                'local_disks': [d['name'] for d in guest['disks']],
+                'cpu_features': self._host_cpu()[1]}
+
+    # Destination preparation. ---------------------------------------------------------
+    def _instance_dir(self, uuid):
+        return os.path.join(self.instances_path, validate_uuid(uuid))
+
+    def _refuse_if_running_here(self, uuid, step):
+        if self._runs_here(uuid):
+            raise exception.AgentStepFailed(
+                step=step, host=self.host,
+                reason='guest %s runs on this host; refusing to remove its '
+                       'resources' % uuid)
+
+    def create_local_disks(self, guest):
+        instance_dir = self._instance_dir(guest['uuid'])
+        os.makedirs(instance_dir, exist_ok=True)
+        for disk in guest['disks']:
+            name = validate_name('disk', disk['name'])
+            path = os.path.join(instance_dir, 'disk.' + name)
+            if os.path.exists(path):
+                continue  # made by an earlier try of this step
+            size = disk.get('size_bytes') or disk['size_gb'] * 1024 ** 3
+            fmt = disk.get('format', 'qcow2')
+            if fmt not in ('qcow2', 'raw'):
+                raise exception.InvalidArgument(name='disk format', value=fmt,
+                                                reason='expected qcow2 or raw')
+            subprocess.run(['qemu-img', 'create', '-q', '-f', fmt, path, str(size)],
+                           check=True, capture_output=True, timeout=60)
+
+    def delete_local_disks(self, guest):
+        self._refuse_if_running_here(guest['uuid'], 'delete_local_disks')
+        shutil.rmtree(self._instance_dir(guest['uuid']), ignore_errors=True)
+
+    def connect_volumes(self, guest):
+        os.makedirs(self._instance_dir(guest['uuid']), exist_ok=True)
+        for vol in guest['volumes']:
+            self.volumes.connect(validate_name('volume', vol), guest['uuid'])
+
+    def disconnect_volumes(self, guest):
+        self._refuse_if_running_here(guest['uuid'], 'disconnect_volumes')
+        self._disconnect(guest)
+
+    def _disconnect(self, guest):
+        for vol in guest['volumes']:
+            self.volumes.disconnect(validate_name('volume', vol), guest['uuid'])
+        shutil.rmtree(self._instance_dir(guest['uuid']), ignore_errors=True)
+
+    def plug_networking(self, guest):
+        # The test hosts' guests have no NICs; a real deployment binds ports here
+        # (and checks that each bridge the guest uses exists on this host).
+        pass
+
+    def unplug_networking(self, guest):
+        pass
+
+    # The migration job. ------------------------------------------------------------
+    def start_migration(self, guest, destination, subtype, params):
+        uuid = validate_uuid(guest['uuid'])
+        validate_host(destination)
+        with self._jobs_lock:
+            job = self._jobs.get(uuid)
+            if job is not None and job.status == 'running':
+                return self._job_stats(job)
+            dom = self._domain(uuid)
+            if dom is None:
+                raise exception.InstanceNotFound(instance=uuid)
+            lv = self.conf.libvirt
+            flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
+                     libvirt.VIR_MIGRATE_PERSIST_DEST |
+                     libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+            mparams = {libvirt.VIR_MIGRATE_PARAM_URI:
+                       lv.live_migration_inbound_uri % destination}
+            if subtype == 'block':
+                flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+                mparams[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [
+                    d['target'] for d in self.get_guest(uuid)['disks']]
+            bandwidth = params.get('bandwidth_mibps') or lv.live_migration_bandwidth
+            if bandwidth:
+                mparams[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth)
+            if params.get('post_copy'):
+                flags |= libvirt.VIR_MIGRATE_POSTCOPY
+            if params.get('auto_converge'):
+                flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+            if lv.live_migration_with_tls:
+                flags |= libvirt.VIR_MIGRATE_TLS
+            dest_uri = lv.live_migration_uri % destination
+            thread = threading.Thread(target=self._migrate, name='migrate-%s' % uuid,
+                                      args=(uuid, dom, dest_uri, mparams, flags),
+                                      daemon=True)
+            job = self._jobs[uuid] = _Job(uuid, thread)
+            thread.start()
+        if params.get('max_downtime_ms'):
+            # Not a migrate parameter: set on the job once libvirt has it.
+            self._retry_while_starting(
+                lambda: dom.migrateSetMaxDowntime(int(params['max_downtime_ms']), 0))
+        return self._job_stats(job)
+
+    @staticmethod
+    def _retry_while_starting(fn):
+        # Job controls fail until libvirt has registered the job.
+        for _ in range(50):
+            try:
+                return fn()
+            except libvirt.libvirtError:
+                time.sleep(0.1)
+        return fn()
+
+    def _migrate(self, uuid, dom, dest_uri, params, flags):
+        job = self._jobs[uuid]
+        try:
+            dom.migrateToURI3(dest_uri, params, flags)
+            job.status = 'completed'
+        except libvirt.libvirtError as exc:
+            job.status = 'cancelled' if job.aborted else 'failed'
+            job.error = exc.get_error_message()
+            LOG.warning('Migration of %s ended: %s', uuid, job.error)
+        except Exception as exc:  # the job thread must always record an end
+            job.status = 'failed'
+            job.error = str(exc)
+            LOG.exception('Migration of %s failed', uuid)
+        job.last['elapsed_s'] = time.monotonic() - job.started
+
+    def _job_stats(self, job):
+        out = {'status': job.status, 'error': job.error,
+               'elapsed_s': time.monotonic() - job.started}
+        if job.status == 'running':
+            dom = self._domain(job.uuid)
+            try:
+                stats = dom.jobStats() if dom is not None else {}
+            except libvirt.libvirtError:
+                stats = {}
+            if stats:
+                page = stats.get('memory_page_size', 4096)
+                total = stats.get('data_total', 0)
+                job.last = {
+                    'elapsed_s': stats.get('time_elapsed', 0) / 1000.0,
+                    'iteration': stats.get('memory_iteration', 0),
+                    'memory_total_mb': stats.get('memory_total', 0) / MIB,
+                    'memory_remaining_mb': stats.get('memory_remaining', 0) / MIB,
+                    'data_total_mb': total / MIB,
+                    'data_processed_mb': stats.get('data_processed', 0) / MIB,
+                    'dirty_rate_mibps': stats.get('memory_dirty_rate', 0) * page / MIB,
+                    'bandwidth_mibps': stats.get('memory_bps', 0) / MIB,
+                    'downtime_ms': stats.get('downtime'),
+                }
+        out.update({k: v for k, v in job.last.items() if k != 'elapsed_s'})
+        out['elapsed_s'] = job.last.get('elapsed_s', out['elapsed_s'])
+        if job.status == 'completed':
+            out['memory_remaining_mb'] = 0.0
+        return out
+
+    def get_migration_job(self, uuid):
+        with self._jobs_lock:
+            job = self._jobs.get(validate_uuid(uuid))
+        if job is None:
+            return {'status': 'none'}
+        return self._job_stats(job)
+
+    def abort_migration(self, uuid):
+        with self._jobs_lock:
+            job = self._jobs.get(validate_uuid(uuid))
+        if job is None:
+            return {'status': 'none'}
+        if job.status == 'running':
+            job.aborted = True
+            dom = self._domain(uuid)
+            try:
+                if dom is not None:
+                    self._retry_while_starting(dom.abortJob)
+            except libvirt.libvirtError as exc:
+                LOG.warning('Abort of %s: %s', uuid, exc.get_error_message())
+            job.thread.join(self.conf.libvirt.migration_job_wait)
+        return self._job_stats(job)
+
+    def set_max_downtime(self, uuid, downtime_ms):
+        self._domain(uuid).migrateSetMaxDowntime(int(downtime_ms), 0)
+
+    def start_post_copy(self, uuid):
+        self._domain(uuid).migrateStartPostCopy(0)
+
+    # After switch-over. -----------------------------------------------------------
+    def post_migration_source(self, guest, subtype):
+        uuid = validate_uuid(guest['uuid'])
+        if self._domain(uuid) is not None:
+            raise exception.AgentStepFailed(step='post_migration_source',
+                                            host=self.host,
+                                            reason='guest %s still here' % uuid)
+        if subtype == 'block':
+            shutil.rmtree(self._instance_dir(uuid), ignore_errors=True)
+        elif subtype == 'block-storage':
+            self._disconnect(guest)
+        with self._jobs_lock:
+            self._jobs.pop(uuid, None)
+
+    def post_migration_destination(self, guest, subtype):
+        uuid = validate_uuid(guest['uuid'])
+        dom = self._domain(uuid)
+        if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            raise exception.AgentStepFailed(step='post_migration_destination',
+                                            host=self.host,
+                                            reason='guest %s does not run here' % uuid)
+        result = self._guest(dom)
+        try:
+            done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError:
+            done = {}
+        result['completed_job'] = {
+            'total_time_s': done.get('time_elapsed', 0) / 1000.0,
+            'downtime_ms': done.get('downtime'),
+            'data_sent_mb': done.get('data_processed', 0) / MIB,
+            'iterations': done.get('memory_iteration')} if done else {}
+        return result
