@@ -77,12 +77,11 @@ libvirt_opts = [
 
 
 def register_opts(conf):
-    conf.register_group(compute_group)
-    conf.register_opts(compute_opts, group=compute_group)
-    conf.register_group(fake_group)
-    conf.register_opts(fake_opts, group=fake_group)
-    conf.register_group(libvirt_group)
-    conf.register_opts(libvirt_opts, group=libvirt_group)
+    # By group name: a shared OptGroup object would carry one configuration's
+    # overrides into every other configuration of the process.
+    conf.register_opts(compute_opts, group=compute_group.name)
+    conf.register_opts(fake_opts, group=fake_group.name)
+    conf.register_opts(libvirt_opts, group=libvirt_group.name)
 
 
 def list_opts():

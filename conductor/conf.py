@@ -37,10 +37,10 @@ database_opts = [
 
 
 def register_opts(conf):
-    conf.register_group(conductor_group)
-    conf.register_opts(conductor_opts, group=conductor_group)
-    conf.register_group(database_group)
-    conf.register_opts(database_opts, group=database_group)
+    # By group name: a shared OptGroup object would carry one configuration's
+    # overrides into every other configuration of the process.
+    conf.register_opts(conductor_opts, group=conductor_group.name)
+    conf.register_opts(database_opts, group=database_group.name)
 
 
 def list_opts():

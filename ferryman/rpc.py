@@ -4,6 +4,8 @@ Payloads are plain JSON types both ways; errors from ``ferryman.exception`` are
 re-raised on the caller's side as the same class.
 """
 
+import weakref
+
 import oslo_messaging as messaging
 
 CONDUCTOR_TOPIC = 'ferryman-conductor'
@@ -13,20 +15,20 @@ ALLOWED_EXMODS = ['ferryman.exception']
 
 # Kept per configuration object: several private configurations (the demo runs its
 # agents in one process) must not share a transport built for another.
-_transports = {}
+_transports = weakref.WeakKeyDictionary()
 
 
 def get_transport(conf):
-    transport = _transports.get(id(conf))
+    transport = _transports.get(conf)
     if transport is None:
         transport = messaging.get_rpc_transport(
             conf, allowed_remote_exmods=ALLOWED_EXMODS)
-        _transports[id(conf)] = transport
+        _transports[conf] = transport
     return transport
 
 
 def cleanup(conf):
-    transport = _transports.pop(id(conf), None)
+    transport = _transports.pop(conf, None)
     if transport is not None:
         transport.cleanup()
 
