@@ -15,20 +15,23 @@ ALLOWED_EXMODS = ['ferryman.exception']
 
 # Kept per configuration object: several private configurations (the demo runs its
 # agents in one process) must not share a transport built for another.
-_transports = weakref.WeakKeyDictionary()
+# By id (a configuration is not hashable), forgotten when the configuration goes so
+# a later one at the same address never inherits it.
+_transports = {}
 
 
 def get_transport(conf):
-    transport = _transports.get(conf)
+    transport = _transports.get(id(conf))
     if transport is None:
         transport = messaging.get_rpc_transport(
             conf, allowed_remote_exmods=ALLOWED_EXMODS)
-        _transports[conf] = transport
+        _transports[id(conf)] = transport
+        weakref.finalize(conf, _transports.pop, id(conf), None)
     return transport
 
 
 def cleanup(conf):
-    transport = _transports.pop(conf, None)
+    transport = _transports.pop(id(conf), None)
     if transport is not None:
         transport.cleanup()
 
