@@ -11,6 +11,9 @@ compute_opts = [
     cfg.FloatOpt('report_interval', default=10.0, min=0.1,
                  help='Seconds between reports of this host\'s resources and '
                       'guests to the conductor.'),
+    cfg.StrOpt('fault_injection_file',
+               help='For tests only: a JSON file naming agent steps to fail '
+                    '(step -> {"times": N, "skip": K}), read at every step.'),
 ]
 
 fake_group = cfg.OptGroup('fake', title='Simulated hypervisor')

@@ -4,11 +4,13 @@ It answers the conductor's step calls by delegating to its virt driver and publi
 its host's resources and guests. It never calls another agent.
 """
 
+import functools
 import threading
 
 import oslo_messaging as messaging
 from oslo_log import log as logging
 
+from compute_agent import faults
 from compute_agent import virt
 from conductor import rpcapi as conductor_rpcapi
 from ferryman import exception
@@ -30,6 +32,16 @@ def _subtype(subtype):
         raise exception.InvalidArgument(name='subtype', value=subtype,
                                         reason='expected one of %s' % ', '.join(SUBTYPES))
     return subtype
+
+
+def step(fn):
+    """An RPC step of the conductor's: may be made to fail for tests."""
+    @functools.wraps(fn)
+    def wrapper(self, ctxt, **kwargs):
+        faults.check_file(self.conf.compute.fault_injection_file, fn.__name__,
+                          self.host)
+        return fn(self, ctxt, **kwargs)
+    return wrapper
 
 
 class ComputeManager(object):
@@ -70,52 +82,68 @@ class ComputeManager(object):
             self._stop.wait(self.conf.compute.report_interval)
 
     # RPC endpoint methods. -------------------------------------------------------
+    @step
     def get_host_info(self, ctxt):
         return self.driver.get_host_info()
 
+    @step
     def list_guests(self, ctxt):
         return self.driver.list_guests()
 
+    @step
     def check_destination(self, ctxt, guest, source_info, probe):
         return self.driver.check_destination(_guest(guest), source_info, probe)
 
+    @step
     def remove_probe(self, ctxt, probe):
         return self.driver.remove_probe(probe)
 
+    @step
     def check_source(self, ctxt, uuid, probe):
         return self.driver.check_source(uuid, probe)
 
+    @step
     def create_local_disks(self, ctxt, guest):
         return self.driver.create_local_disks(_guest(guest))
 
+    @step
     def delete_local_disks(self, ctxt, guest):
         return self.driver.delete_local_disks(_guest(guest))
 
+    @step
     def connect_volumes(self, ctxt, guest):
         return self.driver.connect_volumes(_guest(guest))
 
+    @step
     def disconnect_volumes(self, ctxt, guest):
         return self.driver.disconnect_volumes(_guest(guest))
 
+    @step
     def plug_networking(self, ctxt, guest):
         return self.driver.plug_networking(_guest(guest))
 
+    @step
     def unplug_networking(self, ctxt, guest):
         return self.driver.unplug_networking(_guest(guest))
 
+    @step
     def start_migration(self, ctxt, guest, destination, subtype, params):
         return self.driver.start_migration(_guest(guest), destination,
                                            _subtype(subtype), params or {})
 
+    @step
     def get_migration_job(self, ctxt, uuid):
         return self.driver.get_migration_job(uuid)
 
+    @step
     def abort_migration(self, ctxt, uuid):
         return self.driver.abort_migration(uuid)
 
+    @step
     def post_migration_source(self, ctxt, guest, subtype):
         return self.driver.post_migration_source(_guest(guest), _subtype(subtype))
 
+    @step
     def post_migration_destination(self, ctxt, guest, subtype):
         return self.driver.post_migration_destination(_guest(guest),
                                                       _subtype(subtype))

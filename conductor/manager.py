@@ -143,6 +143,21 @@ class ConductorManager(object):
         return selection.choose_subtype(requested, facts, inst['uuid'],
                                         dest['name'])
 
+    def abort_migration(self, ctxt, migration):
+        """Ask a migration to stop; it ends in cancelled with the guest on the
+        source. Before the copy it simply never starts; during it the job is
+        aborted and everything rolled back. Past switch-over it is too late."""
+        mig = self.db.get_migration(_str('migration', migration))
+        if mig['status'] in states.TERMINAL:
+            raise exception.CannotAbort(migration=migration,
+                                        reason='it is already %s' % mig['status'])
+        if mig['switchover_at'] is not None:
+            raise exception.CannotAbort(
+                migration=migration, reason='the guest already runs on %s; the '
+                'migration is finishing' % mig['destination'])
+        LOG.info('Migration %s: abort requested', migration)
+        return self.db.update_migration(migration, cancel_requested=True)
+
     def get_migration(self, ctxt, migration):
         return self.db.get_migration(_str('migration', migration))
 

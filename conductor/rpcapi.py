@@ -20,6 +20,10 @@ class ConductorAPI(object):
         return self.client.call({}, 'live_migrate', instance=instance, host=host,
                                 block_migration=block_migration, force=force)
 
+    def abort_migration(self, migration):
+        """Stop a migration; it ends in cancelled, the guest on its source."""
+        return self.client.call({}, 'abort_migration', migration=migration)
+
     def get_migration(self, migration):
         return self.client.call({}, 'get_migration', migration=migration)
 

@@ -70,6 +70,10 @@ class FlowRunner(object):
 
     def _run(self, migration_id, source, engine, store):
         with self._slot(source):
+            if self.db.get_migration(migration_id)['cancel_requested']:
+                # Aborted while queued: nothing was claimed or changed yet.
+                self.db.advance(migration_id, 'cancel', error='aborted on request')
+                return
             hosts = atom_hosts(flows.build(store['subtype']), store)
             with history.TaskHistoryListener(engine, self.db, migration_id, hosts):
                 try:

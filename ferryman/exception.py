@@ -97,3 +97,11 @@ class MigrationJobFailed(FerrymanError):
 
 class MigrationTimeout(FerrymanError):
     msg_fmt = "Migration %(migration)s did not finish within %(seconds)s s."
+
+
+class MigrationCancelled(FerrymanError):
+    msg_fmt = "Migration %(migration)s was aborted on request."
+
+
+class CannotAbort(Conflict):
+    msg_fmt = "Migration %(migration)s cannot be aborted: %(reason)s."

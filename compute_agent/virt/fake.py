@@ -22,6 +22,7 @@ import uuid as uuidlib
 
 from oslo_log import log as logging
 
+from compute_agent import faults
 from compute_agent.virt import driver
 from ferryman import exception
 
@@ -230,16 +231,10 @@ class FakeDriver(driver.ComputeDriver):
 
     def _fault(self, step):
         with self.cloud.editing(self.host) as state:
-            fault = state['faults'].get(step)
-            if fault is None or fault['times'] == 0:
-                return
-            if fault['skip'] > 0:
-                fault['skip'] -= 1
-                return
-            if fault['times'] > 0:
-                fault['times'] -= 1
-        raise exception.AgentStepFailed(step=step, host=self.host,
-                                        reason='injected fault')
+            failing = faults.consume(state['faults'], step)
+        if failing:
+            raise exception.AgentStepFailed(step=step, host=self.host,
+                                            reason='injected fault')
 
     def _instance_dir(self, uuid):
         return os.path.join(self.instances_path, uuid)

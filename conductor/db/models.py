@@ -71,6 +71,9 @@ class Migration(Base):
     updated_at = sa.Column(sa.DateTime, nullable=False)
     # Set once the guest runs on the destination: from then on only roll forward.
     switchover_at = sa.Column(sa.DateTime)
+    # Set by an operator's abort; the flow ends in cancelled at its next check.
+    cancel_requested = sa.Column(sa.Boolean, nullable=False, default=False,
+                                 server_default=sa.false())
     last_known_host = sa.Column(sa.String(255))
     error = sa.Column(sa.Text)
     rollback_errors = sa.Column(sa.JSON, nullable=False, default=list)

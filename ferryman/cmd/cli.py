@@ -182,6 +182,18 @@ def cmd_migration_show(args):
     _show_migration(mig)
 
 
+def cmd_migration_abort(args):
+    api = _api(args)
+    mig = api.abort_migration(args.migration)
+    if args.wait:
+        mig = _wait(api, mig, args.json)
+    if args.json:
+        return _print_json(mig)
+    print('Migration %s: abort requested; now %s' % (mig['id'], mig['status']))
+    if args.wait and mig['status'] != states.CANCELLED:
+        return 1
+
+
 def cmd_migration_tasks(args):
     events = _api(args).get_task_history(args.migration)
     if args.json:
@@ -282,6 +294,10 @@ def build_parser():
     add(mig, 'show', cmd_migration_show, 'one migration').add_argument('migration')
     add(mig, 'tasks', cmd_migration_tasks, 'task history of a migration').add_argument(
         'migration')
+    p = add(mig, 'abort', cmd_migration_abort,
+            'stop a migration; the guest stays on its source')
+    p.add_argument('migration')
+    p.add_argument('--wait', action='store_true', help='wait until it has ended')
 
     flow = sub.add_parser('flow', help='flow pictures').add_subparsers(
         dest='flow_command', metavar='ACTION', required=True)

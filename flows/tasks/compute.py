@@ -118,7 +118,10 @@ class StartMigration(base.MigrationTask):
         super().__init__(c.START_MIGRATION)
 
     def execute(self, migration_id, instance, source, destination, subtype):
-        if self.db.get_migration(migration_id)['status'] == states.PREPARING:
+        mig = self.db.get_migration(migration_id)
+        if mig['cancel_requested']:
+            raise exception.MigrationCancelled(migration=migration_id)
+        if mig['status'] == states.PREPARING:
             self.db.advance(migration_id, 'start')
         self.compute.start_migration(source, instance, destination, subtype, {})
 
@@ -145,7 +148,12 @@ class MonitorMigration(base.MigrationTask):
             gib += instance['disk_gb']
         timeout = conf.completion_timeout_per_gib * max(gib, 1.0)
         while True:
-            job = self.compute.get_migration_job(source, instance['uuid'])
+            if self.db.get_migration(migration_id)['cancel_requested']:
+                job = self.compute.abort_migration(source, instance['uuid'])
+                if job['status'] != 'completed':
+                    raise exception.MigrationCancelled(migration=migration_id)
+            else:
+                job = self.compute.get_migration_job(source, instance['uuid'])
             status = job['status']
             if status == 'completed':
                 self.db.switch_over(migration_id, _stats(job))

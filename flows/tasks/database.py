@@ -37,6 +37,9 @@ class MigrationSentinel(base.MigrationTask):
             if mig['switchover_at'] is not None:
                 self.db.advance(migration_id, 'error', error=text,
                                 last_known_host=mig['destination'])
+            elif mig['cancel_requested'] and not mig['rollback_errors']:
+                self.db.advance(migration_id, 'cancel', error='aborted on request',
+                                last_known_host=mig['source'])
             elif mig['rollback_errors']:
                 self.db.advance(migration_id, 'error',
                                 error=text + '; rollback incomplete: ' +

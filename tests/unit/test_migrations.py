@@ -278,3 +278,80 @@ def test_errors_carry_no_remote_traceback(cloud, guest):
     failed = [e for e in cloud.api.get_task_history(mig['id'])
               if e['state'] == 'FAILURE']
     assert [e['error'] for e in failed] == [mig['error']]
+
+
+def _until(cloud, mig_id, wanted, timeout=30):
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        mig = cloud.api.get_migration(mig_id)
+        if mig['status'] == wanted:
+            return mig
+        time.sleep(0.01)
+    raise AssertionError('migration %s never %s: %s' % (mig_id, wanted, mig))
+
+
+def test_abort_while_copying_rolls_back_to_cancelled(cloud, guest):
+    src, dest, _ = ROUTES['block']
+    g = guest(src, 'local', memory_mb=2048, dirty_rate_mibps=5000.0)
+    before = _usage(cloud)
+    mig = cloud.api.live_migrate(g['name'], host=dest)
+    _until(cloud, mig['id'], states.RUNNING)
+    assert cloud.api.abort_migration(mig['id'])['cancel_requested'] is True
+    mig = cloud.wait(mig['id'])
+    assert mig['status'] == states.CANCELLED, mig['error']
+    assert cloud.cloud.find_guest(g['uuid']) == {src: 'running'}
+    assert cloud.cloud.leftovers(dest, g['uuid']) == []
+    assert _usage(cloud) == before
+    with pytest.raises(exception.CannotAbort) as err:
+        cloud.api.abort_migration(mig['id'])
+    assert 'cancelled' in str(err.value)
+
+
+def test_abort_while_queued_never_starts(cloud, guest):
+    cap = cloud.conductor_conf.conductor.max_outbound_per_host
+    busy = [guest('compute1', 'local', dirty_rate_mibps=5000.0) for _ in range(cap)]
+    running = [cloud.api.live_migrate(g['name'], host='compute2') for g in busy]
+    for m in running:
+        _until(cloud, m['id'], states.RUNNING)
+    g = guest('compute1', 'local')
+    queued = cloud.api.live_migrate(g['name'], host='compute2')
+    assert cloud.api.get_migration(queued['id'])['status'] == states.ACCEPTED
+    cloud.api.abort_migration(queued['id'])
+    for m in running:
+        cloud.api.abort_migration(m['id'])
+    for m in running + [queued]:
+        assert cloud.wait(m['id'])['status'] == states.CANCELLED
+    # Never started: no task of the queued one ran.
+    assert not [e for e in cloud.api.get_task_history(queued['id'])
+                if e['state'] == 'RUNNING' and e['atom'] != 'block-live-migration']
+    for x in busy + [g]:
+        assert cloud.cloud.find_guest(x['uuid']) == {'compute1': 'running'}
+
+
+def test_abort_refused_when_done_or_unknown(cloud, guest):
+    g = guest('compute1', 'local')
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host='compute2')['id'])
+    with pytest.raises(exception.CannotAbort) as err:
+        cloud.api.abort_migration(mig['id'])
+    assert 'completed' in str(err.value)
+    with pytest.raises(exception.MigrationNotFound):
+        cloud.api.abort_migration('no-such-migration')
+
+
+def test_agent_fault_file_fails_any_step(tmp_path, cloud, guest):
+    from compute_agent import faults
+    path = str(tmp_path / 'faults.json')
+    agent = cloud.agents['compute2']
+    agent.conf.set_override('fault_injection_file', path, group='compute')
+    try:
+        faults.write_file(path, {'plug_networking': {'times': 1, 'skip': 0}})
+        g = guest('compute1', 'local')
+        mig = cloud.wait(cloud.api.live_migrate(g['name'], host='compute2')['id'])
+        assert mig['status'] == states.FAILED
+        assert 'plug_networking' in mig['error']
+        assert cloud.cloud.leftovers('compute2', g['uuid']) == []
+        again = cloud.wait(cloud.api.live_migrate(g['name'], host='compute2')['id'])
+        assert again['status'] == states.COMPLETED  # it failed once only
+    finally:
+        agent.conf.clear_override('fault_injection_file', group='compute')
