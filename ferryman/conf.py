@@ -35,11 +35,13 @@ def make_conf(argv=(), config_files=None, project='ferryman', overrides=None):
 
     from compute_agent import conf as compute_conf
     from conductor import conf as conductor_conf
+    from conductor import policy
 
     conf = cfg.ConfigOpts()
     register_opts(conf)
     conductor_conf.register_opts(conf)
     compute_conf.register_opts(conf)
+    policy.register_opts(conf)
     log.register_options(conf)
     # Before registering, or the transport later registers a clashing default.
     oslo_messaging.set_transport_defaults(rpc.EXCHANGE)

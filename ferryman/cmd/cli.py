@@ -80,6 +80,13 @@ def cmd_demo(args):
     return demo.run(as_json=args.json)
 
 
+def cmd_bench_policy(args):
+    from ferryman import bench_policy
+    from ferryman import conf as ferryman_conf
+    conf = ferryman_conf.make_conf(config_files=args.config_file or [])
+    bench_policy.run(conf, as_json=args.json)
+
+
 def cmd_host_list(args):
     hosts = _api(args).list_hosts()
     if args.json:
@@ -260,6 +267,11 @@ def build_parser():
 
     add(sub, 'demo', cmd_demo, 'migrate one guest of each storage kind in a '
         'simulated three-host cloud, in this process')
+
+    bench = sub.add_parser('bench', help='benchmarks that print figures')
+    bench_sub = bench.add_subparsers(dest='bench_command', metavar='WHAT', required=True)
+    add(bench_sub, 'policy', cmd_bench_policy, 'Nova\'s, KubeVirt\'s and '
+        'Ferryman\'s convergence policies over one matrix of simulated guests')
 
     host = sub.add_parser('host', help='hypervisor hosts').add_subparsers(
         dest='host_command', metavar='ACTION', required=True)

@@ -341,8 +341,9 @@ class LibvirtDriver(driver.ComputeDriver):
             flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
                      libvirt.VIR_MIGRATE_PERSIST_DEST |
                      libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+            inbound = lv.live_migration_inbound_uri
             mparams = {libvirt.VIR_MIGRATE_PARAM_URI:
-                       lv.live_migration_inbound_uri % destination}
+                       inbound % destination if '%s' in inbound else inbound}
             if subtype == 'block':
                 flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
                 mparams[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [

@@ -1,0 +1,287 @@
+"""Convergence policy: how a running migration is steered to finish.
+
+The caller says only what the guest is (its SLA class) and how much the move matters
+(importance); this module turns that into hypervisor actions at each progress
+sample. Nothing here talks to a host: ``decide`` is pure, so the conductor's monitor
+and the policy benchmark run the very same code.
+
+The table (defaults; ``[policy]`` options change it):
+
+| class  | importance | max pre-copy downtime | post-copy | pause | when it cannot converge        |
+|--------|------------|-----------------------|-----------|-------|--------------------------------|
+| cattle | low/med/hi | 1000 / 2000 / 5000 ms | yes       | yes   | post-copy, else pause          |
+| pet    | low/med/hi | 300 / 500 / 1000 ms   | yes       | high  | post-copy, else pause (high),  |
+|        |            |                       |           |       | else abort at the timeout      |
+| panda  | low/med/hi | 100 / 200 / 300 ms    | yes       | no    | post-copy, else abort at the   |
+|        |            |                       |           |       | timeout                        |
+
+Post-copy is used only where both hosts allow it; auto-converge where the source
+allows it and post-copy is not available (throttling is then the last lever).
+"Cannot converge" is predicted from the observed dirty rate and bandwidth as soon as
+they are known, not waited for: pre-copy whose predicted end lies beyond
+``target_time_factor`` x (data / bandwidth) switches at once.
+"""
+
+import math
+
+from oslo_config import cfg
+
+from ferryman import exception
+
+SLA_CLASSES = ('cattle', 'pet', 'panda')
+IMPORTANCE = ('low', 'medium', 'high')
+CONTINUE, DOWNTIME, POST_COPY, PAUSE, ABORT = (
+    'continue', 'set-downtime', 'post-copy', 'pause', 'abort')
+
+policy_group = cfg.OptGroup('policy', title='Convergence policy')
+
+policy_opts = [
+    cfg.StrOpt('default_sla_class', default='pet', choices=SLA_CLASSES,
+               help='SLA class of guests whose metadata names none.'),
+    cfg.DictOpt('downtime_cattle', default={'low': 1000, 'medium': 2000,
+                                            'high': 5000},
+                help='Longest pre-copy switch-over pause (ms) of cattle guests, '
+                     'per importance.'),
+    cfg.DictOpt('downtime_pet', default={'low': 300, 'medium': 500, 'high': 1000},
+                help='Longest pre-copy switch-over pause (ms) of pet guests.'),
+    cfg.DictOpt('downtime_panda', default={'low': 100, 'medium': 200, 'high': 300},
+                help='Longest pre-copy switch-over pause (ms) of panda guests.'),
+    cfg.ListOpt('post_copy_classes', default=['cattle', 'pet', 'panda'],
+                help='Classes that may finish in post-copy (the guest runs on the '
+                     'destination while the rest of its memory follows).'),
+    cfg.ListOpt('pause_allowed', default=['cattle:low', 'cattle:medium',
+                                          'cattle:high', 'pet:high'],
+                help='class:importance pairs that may be paused to finish.'),
+    cfg.FloatOpt('target_time_factor', default=1.4, min=1.0,
+                 help='Pre-copy predicted to take longer than this many times '
+                      'data/bandwidth is not waited for.'),
+    cfg.FloatOpt('completion_timeout_per_gib', default=150.0, min=1.0,
+                 help='Seconds per GiB to move after which a migration that '
+                      'still runs pre-copy takes the class\'s last resort.'),
+    cfg.FloatOpt('stall_timeout', default=60.0, min=1.0,
+                 help='Seconds without progress after which the same happens.'),
+    cfg.IntOpt('downtime_steps', default=4, min=1,
+               help='Steps from a quarter of the class\'s downtime up to all of '
+                    'it; each is taken only when the prediction needs it.'),
+    cfg.FloatOpt('compress_below_mibps', default=250.0, min=0.0,
+                 help='Links slower than this (MiB/s) compress the stream.'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(policy_opts, group=policy_group.name)
+
+
+def list_opts():
+    return [(policy_group, policy_opts)]
+
+
+def validate(name, value, choices):
+    if value not in choices:
+        raise exception.InvalidArgument(name=name, value=value,
+                                        reason='expected one of %s' % ', '.join(choices))
+    return value
+
+
+class Rule(object):
+    """What one class x importance may do."""
+
+    def __init__(self, max_downtime_ms, post_copy, pause):
+        self.max_downtime_ms = float(max_downtime_ms)
+        self.post_copy = post_copy
+        self.pause = pause
+
+    def as_dict(self):
+        return {'max_downtime_ms': self.max_downtime_ms,
+                'post_copy': self.post_copy, 'pause': self.pause}
+
+
+def rule(conf, sla_class, importance):
+    p = conf.policy
+    downtime = getattr(p, 'downtime_' + sla_class)
+    return Rule(float(downtime[importance]), sla_class in p.post_copy_classes,
+                '%s:%s' % (sla_class, importance) in p.pause_allowed)
+
+
+def table(conf):
+    return {(c, i): rule(conf, c, i).as_dict()
+            for c in SLA_CLASSES for i in IMPORTANCE}
+
+
+def predicted_seconds(remaining_mb, dirty_mibps, bandwidth_mibps, downtime_ms,
+                      memory_mb=None):
+    """Time until pre-copy switches over with ``downtime_ms`` allowed.
+
+    QEMU decides only at the end of a pass: each pass sends what is dirty now,
+    while the guest dirties more (never more than its memory); the switch comes
+    once a pass ends with less left than the downtime can send.
+    """
+    if bandwidth_mibps <= 0:
+        return math.inf
+    fits = bandwidth_mibps * downtime_ms / 1000.0
+    cap = memory_mb if memory_mb else math.inf
+    seconds, left = 0.0, remaining_mb
+    for _ in range(1000):
+        seconds += left / bandwidth_mibps
+        left = min(cap, dirty_mibps * left / bandwidth_mibps)
+        if left <= fits:
+            return seconds + left / bandwidth_mibps
+        if dirty_mibps >= bandwidth_mibps:
+            return math.inf
+    return math.inf
+
+
+class FerrymanPolicy(object):
+    """Predictive: act as soon as the numbers say pre-copy will not make it."""
+
+    name = 'ferryman'
+
+    def __init__(self, conf, sla_class, importance, post_copy_allowed=True,
+                 auto_converge_allowed=True):
+        self.conf = conf.policy
+        self.sla_class = sla_class
+        self.importance = importance
+        self.rule = rule(conf, sla_class, importance)
+        self.post_copy = self.rule.post_copy and post_copy_allowed
+        self.auto_converge = auto_converge_allowed and not self.post_copy
+        steps = self.conf.downtime_steps
+        top = self.rule.max_downtime_ms
+        self.ladder = [top / 4 + (top - top / 4) * i / steps for i in range(steps + 1)]
+
+    def start_params(self, data_mb, bandwidth_mibps):
+        return {'max_downtime_ms': self.ladder[0], 'post_copy': self.post_copy,
+                'auto_converge': self.auto_converge,
+                'compressed': 0 < bandwidth_mibps < self.conf.compress_below_mibps}
+
+    def _last_resort(self, why):
+        if self.post_copy:
+            return POST_COPY, why + '; switching to post-copy'
+        if self.rule.pause:
+            return PAUSE, why + '; pausing the guest to finish'
+        return ABORT, why + '; %s/%s may neither post-copy nor pause' % (
+            self.sla_class, self.importance)
+
+    def decide(self, sample, state):
+        """One action for one progress sample, and why (with the numbers).
+
+        ``state``: data_mb (to move at start), downtime_ms (set now), post_copy,
+        paused, last_progress_s (when remaining last shrank).
+        """
+        if state['post_copy'] or state['paused']:
+            return CONTINUE, 'finishing'
+        t = sample['elapsed_s']
+        bw = sample['bandwidth_mibps'] or 0.0
+        dirty = sample['dirty_rate_mibps'] or 0.0
+        remaining = sample['memory_remaining_mb'] or 0.0
+        gib = state['data_mb'] / 1024.0
+        if t > self.conf.completion_timeout_per_gib * max(gib, 1.0):
+            return self._last_resort('pre-copy still running after %.0f s' % t)
+        if t - state['last_progress_s'] > self.conf.stall_timeout:
+            return self._last_resort('no progress for %.0f s' % (
+                t - state['last_progress_s']))
+        if bw <= 0:
+            return CONTINUE, 'no bandwidth figure yet'
+        budget = self.conf.target_time_factor * state['data_mb'] / bw - t
+        numbers = ('remaining %.0f MiB, dirty %.0f MiB/s, bandwidth %.0f MiB/s, '
+                   'budget %.1f s' % (remaining, dirty, bw, budget))
+        memory = sample.get('memory_total_mb')
+        if predicted_seconds(remaining, dirty, bw, state['downtime_ms'],
+                             memory) <= budget:
+            return CONTINUE, numbers
+        for downtime in self.ladder:
+            if downtime > state['downtime_ms'] and predicted_seconds(
+                    remaining, dirty, bw, downtime, memory) <= budget:
+                return (DOWNTIME, downtime), numbers + '; %.0f ms downtime suffices' % (
+                    downtime)
+        if self.post_copy or self.rule.pause:
+            return self._last_resort(numbers + '; pre-copy will not converge in time')
+        if self.ladder[-1] > state['downtime_ms']:
+            return (DOWNTIME, self.ladder[-1]), numbers + '; class maximum downtime'
+        return CONTINUE, numbers + '; converging by auto-converge or the timeout'
+
+
+class NovaPolicy(object):
+    """Nova's defaults: a downtime ladder to 500 ms in 10 steps of 75 s per GiB,
+    abort after 800 s per GiB; no post-copy, no auto-converge."""
+
+    name = 'nova'
+
+    def __init__(self, max_downtime_ms=500.0, steps=10, step_delay_per_gib=75.0,
+                 timeout_per_gib=800.0):
+        self.max_downtime = max_downtime_ms
+        self.steps = steps
+        self.step_delay = step_delay_per_gib
+        self.timeout = timeout_per_gib
+
+    def _ladder(self, gib):
+        base = self.max_downtime / self.steps
+        offset = (self.max_downtime - base) / self.steps
+        return [(self.step_delay * gib * i, base + offset * i)
+                for i in range(self.steps + 1)]
+
+    def start_params(self, data_mb, bandwidth_mibps):
+        return {'max_downtime_ms': self._ladder(data_mb / 1024.0)[0][1],
+                'post_copy': False, 'auto_converge': False, 'compressed': False}
+
+    def decide(self, sample, state):
+        gib = max(state['data_mb'] / 1024.0, 1.0)
+        t = sample['elapsed_s']
+        if t > self.timeout * gib:
+            return ABORT, 'completion timeout %.0f s' % (self.timeout * gib)
+        due = [d for delay, d in self._ladder(gib) if t >= delay]
+        if due and due[-1] > state['downtime_ms']:
+            return (DOWNTIME, due[-1]), 'downtime step at %.0f s' % t
+        return CONTINUE, ''
+
+
+class KubeVirtPolicy(object):
+    """KubeVirt's defaults: 150 s per GiB completion timeout, 150 s progress
+    timeout, 900 ms downtime, post-copy at the timeout where allowed."""
+
+    name = 'kubevirt'
+
+    def __init__(self, post_copy_allowed=True, timeout_per_gib=150.0,
+                 progress_timeout=150.0, max_downtime_ms=900.0):
+        self.post_copy = post_copy_allowed
+        self.timeout = timeout_per_gib
+        self.progress_timeout = progress_timeout
+        self.downtime = max_downtime_ms
+
+    def start_params(self, data_mb, bandwidth_mibps):
+        return {'max_downtime_ms': self.downtime, 'post_copy': self.post_copy,
+                'auto_converge': False, 'compressed': False}
+
+    def decide(self, sample, state):
+        if state['post_copy'] or state['paused']:
+            return CONTINUE, ''
+        t = sample['elapsed_s']
+        if t > self.timeout * max(state['data_mb'] / 1024.0, 1.0):
+            return (POST_COPY if self.post_copy else ABORT), 'completion timeout'
+        if t - state['last_progress_s'] > self.progress_timeout:
+            return ABORT, 'progress timeout'
+        return CONTINUE, ''
+
+
+class Steering(object):
+    """Keeps the state ``decide`` needs across samples of one migration."""
+
+    def __init__(self, policy, data_mb, start_params):
+        self.policy = policy
+        self.state = {'data_mb': data_mb, 'post_copy': False, 'paused': False,
+                      'downtime_ms': start_params['max_downtime_ms'],
+                      'last_progress_s': 0.0}
+        self._best = math.inf
+
+    def next_action(self, sample):
+        remaining = sample.get('memory_remaining_mb')
+        if remaining is not None and remaining < self._best - 1e-6:
+            self._best = remaining
+            self.state['last_progress_s'] = sample['elapsed_s']
+        action, why = self.policy.decide(sample, self.state)
+        if isinstance(action, tuple):
+            self.state['downtime_ms'] = action[1]
+        elif action == POST_COPY:
+            self.state['post_copy'] = True
+        elif action == PAUSE:
+            self.state['paused'] = True
+        return action, why
