@@ -11,6 +11,13 @@ compute_opts = [
     cfg.FloatOpt('report_interval', default=10.0, min=0.1,
                  help='Seconds between reports of this host\'s resources and '
                       'guests to the conductor.'),
+    cfg.BoolOpt('allow_post_copy', default=True,
+                help='Let migrations to or from this host finish in post-copy '
+                     '(the guest runs on the destination while its memory '
+                     'follows; a network failure then loses it).'),
+    cfg.BoolOpt('allow_auto_converge', default=True,
+                help='Let migrations from this host throttle the guest\'s CPUs '
+                     'to converge.'),
     cfg.StrOpt('fault_injection_file',
                help='For tests only: a JSON file naming agent steps to fail '
                     '(step -> {"times": N, "skip": K}), read at every step.'),

@@ -70,7 +70,7 @@ class ComputeManager(object):
         self.driver.cleanup_host()
 
     def report(self):
-        self.conductor.report_host(self.host, self.driver.get_host_info(),
+        self.conductor.report_host(self.host, self.host_info(),
                                    self.driver.list_guests())
 
     def _report_loop(self):
@@ -84,7 +84,18 @@ class ComputeManager(object):
     # RPC endpoint methods. -------------------------------------------------------
     @step
     def get_host_info(self, ctxt):
-        return self.driver.get_host_info()
+        return self.host_info()
+
+    def host_info(self):
+        """The driver's host facts, with what this host's operator allows."""
+        info = self.driver.get_host_info()
+        features = info.setdefault('features', {})
+        features['post_copy'] = (features.get('post_copy', True) and
+                                 self.conf.compute.allow_post_copy)
+        features['auto_converge'] = (features.get('auto_converge', True) and
+                                     self.conf.compute.allow_auto_converge)
+        features.setdefault('bandwidth_mibps', 0)
+        return info
 
     @step
     def list_guests(self, ctxt):
@@ -138,6 +149,18 @@ class ComputeManager(object):
     @step
     def abort_migration(self, ctxt, uuid):
         return self.driver.abort_migration(uuid)
+
+    @step
+    def set_max_downtime(self, ctxt, uuid, downtime_ms):
+        return self.driver.set_max_downtime(uuid, downtime_ms)
+
+    @step
+    def start_post_copy(self, ctxt, uuid):
+        return self.driver.start_post_copy(uuid)
+
+    @step
+    def pause_guest(self, ctxt, uuid):
+        return self.driver.pause_guest(uuid)
 
     @step
     def post_migration_source(self, ctxt, guest, subtype):

@@ -63,6 +63,15 @@ class ComputeAPI(object):
     def abort_migration(self, host, uuid):
         return self._call(host, 'abort_migration', uuid=uuid)
 
+    def set_max_downtime(self, host, uuid, downtime_ms):
+        return self._call(host, 'set_max_downtime', uuid=uuid, downtime_ms=downtime_ms)
+
+    def start_post_copy(self, host, uuid):
+        return self._call(host, 'start_post_copy', uuid=uuid)
+
+    def pause_guest(self, host, uuid):
+        return self._call(host, 'pause_guest', uuid=uuid)
+
     def post_migration_source(self, host, guest, subtype):
         return self._call(host, 'post_migration_source', guest=guest,
                           subtype=subtype)

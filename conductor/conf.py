@@ -13,9 +13,6 @@ conductor_opts = [
                     'wait in state accepted until a slot frees.'),
     cfg.FloatOpt('monitor_interval', default=0.5, min=0.01,
                  help='Seconds between progress samples of a running migration.'),
-    cfg.FloatOpt('completion_timeout_per_gib', default=800.0, min=1.0,
-                 help='Abort a migration whose copy outlives this many seconds '
-                      'per GiB of data to move (memory, plus disks for block).'),
     cfg.IntOpt('post_migration_attempts', default=3, min=1,
                help='Tries of each step after switch-over before the migration '
                     'is set to error (those steps never roll back).'),

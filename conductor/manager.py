@@ -6,6 +6,7 @@ import oslo_messaging as messaging
 from oslo_log import log as logging
 
 from compute_agent import rpcapi as compute_rpcapi
+from conductor import policy
 from conductor import runner as flow_runner
 from conductor import scheduler
 from conductor.db import api as db_api
@@ -36,7 +37,8 @@ def _bool(name, value):
 
 
 class ConductorManager(object):
-    target = messaging.Target(version='1.0')
+    # 1.1: live_migrate(importance), force_complete_migration, abort_migration
+    target = messaging.Target(version='1.1')
 
     def __init__(self, conf, db=None):
         self.conf = conf
@@ -55,7 +57,7 @@ class ConductorManager(object):
 
     # Migrations. -------------------------------------------------------------------
     def live_migrate(self, ctxt, instance, host=None, block_migration='auto',
-                     force=False):
+                     force=False, importance='medium'):
         """Check the request, record the migration, start its flow; return at once.
 
         Everything that can refuse the request runs before anything is recorded,
@@ -64,6 +66,7 @@ class ConductorManager(object):
         _str('instance', instance)
         _str('host', host, optional=True)
         _bool('force', force)
+        policy.validate('importance', importance, policy.IMPORTANCE)
         requested = selection.normalize_block_migration(block_migration)
         inst = self.db.get_instance(instance)
         if inst['power_state'] != 'running':
@@ -88,7 +91,8 @@ class ConductorManager(object):
         migration = self.db.create_migration({
             'id': str(uuidlib.uuid4()), 'instance_uuid': inst['uuid'],
             'source': source['name'], 'destination': dest['name'],
-            'subtype': subtype, 'block_migration': requested, 'force': force})
+            'subtype': subtype, 'block_migration': requested, 'force': force,
+            'importance': importance})
         store = {
             'migration_id': migration['id'],
             'instance': {k: inst[k] for k in ('uuid', 'name', 'vcpus', 'memory_mb',
@@ -157,6 +161,16 @@ class ConductorManager(object):
                 'migration is finishing' % mig['destination'])
         LOG.info('Migration %s: abort requested', migration)
         return self.db.update_migration(migration, cancel_requested=True)
+
+    def force_complete_migration(self, ctxt, migration):
+        """Finish now: post-copy where the policy and hosts allow it, else pause
+        the guest until the copy completes."""
+        mig = self.db.get_migration(_str('migration', migration))
+        if mig['status'] not in (states.ACCEPTED, states.PREPARING, states.RUNNING):
+            raise exception.CannotForceComplete(
+                migration=migration, reason='it is %s' % mig['status'])
+        LOG.info('Migration %s: force-complete requested', migration)
+        return self.db.update_migration(migration, force_complete_requested=True)
 
     def get_migration(self, ctxt, migration):
         return self.db.get_migration(_str('migration', migration))

@@ -272,6 +272,13 @@ class Steering(object):
                       'last_progress_s': 0.0}
         self._best = math.inf
 
+    def force_complete(self):
+        """An operator wants it done now: post-copy where allowed, else pause."""
+        post_copy = getattr(self.policy, 'post_copy', False)
+        action = POST_COPY if post_copy else PAUSE
+        self.state['post_copy' if post_copy else 'paused'] = True
+        return action, 'force-complete requested by an operator'
+
     def next_action(self, sample):
         remaining = sample.get('memory_remaining_mb')
         if remaining is not None and remaining < self._best - 1e-6:
@@ -285,3 +292,28 @@ class Steering(object):
         elif action == PAUSE:
             self.state['paused'] = True
         return action, why
+
+
+def data_mb(instance, subtype):
+    """What a migration moves: memory, plus local disks for block."""
+    disk = instance['disk_gb'] * 1024.0 if subtype == 'block' else 0.0
+    return float(instance['memory_mb']) + disk
+
+
+def for_migration(conf, instance, importance, source, destination):
+    """Ferryman's policy for one migration, within what both hosts allow."""
+    src, dst = source.get('features') or {}, destination.get('features') or {}
+    sla_class = instance.get('sla_class') or conf.policy.default_sla_class
+    if sla_class not in SLA_CLASSES:
+        sla_class = conf.policy.default_sla_class
+    return FerrymanPolicy(
+        conf, sla_class, importance,
+        post_copy_allowed=src.get('post_copy', True) and dst.get('post_copy', True),
+        auto_converge_allowed=src.get('auto_converge', True))
+
+
+def link_bandwidth(source, destination):
+    known = [h['features'].get('bandwidth_mibps') or 0
+             for h in (source, destination) if h.get('features')]
+    known = [b for b in known if b > 0]
+    return min(known) if known else 0.0

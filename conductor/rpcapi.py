@@ -2,11 +2,12 @@
 
 API version history:
     1.0 - Initial version.
+    1.1 - live_migrate(importance), abort_migration, force_complete_migration.
 """
 
 from ferryman import rpc
 
-VERSION = '1.0'
+VERSION = '1.1'
 
 
 class ConductorAPI(object):
@@ -15,10 +16,20 @@ class ConductorAPI(object):
         self.client = rpc.get_client(conf, rpc.CONDUCTOR_TOPIC, VERSION,
                                      version_cap=VERSION, timeout=timeout)
 
-    def live_migrate(self, instance, host=None, block_migration='auto', force=False):
-        """Start a live migration; returns the new migration at once."""
+    def live_migrate(self, instance, host=None, block_migration='auto', force=False,
+                     importance='medium'):
+        """Start a live migration; returns the new migration at once.
+
+        ``importance`` (low, medium, high) and the guest's SLA class decide how the
+        copy is steered to finish; no hypervisor setting is asked for here.
+        """
         return self.client.call({}, 'live_migrate', instance=instance, host=host,
-                                block_migration=block_migration, force=force)
+                                block_migration=block_migration, force=force,
+                                importance=importance)
+
+    def force_complete_migration(self, migration):
+        """Finish a running migration now (post-copy, or a pause)."""
+        return self.client.call({}, 'force_complete_migration', migration=migration)
 
     def abort_migration(self, migration):
         """Stop a migration; it ends in cancelled, the guest on its source."""

@@ -95,13 +95,13 @@ class MigrationJobFailed(FerrymanError):
     msg_fmt = "The hypervisor's migration job for %(instance)s failed: %(reason)s"
 
 
-class MigrationTimeout(FerrymanError):
-    msg_fmt = "Migration %(migration)s did not finish within %(seconds)s s."
-
-
 class MigrationCancelled(FerrymanError):
     msg_fmt = "Migration %(migration)s was aborted on request."
 
 
 class CannotAbort(Conflict):
     msg_fmt = "Migration %(migration)s cannot be aborted: %(reason)s."
+
+
+class CannotForceComplete(Conflict):
+    msg_fmt = "Migration %(migration)s cannot be forced to complete: %(reason)s."

@@ -86,9 +86,9 @@ class LocalCloud(object):
         call, so a test could look before the report landed.
         """
         for agent in self.agents.values():
-            driver = agent.manager.driver
-            self.conductor.manager.report_host({}, agent.host, driver.get_host_info(),
-                                               driver.list_guests())
+            self.conductor.manager.report_host(
+                {}, agent.host, agent.manager.host_info(),
+                agent.manager.driver.list_guests())
 
     def seed_demo_guests(self):
         guests = {}

@@ -12,6 +12,7 @@ from ferryman import exception
 ACCEPTED = 'accepted'
 PREPARING = 'preparing'
 RUNNING = 'running'
+POST_COPY = 'post-copy'  # runs on the destination while its memory follows
 FINISHING = 'finishing'
 COMPLETED = 'completed'
 FAILED = 'failed'        # rolled back; the guest runs on the source
@@ -19,7 +20,7 @@ CANCELLED = 'cancelled'  # stopped on request; the guest runs on the source
 ERROR = 'error'          # rollback failed or failure after switch-over: operator
 
 TERMINAL = (COMPLETED, FAILED, CANCELLED, ERROR)
-ACTIVE = (ACCEPTED, PREPARING, RUNNING, FINISHING)
+ACTIVE = (ACCEPTED, PREPARING, RUNNING, POST_COPY, FINISHING)
 
 BLOCK = 'block'
 FILE_LEVEL = 'file-level'
@@ -31,6 +32,10 @@ _TRANSITIONS = [
     (ACCEPTED, 'prepare', PREPARING),
     (PREPARING, 'start', RUNNING),
     (RUNNING, 'switch_over', FINISHING),
+    # Post-copy: past switch-over already, so forward (or error) only.
+    (RUNNING, 'post_copy', POST_COPY),
+    (POST_COPY, 'switch_over', FINISHING),
+    (POST_COPY, 'error', ERROR),
     (FINISHING, 'complete', COMPLETED),
     (ACCEPTED, 'fail', FAILED), (PREPARING, 'fail', FAILED),
     (RUNNING, 'fail', FAILED),

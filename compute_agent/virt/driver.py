@@ -26,7 +26,9 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def get_host_info(self):
         """Capacity and identity: hypervisor_type, cpu_model, cpu_features, vcpus,
-        memory_mb, disk_gb, instances_path."""
+        memory_mb, disk_gb, instances_path, and features: what the operator lets
+        migrations use (post_copy, auto_converge) and the link's bandwidth_mibps
+        (0 when unknown)."""
 
     @abc.abstractmethod
     def list_guests(self):
@@ -90,6 +92,20 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def abort_migration(self, uuid):
         """Abort a running job; the guest keeps running here. Returns the job."""
+
+    # Steering a running job (the conductor's policy decides when). ------------
+    @abc.abstractmethod
+    def set_max_downtime(self, uuid, downtime_ms):
+        """Allow a longer (or shorter) pause at switch-over."""
+
+    @abc.abstractmethod
+    def start_post_copy(self, uuid):
+        """Run the guest on the destination now; the rest of its memory follows.
+        Only for jobs started with post_copy in their params."""
+
+    @abc.abstractmethod
+    def pause_guest(self, uuid):
+        """Pause the guest so that its memory stops changing and the copy ends."""
 
     # After switch-over. ----------------------------------------------------
     @abc.abstractmethod

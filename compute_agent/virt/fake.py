@@ -17,13 +17,13 @@ import json
 import os
 import shutil
 import threading
-import time
 import uuid as uuidlib
 
 from oslo_log import log as logging
 
 from compute_agent import faults
 from compute_agent.virt import driver
+from compute_agent.virt import simulation
 from ferryman import exception
 
 LOG = logging.getLogger(__name__)
@@ -185,19 +185,20 @@ def _disk_gb(guest):
 
 
 class _Job(object):
-    def __init__(self, guest, destination, subtype, params):
+    def __init__(self, guest, destination, subtype, params, model):
         self.guest = guest
         self.destination = destination
         self.subtype = subtype
         self.params = params
+        self.model = model
+        self.lock = threading.Lock()   # the model is steered while it runs
         self.abort = threading.Event()
-        self.stats = {'status': 'running', 'elapsed_s': 0.0, 'iteration': 0,
-                      'memory_total_mb': guest['memory_mb'],
-                      'memory_remaining_mb': guest['memory_mb'],
-                      'data_total_mb': 0.0, 'data_processed_mb': 0.0,
-                      'dirty_rate_mibps': guest['dirty_rate_mibps'],
-                      'bandwidth_mibps': 0.0, 'downtime_ms': None, 'error': None}
+        self.switched = False          # the guest runs on the destination
         self.thread = None
+
+    def stats(self):
+        with self.lock:
+            return self.model.stats()
 
 
 class FakeDriver(driver.ComputeDriver):
@@ -240,7 +241,9 @@ class FakeDriver(driver.ComputeDriver):
         return os.path.join(self.instances_path, uuid)
 
     def get_host_info(self):
-        return dict(self.cloud.load(self.host)['info'])
+        info = dict(self.cloud.load(self.host)['info'])
+        info['features'] = {'bandwidth_mibps': info['bandwidth_mibps']}
+        return info
 
     def list_guests(self):
         return [self._public(g) for g in self.cloud.guests(self.host)]
@@ -366,8 +369,8 @@ class FakeDriver(driver.ComputeDriver):
         uuid = guest['uuid']
         with self._jobs_lock:
             job = self._jobs.get(uuid)
-            if job is not None and job.stats['status'] == 'running':
-                return dict(job.stats)  # already started: a repeated call is a no-op
+            if job is not None and job.stats()['status'] == 'running':
+                return job.stats()  # already started: a repeated call is a no-op
             current = self.get_guest(uuid)
             if current['power_state'] != 'running':
                 raise exception.InstanceNotRunning(
@@ -376,7 +379,8 @@ class FakeDriver(driver.ComputeDriver):
             problem = self._destination_not_ready(current, dest_state, subtype)
             if problem:
                 raise exception.MigrationJobFailed(instance=uuid, reason=problem)
-            job = _Job(current, destination, subtype, params)
+            job = _Job(current, destination, subtype, params,
+                       self._model(current, dest_state, subtype, params))
             self._jobs[uuid] = job
             with self.cloud.editing(destination) as state:
                 incoming = dict(current, power_state='incoming')
@@ -385,7 +389,7 @@ class FakeDriver(driver.ComputeDriver):
                                           name='fake-migration-%s' % uuid,
                                           daemon=True)
             job.thread.start()
-            return dict(job.stats)
+            return job.stats()
 
     def _destination_not_ready(self, guest, dest_state, subtype):
         # What libvirt would trip over: missing disks, volumes or ports.
@@ -407,65 +411,71 @@ class FakeDriver(driver.ComputeDriver):
             return 'a domain of that uuid already exists on the destination'
         return None
 
+    def _model(self, guest, dest_state, subtype, params):
+        bandwidth = min(self.get_host_info()['bandwidth_mibps'],
+                        dest_state['info']['bandwidth_mibps'])
+        if params.get('bandwidth_mibps'):
+            bandwidth = min(bandwidth, float(params['bandwidth_mibps']))
+        return simulation.MigrationModel(
+            guest['memory_mb'], guest['dirty_rate_mibps'], bandwidth,
+            disk_mb=_disk_gb(guest) * 1024.0 if subtype == 'block' else 0.0,
+            max_downtime_ms=float(params.get('max_downtime_ms') or
+                                  self.conf.fake.max_downtime_ms),
+            auto_converge=bool(params.get('auto_converge')),
+            compressed=bool(params.get('compressed')),
+            post_copy=bool(params.get('post_copy')))
+
     def _run_job(self, job):
         try:
             self._copy(job)
         except Exception as exc:  # the job ends here either way; record how
             LOG.warning('Migration job of %s ended: %s', job.guest['uuid'], exc)
-            with self.cloud.editing(job.destination) as state:
-                if state['guests'].get(job.guest['uuid'], {}).get(
-                        'power_state') == 'incoming':
-                    del state['guests'][job.guest['uuid']]
-            job.stats['status'] = ('cancelled' if job.abort.is_set() else 'failed')
-            job.stats['error'] = str(exc)
-
-    def _sleep(self, sim_seconds, job):
-        job.stats['elapsed_s'] += sim_seconds
-        real = sim_seconds * self.conf.fake.time_scale
-        if job.abort.wait(real):
-            raise exception.MigrationJobFailed(instance=job.guest['uuid'],
-                                               reason='aborted')
+            with job.lock:
+                if job.abort.is_set():
+                    job.model.abort()
+                else:
+                    job.model.fail(str(exc))
+            if not job.switched:
+                with self.cloud.editing(job.destination) as state:
+                    if state['guests'].get(job.guest['uuid'], {}).get(
+                            'power_state') == 'incoming':
+                        del state['guests'][job.guest['uuid']]
 
     def _copy(self, job):
-        guest, stats = job.guest, job.stats
-        bandwidth = min(self.get_host_info()['bandwidth_mibps'],
-                        self.cloud.load(job.destination)['info']['bandwidth_mibps'])
-        if job.params.get('bandwidth_mibps'):
-            bandwidth = min(bandwidth, float(job.params['bandwidth_mibps']))
-        stats['bandwidth_mibps'] = bandwidth
-        max_downtime = float(job.params.get('max_downtime_ms') or
-                             self.conf.fake.max_downtime_ms) / 1000.0
-        memory = float(guest['memory_mb'])
-        disk_mb = _disk_gb(guest) * 1024.0 if job.subtype == 'block' else 0.0
-        stats['data_total_mb'] = memory + disk_mb
-        if disk_mb:
-            # Disks are mirrored first; their writes during the copy are mirrored
-            # synchronously, so they add no extra iterations.
-            self._sleep(disk_mb / bandwidth, job)
-            stats['data_processed_mb'] += disk_mb
-        self._fault('migration_job')
-        remaining = memory
-        dirty = float(guest['dirty_rate_mibps'])
+        model = job.model
+        # Steps of 1/100 of the ideal copy time: fine enough to steer between.
+        step = max(0.01, (model.memory + model.disk_total) / model.bandwidth / 100.0)
+        failed_once = False
         while True:
-            if remaining / bandwidth <= max_downtime:
-                break
-            stats['iteration'] += 1
-            seconds = remaining / bandwidth
-            self._sleep(seconds, job)
-            stats['data_processed_mb'] += remaining
-            stats['data_total_mb'] += min(memory, dirty * seconds)
-            remaining = min(memory, dirty * seconds)
-            stats['memory_remaining_mb'] = remaining
-            # Non-converging jobs run until aborted; yield the CPU while they do.
-            if self.conf.fake.time_scale == 0:
-                time.sleep(0.001)
-        downtime = remaining / bandwidth
-        self._sleep(downtime, job)
-        stats['data_processed_mb'] += remaining
-        stats['memory_remaining_mb'] = 0.0
-        stats['downtime_ms'] = round(downtime * 1000.0, 3)
-        self._switch_over(job)
-        stats['status'] = 'completed'
+            with job.lock:
+                if model.finished:
+                    break
+                model.advance(step)
+                if model.phase == 'postcopy' and not job.switched:
+                    self._post_copy_switch(job)
+            if model.phase == 'precopy' and not failed_once:
+                failed_once = True
+                self._fault('migration_job')
+            # At least a millisecond per step: a job that never converges must
+            # not spin a core while it waits to be steered or aborted.
+            if job.abort.wait(max(step * self.conf.fake.time_scale, 0.001)):
+                raise exception.MigrationJobFailed(instance=job.guest['uuid'],
+                                                   reason='aborted')
+        if model.phase == 'done':
+            self._switch_over(job)
+
+    def _post_copy_switch(self, job):
+        # The guest resumes on the destination now; the source keeps a paused
+        # shell until the rest of its memory has been pulled.
+        uuid = job.guest['uuid']
+        with self.cloud.locked():
+            dest = self.cloud.load(job.destination)
+            src = self.cloud.load(self.host)
+            dest['guests'][uuid] = dict(src['guests'][uuid], power_state='running')
+            src['guests'][uuid]['power_state'] = 'paused'
+            self.cloud._save(job.destination, dest)
+            self.cloud._save(self.host, src)
+        job.switched = True
 
     def _switch_over(self, job):
         uuid = job.guest['uuid']
@@ -483,6 +493,7 @@ class FakeDriver(driver.ComputeDriver):
             del src['guests'][uuid]
             self.cloud._save(job.destination, dest)
             self.cloud._save(self.host, src)
+        job.switched = True
 
     def get_migration_job(self, uuid):
         self._fault('get_migration_job')
@@ -490,7 +501,7 @@ class FakeDriver(driver.ComputeDriver):
             job = self._jobs.get(uuid)
         if job is None:
             return {'status': 'none'}
-        return dict(job.stats)
+        return job.stats()
 
     def abort_migration(self, uuid):
         self._fault('abort_migration')
@@ -498,9 +509,34 @@ class FakeDriver(driver.ComputeDriver):
             job = self._jobs.get(uuid)
         if job is None:
             return {'status': 'none'}
+        if job.switched:
+            return job.stats()  # post-copy cannot be undone: it completes
         job.abort.set()
         job.thread.join(30)
-        return dict(job.stats)
+        return job.stats()
+
+    def _steer(self, uuid, what):
+        with self._jobs_lock:
+            job = self._jobs.get(uuid)
+        if job is None or job.stats()['status'] != 'running':
+            raise exception.MigrationJobFailed(instance=uuid,
+                                               reason='no running migration job')
+        with job.lock:
+            what(job.model)
+        return job.stats()
+
+    def set_max_downtime(self, uuid, downtime_ms):
+        return self._steer(uuid, lambda m: m.set_max_downtime(float(downtime_ms)))
+
+    def start_post_copy(self, uuid):
+        return self._steer(uuid, lambda m: m.start_post_copy())
+
+    def pause_guest(self, uuid):
+        def pause(model):
+            model.pause()
+            with self.cloud.editing(self.host) as state:
+                state['guests'][uuid]['power_state'] = 'paused'
+        return self._steer(uuid, pause)
 
     # After switch-over. ------------------------------------------------------------
     def post_migration_source(self, guest, subtype):

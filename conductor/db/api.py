@@ -89,6 +89,7 @@ class Database(object):
             for key in ('hypervisor_type', 'cpu_model', 'cpu_features', 'vcpus',
                         'memory_mb', 'disk_gb', 'instances_path'):
                 setattr(host, key, info[key])
+            host.features = info.get('features', {})
             host.last_seen = now
             for guest in guests:
                 inst = s.get(models.Instance, guest['uuid'])
@@ -233,19 +234,31 @@ class Database(object):
                     models.Instance.migration_id == mig.id).values(migration_id=None))
             return to_dict(mig)
 
+    def _moved(self, s, mig, now):
+        mig.switchover_at = mig.switchover_at or now
+        mig.last_known_host = mig.destination
+        s.execute(sa.update(models.Instance).where(
+            models.Instance.uuid == mig.instance_uuid).values(host=mig.destination))
+
+    def enter_post_copy(self, migration_id):
+        """The guest now runs on the destination, its memory still arriving."""
+        now = utcnow()
+        with self.session.begin() as s:
+            mig = s.get(models.Migration, migration_id, with_for_update=True)
+            mig.status = states.advance(mig.subtype, mig.status, 'post_copy')
+            mig.updated_at = now
+            self._moved(s, mig, now)
+            return to_dict(mig)
+
     def switch_over(self, migration_id, stats):
-        """The guest now runs on the destination: record it, all at once."""
+        """The hypervisor's job completed: the guest runs on the destination."""
         now = utcnow()
         with self.session.begin() as s:
             mig = s.get(models.Migration, migration_id, with_for_update=True)
             mig.status = states.advance(mig.subtype, mig.status, 'switch_over')
-            mig.switchover_at = now
             mig.updated_at = now
-            mig.last_known_host = mig.destination
             mig.stats = stats
-            s.execute(sa.update(models.Instance).where(
-                models.Instance.uuid == mig.instance_uuid).values(
-                host=mig.destination))
+            self._moved(s, mig, now)
             return to_dict(mig)
 
     # Allocations. -----------------------------------------------------------------

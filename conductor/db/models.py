@@ -21,6 +21,9 @@ class Host(Base):
     memory_mb = sa.Column(sa.Integer, nullable=False)
     disk_gb = sa.Column(sa.Integer, nullable=False)
     instances_path = sa.Column(sa.String(1024))
+    # What the host's operator allows migrations to use (post_copy, auto_converge)
+    # and its link bandwidth (bandwidth_mibps), as its agent reports them.
+    features = sa.Column(sa.JSON, nullable=False, default=dict, server_default='{}')
     last_seen = sa.Column(sa.DateTime, nullable=False)
 
 
@@ -66,6 +69,8 @@ class Migration(Base):
     subtype = sa.Column(sa.String(16), nullable=False)
     block_migration = sa.Column(sa.String(8), nullable=False)
     force = sa.Column(sa.Boolean, nullable=False, default=False)
+    importance = sa.Column(sa.String(8), nullable=False, default='medium',
+                           server_default='medium')
     status = sa.Column(sa.String(16), nullable=False, index=True)
     created_at = sa.Column(sa.DateTime, nullable=False)
     updated_at = sa.Column(sa.DateTime, nullable=False)
@@ -74,6 +79,8 @@ class Migration(Base):
     # Set by an operator's abort; the flow ends in cancelled at its next check.
     cancel_requested = sa.Column(sa.Boolean, nullable=False, default=False,
                                  server_default=sa.false())
+    force_complete_requested = sa.Column(sa.Boolean, nullable=False, default=False,
+                                         server_default=sa.false())
     last_known_host = sa.Column(sa.String(255))
     error = sa.Column(sa.Text)
     rollback_errors = sa.Column(sa.JSON, nullable=False, default=list)

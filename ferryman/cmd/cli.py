@@ -156,7 +156,8 @@ def _wait(api, mig, as_json):
 def cmd_live_migrate(args):
     api = _api(args)
     mig = api.live_migrate(args.instance, host=args.host,
-                           block_migration=args.block_migration, force=args.force)
+                           block_migration=args.block_migration, force=args.force,
+                           importance=args.importance)
     if args.wait:
         mig = _wait(api, mig, args.json)
     if args.json:
@@ -187,6 +188,19 @@ def cmd_migration_show(args):
     if args.json:
         return _print_json(mig)
     _show_migration(mig)
+
+
+def cmd_migration_force_complete(args):
+    api = _api(args)
+    mig = api.force_complete_migration(args.migration)
+    if args.wait:
+        mig = _wait(api, mig, args.json)
+    if args.json:
+        return _print_json(mig)
+    print('Migration %s: force-complete requested; now %s'
+          % (mig['id'], mig['status']))
+    if args.wait and mig['status'] != states.COMPLETED:
+        return 1
 
 
 def cmd_migration_abort(args):
@@ -294,6 +308,9 @@ def build_parser():
                    help='skip capacity checks on the given host')
     p.add_argument('--block-migration', default='auto',
                    help='auto (from the storage), true (copy disks) or false')
+    p.add_argument('--importance', default='medium',
+                   help='low, medium or high: with the guest\'s SLA class, how '
+                        'hard the copy is pushed to finish')
     p.add_argument('--wait', action='store_true',
                    help='wait for the end, with a progress bar')
 
@@ -306,6 +323,10 @@ def build_parser():
     add(mig, 'show', cmd_migration_show, 'one migration').add_argument('migration')
     add(mig, 'tasks', cmd_migration_tasks, 'task history of a migration').add_argument(
         'migration')
+    p = add(mig, 'force-complete', cmd_migration_force_complete,
+            'finish now: post-copy where allowed, else pause the guest')
+    p.add_argument('migration')
+    p.add_argument('--wait', action='store_true', help='wait until it has ended')
     p = add(mig, 'abort', cmd_migration_abort,
             'stop a migration; the guest stays on its source')
     p.add_argument('migration')

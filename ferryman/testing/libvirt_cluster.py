@@ -130,6 +130,8 @@ class LibvirtCluster(Cluster):
         self.timings = {}
         self._conf = None
         self._api = None
+        # Lookups of absent domains are expected; libvirt would print each one.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
     # Configuration. ----------------------------------------------------------------
     def fault_file(self, host):
@@ -274,6 +276,21 @@ class LibvirtCluster(Cluster):
     def api_with_timeout(self, timeout):
         from conductor import rpcapi
         return rpcapi.ConductorAPI(self.conf, timeout=timeout)
+
+    def cli(self, *args, timeout=60):
+        """Run ``ferryman ARGS --json``: (exit code, parsed stdout). Unlike
+        Cluster.cli, a command that printed nothing gives ``{'stderr': ...}``."""
+        argv = ['ferryman'] + [str(a) for a in args] + [
+            '--json', '--config-file', self.client_conf, '--timeout', str(timeout)]
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=timeout + 30)
+        if not res.stdout.strip():
+            return res.returncode, {'stderr': res.stderr}
+        try:
+            return res.returncode, json.loads(res.stdout)
+        except ValueError:
+            raise RuntimeError('%s printed no JSON (rc %s):\n%s\n%s' % (
+                ' '.join(argv), res.returncode, res.stdout, res.stderr))
 
     def instance(self, uuid):
         """The conductor's record of a guest, or None."""

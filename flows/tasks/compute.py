@@ -9,6 +9,7 @@ import time
 from oslo_log import log as logging
 
 from ferryman import exception
+from conductor import policy
 from flows import constants as c
 from flows import selection
 from flows import states
@@ -110,8 +111,18 @@ class PlugNetworking(base.MigrationTask):
                              self.compute.unplug_networking, destination, instance)
 
 
+def _policy(task, migration, instance, subtype):
+    source = task.db.get_host(migration['source'])
+    destination = task.db.get_host(migration['destination'])
+    return (policy.for_migration(task.conf, instance, migration['importance'],
+                                 source, destination),
+            policy.link_bandwidth(source, destination))
+
+
 class StartMigration(base.MigrationTask):
-    """Source: the hypervisor starts copying, in the background."""
+    """Source: the hypervisor starts copying, in the background, with what the
+    policy chose up front (initial downtime, auto-converge, compression, whether
+    post-copy may be used later)."""
     runs_on = 'source'
 
     def __init__(self):
@@ -123,7 +134,9 @@ class StartMigration(base.MigrationTask):
             raise exception.MigrationCancelled(migration=migration_id)
         if mig['status'] == states.PREPARING:
             self.db.advance(migration_id, 'start')
-        self.compute.start_migration(source, instance, destination, subtype, {})
+        chosen, bandwidth = _policy(self, mig, instance, subtype)
+        params = chosen.start_params(policy.data_mb(instance, subtype), bandwidth)
+        self.compute.start_migration(source, instance, destination, subtype, params)
 
     def revert(self, migration_id, instance, source, **kwargs):
         if not self.switched_over(migration_id):
@@ -133,42 +146,70 @@ class StartMigration(base.MigrationTask):
 
 
 class MonitorMigration(base.MigrationTask):
-    """Conductor, asking the source: waits for the job, records its progress, and
-    commits the switch-over the moment the hypervisor reports it."""
+    """Conductor, asking the source: samples the job, lets the policy steer it,
+    and commits the switch-over (post-copy or completion) the moment it happens.
+    Every decision goes into the task history with the numbers behind it."""
 
     def __init__(self):
         super().__init__(c.MONITOR_MIGRATION)
 
     def execute(self, migration_id, instance, source, subtype):
-        if self.switched_over(migration_id):
+        mig = self.db.get_migration(migration_id)
+        if mig['status'] == states.FINISHING:
             return
-        conf = self.conf.conductor
-        gib = instance['memory_mb'] / 1024.0
-        if subtype == states.BLOCK:
-            gib += instance['disk_gb']
-        timeout = conf.completion_timeout_per_gib * max(gib, 1.0)
+        chosen, bandwidth = _policy(self, mig, instance, subtype)
+        data = policy.data_mb(instance, subtype)
+        steering = policy.Steering(chosen, data, chosen.start_params(data, bandwidth))
+        steering.state['post_copy'] = mig['status'] == states.POST_COPY
+        uuid = instance['uuid']
         while True:
-            if self.db.get_migration(migration_id)['cancel_requested']:
-                job = self.compute.abort_migration(source, instance['uuid'])
+            mig = self.db.get_migration(migration_id)
+            if mig['cancel_requested'] and mig['status'] == states.RUNNING:
+                job = self.compute.abort_migration(source, uuid)
                 if job['status'] != 'completed':
                     raise exception.MigrationCancelled(migration=migration_id)
             else:
-                job = self.compute.get_migration_job(source, instance['uuid'])
+                job = self.compute.get_migration_job(source, uuid)
             status = job['status']
             if status == 'completed':
                 self.db.switch_over(migration_id, _stats(job))
                 return
             if status in ('failed', 'cancelled', 'none'):
                 raise exception.MigrationJobFailed(
-                    instance=instance['uuid'],
+                    instance=uuid,
                     reason=job.get('error') or 'job %s on %s' % (status, source))
+            if job.get('post_copy') and mig['status'] == states.RUNNING:
+                self.db.enter_post_copy(migration_id)
             self.db.update_migration(migration_id, progress=_progress(job))
-            # The job's own clock: simulated for the fake driver, real for libvirt.
-            if job.get('elapsed_s', 0) > timeout:
-                self.compute.abort_migration(source, instance['uuid'])
-                raise exception.MigrationTimeout(migration=migration_id,
-                                                 seconds=round(timeout))
-            time.sleep(conf.monitor_interval)
+            if mig['force_complete_requested'] and not (
+                    steering.state['post_copy'] or steering.state['paused']):
+                action, why = steering.force_complete()
+            else:
+                action, why = steering.next_action(job)
+            if action != policy.CONTINUE:
+                self._act(migration_id, source, uuid, action, why, job)
+            time.sleep(self.conf.conductor.monitor_interval)
+
+    def _act(self, migration_id, source, uuid, action, why, job):
+        name = action[0] if isinstance(action, tuple) else action
+        self.db.add_task_event(migration_id, c.MONITOR_MIGRATION, 'DECISION',
+                               host='conductor', error=None, details={
+                                   'action': name, 'why': why,
+                                   'downtime_ms': (action[1] if isinstance(
+                                       action, tuple) else None),
+                                   'sample': _progress(job)})
+        LOG.info('Migration %s: %s (%s)', migration_id, name, why)
+        if name == policy.DOWNTIME:
+            self.compute.set_max_downtime(source, uuid, action[1])
+        elif name == policy.POST_COPY:
+            self.compute.start_post_copy(source, uuid)
+            self.db.enter_post_copy(migration_id)
+        elif name == policy.PAUSE:
+            self.compute.pause_guest(source, uuid)
+        elif name == policy.ABORT:
+            self.compute.abort_migration(source, uuid)
+            raise exception.MigrationJobFailed(instance=uuid,
+                                               reason='policy abort: %s' % why)
 
 
 def _progress(job):
@@ -176,6 +217,9 @@ def _progress(job):
     done = job.get('data_processed_mb') or 0
     return {'percent': round(100.0 * done / total, 1) if total else 0.0,
             'iteration': job.get('iteration'),
+            'memory_total_mb': job.get('memory_total_mb'),
+            'throttle_percent': job.get('throttle_percent'),
+            'max_downtime_ms': job.get('max_downtime_ms'),
             'memory_remaining_mb': job.get('memory_remaining_mb'),
             'dirty_rate_mibps': job.get('dirty_rate_mibps'),
             'bandwidth_mibps': job.get('bandwidth_mibps'),

@@ -27,3 +27,27 @@ def guest(cloud):
     yield make
     for host in cloud.hosts:
         cloud.cloud.clear_faults(host)
+
+
+@pytest.fixture
+def stuck(cloud, guest):
+    """Guests whose copy runs until someone ends it: a panda (never paused) on
+    a compute1 that forbids post-copy and auto-converge, dirtying faster than the
+    link, copied in real time (the policy's timeouts are then minutes away)."""
+    agent = cloud.agents['compute1'].conf
+    overrides = [('allow_post_copy', False, 'compute'),
+                 ('allow_auto_converge', False, 'compute'),
+                 ('time_scale', 1.0, 'fake')]
+    for name, value, group in overrides:
+        agent.set_override(name, value, group=group)
+    cloud.refresh()
+
+    def make(**kwargs):
+        kwargs.setdefault('memory_mb', 1024)
+        return guest('compute1', 'local', dirty_rate_mibps=5000.0,
+                     sla_class='panda', **kwargs)
+
+    yield make
+    for name, _value, group in overrides:
+        agent.clear_override(name, group=group)
+    cloud.refresh()

@@ -135,15 +135,14 @@ def test_auto_picks_subtype_and_scheduler_picks_host(cloud, guest):
     assert mig['destination'] in ('compute2', 'compute3')
 
 
-def test_second_request_for_migrating_guest_is_refused(cloud, guest):
-    g = guest('compute1', 'local', memory_mb=4096, dirty_rate_mibps=5000.0)
-    # Never converges (dirty rate above the link): it stays running until aborted.
+def test_second_request_for_migrating_guest_is_refused(cloud, stuck):
+    g = stuck()
     first = cloud.api.live_migrate(g['name'], host='compute2')
     with pytest.raises(exception.InstanceAlreadyMigrating) as err:
         cloud.api.live_migrate(g['name'], host='compute2')
     assert first['id'] in str(err.value)
-    cloud.conductor.manager.compute.abort_migration('compute1', g['uuid'])
-    assert cloud.wait(first['id'])['status'] == states.FAILED
+    cloud.api.abort_migration(first['id'])
+    assert cloud.wait(first['id'])['status'] == states.CANCELLED
     assert cloud.cloud.find_guest(g['uuid']) == {'compute1': 'running'}
 
 
@@ -220,11 +219,9 @@ def test_unknown_migration_and_filters(cloud):
                for m in cloud.api.list_migrations(status=states.COMPLETED))
 
 
-def test_outbound_migrations_per_host_are_capped(cloud, guest):
+def test_outbound_migrations_per_host_are_capped(cloud, stuck):
     cap = cloud.conductor_conf.conductor.max_outbound_per_host
-    # Dirtying faster than the link: each job runs until aborted.
-    guests = [guest('compute1', 'local', memory_mb=1024, dirty_rate_mibps=5000.0)
-              for _ in range(cap + 1)]
+    guests = [stuck() for _ in range(cap + 1)]
     migs = [cloud.api.live_migrate(g['name'], host='compute2') for g in guests]
     compute = cloud.conductor.manager.compute
     import time
@@ -291,9 +288,9 @@ def _until(cloud, mig_id, wanted, timeout=30):
     raise AssertionError('migration %s never %s: %s' % (mig_id, wanted, mig))
 
 
-def test_abort_while_copying_rolls_back_to_cancelled(cloud, guest):
+def test_abort_while_copying_rolls_back_to_cancelled(cloud, stuck):
     src, dest, _ = ROUTES['block']
-    g = guest(src, 'local', memory_mb=2048, dirty_rate_mibps=5000.0)
+    g = stuck(memory_mb=2048)
     before = _usage(cloud)
     mig = cloud.api.live_migrate(g['name'], host=dest)
     _until(cloud, mig['id'], states.RUNNING)
@@ -308,9 +305,9 @@ def test_abort_while_copying_rolls_back_to_cancelled(cloud, guest):
     assert 'cancelled' in str(err.value)
 
 
-def test_abort_while_queued_never_starts(cloud, guest):
+def test_abort_while_queued_never_starts(cloud, guest, stuck):
     cap = cloud.conductor_conf.conductor.max_outbound_per_host
-    busy = [guest('compute1', 'local', dirty_rate_mibps=5000.0) for _ in range(cap)]
+    busy = [stuck() for _ in range(cap)]
     running = [cloud.api.live_migrate(g['name'], host='compute2') for g in busy]
     for m in running:
         _until(cloud, m['id'], states.RUNNING)

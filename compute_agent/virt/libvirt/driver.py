@@ -85,6 +85,8 @@ class _Job(object):
         self.started = time.monotonic()
         self.last = {}
         self.aborted = False
+        self.post_copy = False
+        self.paused = False
 
 
 class LibvirtDriver(driver.ComputeDriver):
@@ -145,7 +147,9 @@ class LibvirtDriver(driver.ComputeDriver):
         return {'hypervisor_type': self.conn.getType(), 'cpu_model': model,
                 'cpu_features': features, 'vcpus': info[2], 'memory_mb': info[1],
                 'disk_gb': disk.f_blocks * disk.f_frsize // (1024 ** 3),
-                'instances_path': self.instances_path}
+                'instances_path': self.instances_path,
+                'features': {'bandwidth_mibps':
+                             self.conf.libvirt.live_migration_bandwidth}}
 
     def _meta(self, dom):
         try:
@@ -184,7 +188,8 @@ class LibvirtDriver(driver.ComputeDriver):
         for disk in root.findall("./devices/disk[@device='disk']"):
             source = disk.find('source')
             path = source is not None and (source.get('file') or source.get('dev'))
-            if not path or not path.startswith(self.instances_path + os.sep):
+            if (not path or not path.startswith(self.instances_path + os.sep) or
+                    path.startswith(self.volumes.connections_dir + os.sep)):
                 continue  # volumes and foreign disks are not local disks
             capacity = dom.blockInfo(path)[0]
             disks.append({'name': os.path.basename(path).split('.', 1)[-1],
@@ -355,6 +360,8 @@ class LibvirtDriver(driver.ComputeDriver):
                 flags |= libvirt.VIR_MIGRATE_POSTCOPY
             if params.get('auto_converge'):
                 flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+            if params.get('compressed'):
+                flags |= libvirt.VIR_MIGRATE_COMPRESSED
             if lv.live_migration_with_tls:
                 flags |= libvirt.VIR_MIGRATE_TLS
             dest_uri = lv.live_migration_uri % destination
@@ -396,7 +403,8 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _job_stats(self, job):
         out = {'status': job.status, 'error': job.error,
-               'elapsed_s': time.monotonic() - job.started}
+               'elapsed_s': time.monotonic() - job.started,
+               'post_copy': job.post_copy, 'paused': job.paused}
         if job.status == 'running':
             dom = self._domain(job.uuid)
             try:
@@ -446,11 +454,31 @@ class LibvirtDriver(driver.ComputeDriver):
             job.thread.join(self.conf.libvirt.migration_job_wait)
         return self._job_stats(job)
 
+    def _running_job_domain(self, uuid):
+        with self._jobs_lock:
+            job = self._jobs.get(validate_uuid(uuid))
+        dom = self._domain(uuid)
+        if job is None or job.status != 'running' or dom is None:
+            raise exception.MigrationJobFailed(instance=uuid,
+                                               reason='no running migration job')
+        return job, dom
+
     def set_max_downtime(self, uuid, downtime_ms):
-        self._domain(uuid).migrateSetMaxDowntime(int(downtime_ms), 0)
+        job, dom = self._running_job_domain(uuid)
+        dom.migrateSetMaxDowntime(int(downtime_ms), 0)
+        return self._job_stats(job)
 
     def start_post_copy(self, uuid):
-        self._domain(uuid).migrateStartPostCopy(0)
+        job, dom = self._running_job_domain(uuid)
+        dom.migrateStartPostCopy(0)
+        job.post_copy = True
+        return self._job_stats(job)
+
+    def pause_guest(self, uuid):
+        job, dom = self._running_job_domain(uuid)
+        dom.suspend()
+        job.paused = True
+        return self._job_stats(job)
 
     # After switch-over. -----------------------------------------------------------
     def post_migration_source(self, guest, subtype):

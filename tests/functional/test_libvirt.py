@@ -1,0 +1,227 @@
+"""Ferryman migrating real QEMU guests: conductor, agents with the libvirt driver,
+three libvirtd test hosts (see ferryman.testing.libvirt_cluster).
+
+host1's instance directory is its own, host2's and host3's is shared: host1 ->
+host2 is block, host2 -> host3 file-level, a volume-backed guest block-storage.
+Every migration goes through the conductor (CLI or RPC API).
+"""
+
+import time
+import uuid
+
+import libvirt
+import pytest
+
+from ferryman.testing import guest_image
+from ferryman.testing.libvirt_cluster import VOLUME_DIR, LibvirtCluster, read
+
+pytestmark = pytest.mark.functional
+
+RUNNING = libvirt.VIR_DOMAIN_RUNNING
+# The abort test's source: capped so that its migration is still copying when
+# aborted. host3 is nobody else's source here.
+SLOW_SOURCE, SLOW_MIBPS = 'host3', 5
+
+
+@pytest.fixture(scope='module')
+def timings(request):
+    t = {}
+    yield t
+    plugins = request.config.pluginmanager
+    tr = plugins.get_plugin('terminalreporter')
+    capture = plugins.get_plugin('capturemanager')
+    if tr and capture:
+        with capture.global_and_fixture_disabled():
+            tr.write_line('\nlibvirt cluster timings (s): ' +
+                          ', '.join('%s=%.2f' % kv for kv in sorted(t.items())))
+
+
+@pytest.fixture(scope='module')
+def lv(tmp_path_factory, timings):
+    # Not named "cluster": that is the simulated cluster of conftest.py.
+    with LibvirtCluster(tmp_path_factory.mktemp('libvirt'), agent_options={
+            SLOW_SOURCE: {'libvirt': {'live_migration_bandwidth': SLOW_MIBPS}}}) as c:
+        yield c
+        timings.update(c.timings)
+
+
+@pytest.fixture
+def guests(lv):
+    """Boots guests for one test; removes them after (they cost CPU)."""
+    made = []
+
+    def boot(host, **kwargs):
+        g = lv.boot_guest(host, **kwargs)
+        made.append(g)
+        return g
+    yield boot
+    for g in made:
+        lv.destroy_guest(g)
+    for h in lv.hosts:
+        lv.clear_faults(h.name)
+
+
+def unique(prefix):
+    return '%s-%s' % (prefix, uuid.uuid4().hex[:6])
+
+
+def wait_for(what, predicate, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %ss waiting for %s' % (timeout, what))
+        time.sleep(0.1)
+
+
+def why(lv, mig):
+    """A failed assertion's message: the migration, its error, the services' logs."""
+    if not isinstance(mig, dict) or 'status' not in mig:
+        return '%r\n%s' % (mig, lv.logs())
+    return '%s %s: %s\n%s' % (mig['status'], mig.get('subtype'), mig.get('error'),
+                              lv.logs('conductor', mig['source'], mig['destination']))
+
+
+def record(timings, key, mig, started):
+    timings[key] = time.monotonic() - started
+    stats = mig.get('stats') or {}
+    if stats.get('downtime_ms') is not None:
+        timings[key + '_downtime'] = stats['downtime_ms'] / 1000.0
+
+
+def assert_moved(lv, guest, source, dest, before):
+    """Runs on dest only, persistent there, the same boot's heartbeat goes on."""
+    assert lv.where(guest) == {dest: RUNNING}
+    assert lv.domain(dest, guest).isPersistent()
+    on_source = lv.beats(source, guest)
+    wait_for('heartbeats on %s' % dest, lambda: len(lv.beats(dest, guest)) >= 4)
+    on_dest = lv.beats(dest, guest)
+    # The same counter goes on: no reboot, at most a line cut in two at switch-over.
+    assert max(on_source) >= before
+    assert max(on_source) < on_dest[0] <= max(on_source) + 2, (on_source[-3:],
+                                                               on_dest[:3])
+    assert on_dest == list(range(on_dest[0], on_dest[0] + len(on_dest)))
+    assert 'ferryman-boot' not in read(lv.serial_log(dest, guest))
+    lv.wait_instance(guest.uuid, dest)
+
+
+def test_block_migration(lv, guests, timings):
+    marker = unique('marker')
+    g = guests('host1', write=marker, dirty_mib=16)
+    assert not lv.exists('host2', lv.instance_dir('host2', g))
+    before = max(lv.beats('host1', g))
+
+    t0 = time.monotonic()
+    rc, mig = lv.cli('live-migrate', g.uuid, '--host', 'host2', '--wait')
+    assert rc == 0, why(lv, mig)
+    record(timings, 'block', mig, t0)
+
+    assert (mig['status'], mig['subtype']) == ('completed', 'block')
+    assert (mig['source'], mig['destination']) == ('host1', 'host2')
+    assert mig['stats']['total_time_s'] > 0
+    assert_moved(lv, g, 'host1', 'host2', before)
+    assert not lv.exists('host1', g.instance_dir)
+    # The copy on host2 (its own disk, at its own instance directory).
+    assert lv.read_disk('host2', g.disk).startswith(marker.encode() + b'\n')
+    # And the guest reads it back from there after a reset.
+    lv.domain('host2', g).reset()
+    line = '%s %s' % (guest_image.DISK, marker)
+    wait_for('marker read back', lambda: line in read(lv.serial_log('host2', g)))
+    rc, events = lv.cli('migration', 'tasks', mig['id'])
+    assert rc == 0, events
+    last = {e['atom']: e['state'] for e in events}  # events come oldest first
+    assert last and set(last.values()) == {'SUCCESS'}, events
+
+
+def test_file_level_migration(lv, guests, timings):
+    marker = unique('shared')
+    g = guests('host2', write=marker, dirty_mib=8)
+    before = max(lv.beats('host2', g))
+
+    t0 = time.monotonic()
+    mig = lv.migrate(g.uuid, 'host3')
+    record(timings, 'file_level', mig, t0)
+
+    assert (mig['status'], mig['subtype']) == ('completed', 'file-level'), why(lv, mig)
+    assert_moved(lv, g, 'host2', 'host3', before)
+    # One shared instance directory: the same disk, now host3's.
+    assert lv.instance_dir('host3', g) == g.instance_dir
+    assert lv.exists('host3', g.disk)
+    assert lv.read_disk('host3', g.disk).startswith(marker.encode() + b'\n')
+
+
+def test_block_storage_migration(lv, guests, timings):
+    marker = unique('vol')
+    g = guests('host1', storage='volume', write=marker)
+    link = lv.connection(g.volume)
+    assert lv.exists('host1', link) and not lv.exists('host3', link)
+    inst = lv.instance(g.uuid)
+    assert (inst['storage'], inst['volumes'], inst['disks']) == (
+        'volume', [g.volume], [])
+    before = max(lv.beats('host1', g))
+
+    t0 = time.monotonic()
+    mig = lv.migrate(g.uuid, 'host3')
+    record(timings, 'block_storage', mig, t0)
+
+    assert (mig['status'], mig['subtype']) == ('completed', 'block-storage'), why(lv, mig)
+    assert_moved(lv, g, 'host1', 'host3', before)
+    volume = '%s/%s.img' % (VOLUME_DIR, g.volume)
+    assert lv.hosts['host3'].check_output(['readlink', link]).strip() == volume
+    assert not lv.exists('host1', link)
+    assert not lv.exists('host1', g.instance_dir)
+    assert lv.read_disk('host3', link).startswith(marker.encode() + b'\n')
+
+
+def test_failure_at_destination_rolls_back(lv, guests, timings):
+    g = guests('host1', dirty_mib=8)
+    lv.inject_fault('host2', 'create_local_disks')
+
+    t0 = time.monotonic()
+    mig = lv.migrate(g.uuid, 'host2')
+    record(timings, 'failed', mig, t0)
+
+    assert mig['status'] == 'failed', why(lv, mig)
+    assert 'create_local_disks' in mig['error'], mig
+    assert mig['switchover_at'] is None
+    assert lv.where(g) == {'host1': RUNNING}
+    assert lv.exists('host1', g.disk)
+    assert not lv.exists('host2', lv.instance_dir('host2', g))
+    n = len(lv.beats('host1', g))
+    wait_for('heartbeats on host1', lambda: len(lv.beats('host1', g)) >= n + 2)
+    inst = lv.instance(g.uuid)
+    assert (inst['host'], inst['migration_id']) == ('host1', None)
+
+
+def test_abort_keeps_guest_on_source(lv, guests, timings):
+    source, dest = SLOW_SOURCE, 'host1'
+    # 256 MiB, 64 of them dirtied over and over: far from done at 5 MiB/s.
+    g = guests(source, memory_mib=256, dirty_mib=64)
+
+    t0 = time.monotonic()
+    mig = lv.migrate(g.uuid, dest, wait=False)
+    assert mig['destination'] == dest
+    mig = lv.wait_migration(mig['id'], ('running',) + ('completed', 'failed',
+                                                        'cancelled', 'error'))
+    assert mig['status'] == 'running', why(lv, mig)
+    assert mig['subtype'] == 'block'
+    dom = lv.domain(source, g)
+    wait_for('libvirt job copying', lambda: dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE
+             and (dom.jobStats().get('data_processed') or 0) > 0)
+    assert lv.where(g) == {source: RUNNING, dest: libvirt.VIR_DOMAIN_PAUSED}
+
+    t1 = time.monotonic()
+    rc, mig = lv.cli('migration', 'abort', mig['id'], '--wait')
+    timings['abort'] = time.monotonic() - t1
+    timings['abort_total'] = time.monotonic() - t0
+    assert rc == 0, why(lv, mig)
+    assert mig['status'] == 'cancelled', why(lv, mig)
+    assert mig['switchover_at'] is None
+
+    assert lv.where(g) == {source: RUNNING}
+    assert not lv.exists(dest, lv.instance_dir(dest, g))
+    assert lv.exists(source, g.disk)
+    n = max(lv.beats(source, g))
+    wait_for('heartbeats on %s' % source, lambda: max(lv.beats(source, g)) >= n + 2)
+    assert 'ferryman-boot' not in read(lv.serial_log(dest, g))
+    inst = lv.wait_instance(g.uuid, source)
+    assert inst['migration_id'] is None
