@@ -194,11 +194,15 @@ class _Job(object):
         self.lock = threading.Lock()   # the model is steered while it runs
         self.abort = threading.Event()
         self.switched = False          # the guest runs on the destination
+        self.handed_over = False       # ... and the source has let go of it
         self.thread = None
 
     def stats(self):
         with self.lock:
-            return self.model.stats()
+            stats = self.model.stats()
+        if stats['status'] == 'completed' and not self.handed_over:
+            stats['status'] = 'running'  # copied, but not yet switched over
+        return stats
 
 
 class FakeDriver(driver.ComputeDriver):
@@ -493,7 +497,7 @@ class FakeDriver(driver.ComputeDriver):
             del src['guests'][uuid]
             self.cloud._save(job.destination, dest)
             self.cloud._save(self.host, src)
-        job.switched = True
+        job.switched = job.handed_over = True
 
     def get_migration_job(self, uuid):
         self._fault('get_migration_job')

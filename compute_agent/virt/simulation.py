@@ -57,7 +57,7 @@ class MigrationModel(object):
         return self.phase in ('done', 'failed', 'cancelled')
 
     def stats(self):
-        remaining = self.pass_left + self.dirtied
+        remaining = min(self.memory, self.pass_left + self.dirtied)
         status = {'done': 'completed', 'failed': 'failed',
                   'cancelled': 'cancelled'}.get(self.phase, 'running')
         return {'status': status, 'phase': self.phase, 'elapsed_s': self.elapsed,
@@ -94,7 +94,8 @@ class MigrationModel(object):
         self.switched_at = self.elapsed
         self.downtime = POST_COPY_SWITCH_MS / 1000.0
         self.elapsed += self.downtime
-        self.pass_left += self.dirtied
+        # A page still to send and dirtied again is one page: never more than memory.
+        self.pass_left = min(self.memory, self.pass_left + self.dirtied)
         self.dirtied = 0.0
 
     def pause(self):

@@ -72,7 +72,7 @@ class Guest(object):
     """A Ferryman guest booted by :meth:`LibvirtCluster.boot_guest`."""
 
     def __init__(self, uuid, name, host, storage, disk, instance_dir, volume=None,
-                 marker=None, dirty_mib=0, memory_mib=256):
+                 marker=None, dirty_mib=0, memory_mib=256, readonly=False):
         self.uuid = uuid
         self.name = name
         self.host = host          # where it was booted
@@ -80,7 +80,8 @@ class Guest(object):
         self.disk = disk          # the disk's source path inside a host
         self.instance_dir = instance_dir  # inside path on the host it was booted on
         self.volume = volume      # volume id of a volume-backed guest
-        self.marker = marker      # written to the disk's first sector at boot
+        self.marker = marker      # in the disk's first sector (see boot_guest)
+        self.readonly = readonly
         self.dirty_mib = dirty_mib
         self.memory_mib = memory_mib
 
@@ -363,58 +364,86 @@ class LibvirtCluster(Cluster):
         self._write_faults(host, {})
 
     # Guests. -----------------------------------------------------------------------
+    def shared_storage(self, host, storage):
+        """Whether a guest's disk on ``host`` would be on storage other hosts see."""
+        return storage == 'volume' or (
+            self.hosts[host].path(self.instances_paths[host]) ==
+            self.hosts[host].path(SHARED_INSTANCES))
+
     def boot_guest(self, host, name=None, storage='local', memory_mib=256,
-                   dirty_mib=0, write=None, disk_size_mib=32, sla_class='pet',
-                   wait=True):
+                   dirty_mib=0, marker=None, disk_size_mib=32, sla_class='pet',
+                   readonly=None, wait=True):
         """Boot a Ferryman guest on ``host`` and wait for its heartbeats (and the
         conductor's record of it).
 
         ``storage='local'``: a qcow2 at ``<host's instances path>/<uuid>/disk.root``
         (private on host1, shared on host2/host3). ``storage='volume'``: the disk is
         volume ``vol-<uuid>`` (``SHARED_PATH/volumes/<id>.img``) reached through
-        the host's connection link, made here first. ``write`` puts a marker in
-        the disk's first sector at boot.
+        the host's connection link, made here first.
+
+        ``readonly`` (default: when the disk is on shared storage): libvirt 9 calls
+        only NFS, GFS2, Ceph and the like shared and refuses to live-migrate a
+        writable disk elsewhere that it does not copy ("Migration without shared
+        storage is unsafe"); the test hosts' shared directory is a bind mount.
+        ``marker``: a writable disk gets it written to its first sector by the
+        guest at boot; a read-only one has it there from the start, and the guest
+        prints it at boot.
         """
         h = self.hosts[host]
         uuid = str(uuidlib.uuid4())  # lowercase, as the driver wants
         name = name or 'g-%s' % uuid[:8]
+        if readonly is None:
+            readonly = self.shared_storage(host, storage)
         volume = None
         instance_dir = self.instance_dir(host, uuid)
+        prefill = marker if readonly else None
         if storage == 'local':
             disk = '%s/disk.root' % instance_dir
-            self._qemu_img_create(h, disk, disk_size_mib)
+            self._qemu_img_create(h, disk, disk_size_mib, prefill)
         elif storage == 'volume':
             volume = 'vol-%s' % uuid[:8]
-            self._qemu_img_create(h, '%s/%s.img' % (VOLUME_DIR, volume), disk_size_mib)
+            self._qemu_img_create(h, '%s/%s.img' % (VOLUME_DIR, volume),
+                                  disk_size_mib, prefill)
             self.connect_volume(host, volume)
             disk = '%s/%s' % (self.connections_dir, volume)
         else:
             raise ValueError('storage is local or volume, not %r' % storage)
         xml = domain_xml(name, memory_mib, self.image.kernel, self.image.initrd,
-                         guest_image.cmdline(dirty_mib, write), disk, uuid,
-                         metadata_xml(uuid, name, storage, sla_class,
-                                      [volume] if volume else ()))
-        # cache=none: libvirt refuses to migrate a disk it does not copy (shared
-        # instance directory, volume) unless the host cache is bypassed.
+                         guest_image.cmdline(dirty_mib, None if readonly else marker),
+                         disk, uuid, metadata_xml(uuid, name, storage, sla_class,
+                                                  [volume] if volume else ()))
+        # cache=none, as a disk on shared storage must have for libvirt to migrate it.
         xml = xml.replace("<driver name='qemu' type='qcow2'/>",
                           "<driver name='qemu' type='qcow2' cache='none'/>")
+        if readonly:
+            xml = xml.replace('</disk>', '<readonly/></disk>')
         t0 = time.monotonic()
         dom = h.conn.defineXML(xml)
         dom.create()
-        guest = Guest(uuid, name, host, storage, disk, instance_dir, volume, write,
-                      dirty_mib, memory_mib)
+        guest = Guest(uuid, name, host, storage, disk, instance_dir, volume, marker,
+                      dirty_mib, memory_mib, readonly)
         if wait:
             self.wait_booted(guest, host)
             self.timings['boot_' + name] = time.monotonic() - t0
             self.wait_instance(uuid, host)
         return guest
 
-    @staticmethod
-    def _qemu_img_create(h, path, size_mib):
+    def _qemu_img_create(self, h, path, size_mib, marker=None):
         outside = h.path(path)
         os.makedirs(os.path.dirname(outside), exist_ok=True)
-        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', outside,
-                        '%dM' % size_mib], check=True, capture_output=True)
+        if not marker:
+            subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', outside,
+                            '%dM' % size_mib], check=True, capture_output=True)
+            return
+        raw = outside + '.raw'
+        with open(raw, 'wb') as f:
+            f.write((marker + '\n').encode().ljust(512, b'\0'))
+            f.truncate(size_mib * 1024 * 1024)
+        try:
+            subprocess.run(['qemu-img', 'convert', '-q', '-f', 'raw', '-O', 'qcow2',
+                            raw, outside], check=True, capture_output=True)
+        finally:
+            os.unlink(raw)
 
     def connect_volume(self, host, volume):
         """The host's connection link to a volume, as the driver makes it."""
@@ -430,7 +459,8 @@ class LibvirtCluster(Cluster):
         self.wait_for(lambda: len(beats_in(log)) >= 2,
                       'heartbeats of %s on %s' % (guest.name, host), timeout)
         if guest.marker:
-            line = '%s %s' % (guest_image.DISK_WRITTEN, guest.marker)
+            line = '%s %s' % (guest_image.DISK if guest.readonly
+                              else guest_image.DISK_WRITTEN, guest.marker)
             self.wait_for(lambda: line in read(log), 'disk marker of %s' % guest.name,
                           timeout)
 
