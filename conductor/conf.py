@@ -18,6 +18,10 @@ conductor_opts = [
                     'is set to error (those steps never roll back).'),
     cfg.FloatOpt('post_migration_retry_delay', default=1.0, min=0.0,
                  help='Seconds between tries of a step after switch-over.'),
+    cfg.StrOpt('crash_at',
+               help='For crash tests only: kill this conductor (SIGKILL) the '
+                    'moment an atom reaches a state, given as ATOM:STATE (e.g. '
+                    'start-migration:SUCCESS).'),
     cfg.IntOpt('host_down_after', default=60, min=1,
                help='A host whose agent has not reported for this many seconds '
                     'is down and is not chosen as a destination.'),

@@ -17,6 +17,7 @@ class ConductorService(object):
                                      [self.manager])
 
     def start(self):
+        self.manager.runner.resume_all()
         self.server.start()
         LOG.info('Conductor %s listening on topic %s', self.conf.host,
                  rpc.CONDUCTOR_TOPIC)

@@ -69,12 +69,33 @@ class Cluster(object):
     def _logs(self, name):
         return [os.path.join(self.base_dir, name + ext) for ext in ('.out', '.log')]
 
-    def _spawn(self, name, script, conf):
+    def _spawn(self, name, script, conf, *more_confs):
+        argv = [script, '--config-file', conf]
+        for extra in more_confs:
+            argv += ['--config-file', extra]
         with open(self._logs(name)[0], 'ab') as out:
             # Own session: termination reaches any child the service forks.
             self.procs[name] = subprocess.Popen(
-                [script, '--config-file', conf], stdin=subprocess.DEVNULL,
+                argv, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def restart(self, name, **sections):
+        """(Re)start one service with its configuration, plus ``sections`` (e.g.
+        conductor={'crash_at': ...}) in a second file that overrides it."""
+        old = self.procs.pop(name, None)
+        if old is not None:
+            _terminate(old, 10)
+        script = 'ferryman-conductor' if name == 'conductor' else \
+            'ferryman-compute-agent'
+        extra = self._write_conf(name + '-extra', sections)
+        self._spawn(name, script, os.path.join(self.base_dir, name + '.conf'), extra)
+
+    def exited(self, name, timeout=60):
+        """Wait for a service to exit by itself (a crash test); its exit code."""
+        proc = self.procs[name]
+        code = proc.wait(timeout)
+        del self.procs[name]
+        return code
 
     def _check_alive(self):
         for name, proc in self.procs.items():

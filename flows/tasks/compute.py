@@ -134,6 +134,10 @@ class StartMigration(base.MigrationTask):
             raise exception.MigrationCancelled(migration=migration_id)
         if mig['status'] == states.PREPARING:
             self.db.advance(migration_id, 'start')
+        # Run again after a crash: a job that already runs or ran is not restarted.
+        job = self.compute.get_migration_job(source, instance['uuid'])
+        if job['status'] in ('running', 'completed'):
+            return
         chosen, bandwidth = _policy(self, mig, instance, subtype)
         params = chosen.start_params(policy.data_mb(instance, subtype), bandwidth)
         self.compute.start_migration(source, instance, destination, subtype, params)
