@@ -202,7 +202,9 @@ def test_failure_at_destination_rolls_back(lv, guests, timings):
 def test_abort_keeps_guest_on_source(lv, guests, timings):
     source, dest = SLOW_SOURCE, 'host1'
     # 256 MiB, 64 of them dirtied over and over: far from done at 5 MiB/s.
-    g = guests(source, memory_mib=256, dirty_mib=64)
+    # Writable: libvirt copies the disk of a block migration (a read-only one it
+    # refuses to).
+    g = guests(source, memory_mib=256, dirty_mib=64, readonly=False)
 
     t0 = time.monotonic()
     mig = lv.migrate(g.uuid, dest, wait=False)
@@ -212,8 +214,14 @@ def test_abort_keeps_guest_on_source(lv, guests, timings):
     assert mig['status'] == 'running', why(lv, mig)
     assert mig['subtype'] == 'block'
     dom = lv.domain(source, g)
-    wait_for('libvirt job copying', lambda: dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE
-             and (dom.jobStats().get('data_processed') or 0) > 0)
+
+    def copying():
+        # Memory is being sent (after the disk): well inside libvirt's job.
+        status = lv.api.get_migration(mig['id'])['status']
+        assert status == 'running', why(lv, lv.api.get_migration(mig['id']))
+        return (dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE and
+                (dom.jobStats().get('memory_processed') or 0) > 0)
+    wait_for('libvirt job copying memory', copying)
     assert lv.where(g) == {source: RUNNING, dest: libvirt.VIR_DOMAIN_PAUSED}
 
     t1 = time.monotonic()
