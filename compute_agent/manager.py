@@ -102,6 +102,10 @@ class ComputeManager(object):
         return self.driver.list_guests()
 
     @step
+    def get_inventory(self, ctxt):
+        return self.driver.inventory()
+
+    @step
     def check_destination(self, ctxt, guest, source_info, probe):
         return self.driver.check_destination(_guest(guest), source_info, probe)
 

@@ -25,6 +25,9 @@ class ComputeAPI(object):
     def list_guests(self, host):
         return self._call(host, 'list_guests')
 
+    def get_inventory(self, host):
+        return self._call(host, 'get_inventory')
+
     def check_destination(self, host, guest, source_info, probe):
         return self._call(host, 'check_destination', guest=guest,
                           source_info=source_info, probe=probe)

@@ -6,6 +6,7 @@ import oslo_messaging as messaging
 from oslo_log import log as logging
 
 from compute_agent import rpcapi as compute_rpcapi
+from conductor import audit
 from conductor import policy
 from conductor import runner as flow_runner
 from conductor import scheduler
@@ -38,7 +39,8 @@ def _bool(name, value):
 
 class ConductorManager(object):
     # 1.1: live_migrate(importance), force_complete_migration, abort_migration
-    target = messaging.Target(version='1.1')
+    # 1.2: audit
+    target = messaging.Target(version='1.2')
 
     def __init__(self, conf, db=None):
         self.conf = conf
@@ -188,6 +190,17 @@ class ConductorManager(object):
     def get_task_history(self, ctxt, migration):
         self.db.get_migration(_str('migration', migration))
         return self.db.get_task_history(migration)
+
+    def audit(self, ctxt):
+        """Check every invariant against the hosts; list what is violated."""
+        hosts = self.db.list_hosts(self._down_after)
+        violations = audit.run(self.db, self.compute, hosts,
+                               owned=set(self.runner.futures))
+        return {'violations': [{'kind': k, 'text': t} for k, t in violations],
+                'hosts': len(hosts), 'instances': len(self.db.list_instances()),
+                'active_migrations': len([
+                    m for m in self.db.list_migrations()
+                    if m['status'] in states.ACTIVE])}
 
     # Hosts and guests. -------------------------------------------------------------
     def list_hosts(self, ctxt):

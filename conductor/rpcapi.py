@@ -3,11 +3,12 @@
 API version history:
     1.0 - Initial version.
     1.1 - live_migrate(importance), abort_migration, force_complete_migration.
+    1.2 - audit.
 """
 
 from ferryman import rpc
 
-VERSION = '1.1'
+VERSION = '1.2'
 
 
 class ConductorAPI(object):
@@ -44,6 +45,10 @@ class ConductorAPI(object):
 
     def get_task_history(self, migration):
         return self.client.call({}, 'get_task_history', migration=migration)
+
+    def audit(self):
+        """Invariant violations found on the hosts, and what was checked."""
+        return self.client.call({}, 'audit')
 
     def list_hosts(self):
         return self.client.call({}, 'list_hosts')

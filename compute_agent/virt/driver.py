@@ -38,6 +38,12 @@ class ComputeDriver(abc.ABC):
     def get_guest(self, uuid):
         """One guest of this host; raises InstanceNotFound."""
 
+    @abc.abstractmethod
+    def inventory(self):
+        """Everything guests leave on this host, for the audit: guests (uuid ->
+        power state, incoming ones too), instance_dirs (uuids), volume_connections
+        (volume id -> guest uuid or None), ports (uuids)."""
+
     # Checks. ---------------------------------------------------------------
     @abc.abstractmethod
     def check_destination(self, guest, source_info, probe):

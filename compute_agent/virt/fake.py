@@ -258,6 +258,13 @@ class FakeDriver(driver.ComputeDriver):
             raise exception.InstanceNotFound(instance=uuid)
         return self._public(guest)
 
+    def inventory(self):
+        state = self.cloud.load(self.host)
+        return {'guests': {u: g['power_state'] for u, g in state['guests'].items()},
+                'instance_dirs': _instance_dirs(self.instances_path),
+                'volume_connections': dict(state['volume_connections']),
+                'ports': sorted(state['ports'])}
+
     @staticmethod
     def _public(guest):
         out = dict(guest)
@@ -570,6 +577,15 @@ class FakeDriver(driver.ComputeDriver):
                     reason='guest %s does not run here' % guest['uuid'])
             state['ports'][guest['uuid']] = 'active'
         return self._public(current)
+
+
+def _instance_dirs(path):
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if len(n) == 36 and n.count('-') == 4 and
+                  os.path.isdir(os.path.join(path, n)))
 
 
 def _check_name(name):

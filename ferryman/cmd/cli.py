@@ -80,6 +80,19 @@ def cmd_demo(args):
     return demo.run(as_json=args.json)
 
 
+def cmd_audit(args):
+    report = _api(args).audit()
+    if args.json:
+        _print_json(report)
+    else:
+        for v in report['violations']:
+            print('VIOLATION %-10s %s' % (v['kind'], v['text']))
+        print('%d violation(s); checked %d hosts, %d instances, %d active '
+              'migrations' % (len(report['violations']), report['hosts'],
+                              report['instances'], report['active_migrations']))
+    return 1 if report['violations'] else 0
+
+
 def cmd_bench_policy(args):
     from ferryman import bench_policy
     from ferryman import conf as ferryman_conf
@@ -281,6 +294,10 @@ def build_parser():
 
     add(sub, 'demo', cmd_demo, 'migrate one guest of each storage kind in a '
         'simulated three-host cloud, in this process')
+
+    add(sub, 'audit', cmd_audit, 'check every guest runs on one host, resources '
+        'are counted once, no migration is orphaned, nothing is left behind; exit '
+        '1 on any violation')
 
     bench = sub.add_parser('bench', help='benchmarks that print figures')
     bench_sub = bench.add_subparsers(dest='bench_command', metavar='WHAT', required=True)

@@ -68,3 +68,5 @@ def test_conductor_killed_at_a_step_resumes(cluster, crash_at, fault, outcome):
     _allocations_ok(cluster, guest, where)
     rc, tasks = cluster.cli('migration', 'tasks', mig['id'])
     assert any(t['atom'] == crash_at.split(':')[0] for t in tasks)
+    rc, report = cluster.cli('audit')
+    assert (rc, report['violations']) == (0, []), report

@@ -212,6 +212,22 @@ class LibvirtDriver(driver.ComputeDriver):
                 guests.append(guest)
         return guests
 
+    def inventory(self):
+        guests, owners = {}, {}
+        for dom in self.conn.listAllDomains():
+            meta = self._meta(dom)
+            if meta is None:
+                continue
+            guests[meta['uuid']] = ('incoming' if self._incoming(dom) else
+                                    self._POWER.get(dom.state()[0], 'unknown'))
+            owners.update({v: meta['uuid'] for v in meta['volumes']})
+        dirs = sorted(n for n in os.listdir(self.instances_path)
+                      if _UUID_RE.match(n))
+        return {'guests': guests, 'instance_dirs': dirs,
+                'volume_connections': {v: owners.get(v)
+                                       for v in self.volumes.connections()},
+                'ports': []}
+
     def _domain(self, uuid):
         try:
             return self.conn.lookupByUUIDString(validate_uuid(uuid))
