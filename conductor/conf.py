@@ -11,7 +11,7 @@ conductor_opts = [
     cfg.IntOpt('max_outbound_per_host', default=2, min=1,
                help='Live migrations leaving one host at once; further requests '
                     'wait in state accepted until a slot frees.'),
-    cfg.FloatOpt('monitor_interval', default=0.5, min=0.01,
+    cfg.FloatOpt('monitor_interval', default=0.5, min=0.001,
                  help='Seconds between progress samples of a running migration.'),
     cfg.IntOpt('post_migration_attempts', default=3, min=1,
                help='Tries of each step after switch-over before the migration '

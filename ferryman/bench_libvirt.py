@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import libvirt
@@ -30,38 +31,72 @@ from flows import states
 PAIRS = {'file-level': ('host2', 'host3'), 'block': ('host1', 'host2')}
 
 
-def _completed_job(cluster, host, guest):
-    """libvirt's own figures of the last migration in, from the destination."""
-    dom = cluster.domain(host, guest)
-    try:
-        stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED |
-                             libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
-    except libvirt.libvirtError:
-        stats = {}
-    if not stats:
-        return None, None
-    return stats.get('time_elapsed', 0) / 1000.0, stats.get('downtime')
+class JobEvents(object):
+    """libvirt's own figures of each migration, as the destination announces them
+    (VIR_DOMAIN_EVENT_ID_JOB_COMPLETED): the same source for both methods, and
+    not used up when an agent reads the completed job's statistics."""
+
+    def __init__(self, cluster):
+        self._done = {}
+        self._conns = []
+        for h in cluster.hosts:
+            conn = libvirt.open(h.uri)  # after the event loop: ours get events
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+                                        self._completed, h.name)
+            self._conns.append(conn)
+
+    @staticmethod
+    def start_loop():
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+        threading.Thread(target=loop, name='libvirt-events', daemon=True).start()
+
+    def _completed(self, _conn, dom, params, host):
+        if params.get('operation') in (None, libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN):
+            self._done[(host, dom.UUIDString())] = params
+
+    def forget(self, host, guest):
+        self._done.pop((host, guest.uuid), None)
+
+    def wait(self, host, guest, timeout=10):
+        """(job seconds, downtime ms) of the last migration of guest into host."""
+        deadline = time.monotonic() + timeout
+        while (host, guest.uuid) not in self._done:
+            if time.monotonic() > deadline:
+                return None, None
+            time.sleep(0.02)
+        stats = self._done.pop((host, guest.uuid))
+        return stats.get('time_elapsed', 0) / 1000.0, stats.get('downtime')
+
+    def close(self):
+        for conn in self._conns:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
 
 
-def ferryman_move(cluster, guest, src, dst, poll=0.05):
+def ferryman_move(cluster, events, guest, src, dst, poll=0.05):
+    events.forget(dst, guest)
     t0 = time.monotonic()
     mig = cluster.api.live_migrate(guest.uuid, host=dst)
     while mig['status'] not in states.TERMINAL:
         time.sleep(poll)
         mig = cluster.api.get_migration(mig['id'])
     wall = time.monotonic() - t0
-    if mig['status'] != states.COMPLETED:
-        raise RuntimeError('Ferryman migration %s %s: %s' % (
-            mig['id'], mig['status'], mig.get('error')))
     stats = mig.get('stats') or {}
-    job_s, downtime = _completed_job(cluster, dst, guest)
+    job_s, downtime = events.wait(dst, guest, 2 if mig['status'] != 'completed' else 10)
     return {'method': 'ferryman', 'from': src, 'to': dst, 'total_s': wall,
             'job_s': stats.get('total_time_s'), 'downtime_ms': stats.get('downtime_ms'),
             'libvirt_job_s': job_s, 'libvirt_downtime_ms': downtime,
-            'migration': mig['id']}
+            'migration': mig['id'], 'status': mig['status'], 'error': mig.get('error')}
 
 
-def virsh_move(cluster, guest, src, dst, subtype):
+def virsh_move(cluster, events, guest, src, dst, subtype):
+    events.forget(dst, guest)
     s, d = cluster.hosts[src], cluster.hosts[dst]
     argv = ['virsh', '-c', s.uri, 'migrate', '--live', '--p2p', '--persistent',
             '--undefinesource', guest.name, d.uri, '--migrateuri', 'tcp://127.0.0.1']
@@ -79,10 +114,10 @@ def virsh_move(cluster, guest, src, dst, subtype):
         # What Ferryman's post_migration_source does, untimed here.
         shutil.rmtree(cluster.hosts[src].path(os.path.dirname(guest.disk)),
                       ignore_errors=True)
-    job_s, downtime = _completed_job(cluster, dst, guest)
+    job_s, downtime = events.wait(dst, guest)
     return {'method': 'virsh', 'from': src, 'to': dst, 'total_s': wall,
             'job_s': job_s, 'downtime_ms': downtime,
-            'libvirt_job_s': job_s, 'libvirt_downtime_ms': downtime}
+            'libvirt_job_s': job_s, 'libvirt_downtime_ms': downtime, 'status': 'completed'}
 
 
 def _create_like(cluster, src, dst, path):
@@ -129,52 +164,78 @@ def summarize(rows):
     return out
 
 
+def _where(cluster, guest):
+    running = [h for h, state in cluster.where(guest).items()
+               if state == libvirt.VIR_DOMAIN_RUNNING]
+    if len(running) != 1:
+        raise RuntimeError('guest %s runs on %s' % (guest.uuid, running or 'no host'))
+    return running[0]
+
+
 def run(args):
     base = args.base_dir or tempfile.mkdtemp(prefix='ferryman-bench-')
     a, b = PAIRS[args.subtype]
     rows = []
     t_start = time.monotonic()
+    JobEvents.start_loop()
     with LibvirtCluster(base) as cluster:
+        events = JobEvents(cluster)
         print('cluster up in %.1f s (%s); guest %d MiB dirtying %d MiB; %s %s <-> %s'
               % (cluster.timings['cluster'], base, args.memory, args.dirty,
                  args.subtype, a, b), flush=True)
         # Writable for block (libvirt copies it); read-only on the shared directory.
         guest = cluster.boot_guest(a, memory_mib=args.memory, dirty_mib=args.dirty,
                                    readonly=args.subtype != 'block')
-        here = a
-        print('%-3s %-9s %-13s %9s %9s %12s %14s %18s' % (
+        here = believed = a  # where it runs; where the conductor has it
+        print('%-3s %-9s %-13s %9s %9s %12s %14s %17s' % (
             '#', 'method', 'move', 'total_s', 'job_s', 'downtime_ms',
             'libvirt_job_s', 'libvirt_downtime'), flush=True)
         for i, method in enumerate(schedule(args.runs)):
+            if method == 'ferryman' and here != believed:
+                # A failed Ferryman migration whose guest moved all the same: put
+                # it back where the conductor has it (untimed).
+                virsh_move(cluster, events, guest, here, believed, args.subtype)
+                here = believed
+                print('    (moved back to %s with virsh)' % here, flush=True)
             # Each move starts from a guest that has run a while where it is.
             time.sleep(args.settle)
             there = b if here == a else a
             if method == 'ferryman':
-                row = ferryman_move(cluster, guest, here, there)
+                row = ferryman_move(cluster, events, guest, here, there)
+                if row['status'] == 'completed':
+                    believed = there
             else:
-                row = virsh_move(cluster, guest, here, there, args.subtype)
+                row = virsh_move(cluster, events, guest, here, there, args.subtype)
             rows.append(row)
-            here = there
-            print('%-3d %-9s %-13s %9s %9s %12s %14s %18s' % (
+            here = _where(cluster, guest)
+            print('%-3d %-9s %-13s %9s %9s %12s %14s %17s%s' % (
                 i + 1, method, '%s->%s' % (row['from'], row['to']),
                 _fmt(row['total_s']), _fmt(row['job_s']),
                 _fmt(row['downtime_ms'], spec='%.0f'), _fmt(row['libvirt_job_s']),
-                _fmt(row['libvirt_downtime_ms'], spec='%.0f')), flush=True)
+                _fmt(row['libvirt_downtime_ms'], spec='%.0f'),
+                '' if row['status'] == 'completed' else '  %s (guest now on %s): %s'
+                % (row['status'].upper(), here, row['error'])), flush=True)
+        events.close()
         cluster.destroy_guest(guest)
-    summary = summarize(rows)
+    ok = [r for r in rows if r['status'] == 'completed']
+    summary = summarize(ok)
+    summary['failed'] = [{k: r[k] for k in ('from', 'to', 'status', 'error')}
+                         for r in rows if r['status'] != 'completed']
     f, v, r = summary['ferryman'], summary['virsh'], summary['ratio']
     print()
-    print('medians over %d Ferryman and %d bare virsh migrations (%.0f s in all):'
-          % (f['n'], v['n'], time.monotonic() - t_start))
-    print('  ferryman: request->completed %s s, job (stats) %s s, downtime (stats) '
-          '%s ms; libvirt completed job %s s, downtime %s ms' % (
+    print('medians over %d completed Ferryman (%d failed) and %d bare virsh migrations '
+          '(%.0f s in all):' % (f['n'], len(summary['failed']), v['n'],
+                                time.monotonic() - t_start))
+    print('  ferryman: request->completed %s s; from its stats: job %s s, downtime %s ms;'
+          ' libvirt\'s figures: job %s s, downtime %s ms' % (
               _fmt(f['total_s']), _fmt(f['job_s']), _fmt(f['downtime_ms'], spec='%.0f'),
               _fmt(f['libvirt_job_s']), _fmt(f['libvirt_downtime_ms'], spec='%.0f')))
-    print('  virsh:    command %s s, libvirt completed job %s s, downtime %s ms' % (
+    print('  virsh:    command %s s; libvirt\'s figures: job %s s, downtime %s ms' % (
         _fmt(v['total_s']), _fmt(v['job_s']), _fmt(v['downtime_ms'], spec='%.0f')))
-    print('  ferryman/bare: total %s, downtime %s (libvirt\'s downtime figures: %s)' % (
-        _fmt(r['total'], spec='%.2f'), _fmt(r['downtime'], spec='%.2f'),
-        _fmt(r['libvirt_downtime'], spec='%.2f')))
+    print('  ferryman/bare: total %s, downtime %s (from Ferryman\'s stats), %s '
+          '(libvirt\'s figures for both)' % (
+              _fmt(r['total'], spec='%.2f'), _fmt(r['downtime'], spec='%.2f'),
+              _fmt(r['libvirt_downtime'], spec='%.2f')))
     if args.json:
         print(json.dumps({'runs': rows, 'summary': summary}, indent=2))
     if not args.base_dir and not args.keep:

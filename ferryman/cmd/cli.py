@@ -100,6 +100,11 @@ def cmd_bench_policy(args):
     bench_policy.run(conf, as_json=args.json)
 
 
+def cmd_bench_persistence(args):
+    from ferryman import bench_persistence
+    bench_persistence.run(migrations=args.migrations, as_json=args.json)
+
+
 def cmd_host_list(args):
     hosts = _api(args).list_hosts()
     if args.json:
@@ -303,6 +308,10 @@ def build_parser():
     bench_sub = bench.add_subparsers(dest='bench_command', metavar='WHAT', required=True)
     add(bench_sub, 'policy', cmd_bench_policy, 'Nova\'s, KubeVirt\'s and '
         'Ferryman\'s convergence policies over one matrix of simulated guests')
+    add(bench_sub, 'persistence', cmd_bench_persistence, 'durable flows vs '
+        'in-memory flows vs the bare RPC calls, one process, simulated driver'
+        ).add_argument('--migrations', type=int, default=20,
+                       help='migrations per mode')
 
     host = sub.add_parser('host', help='hypervisor hosts').add_subparsers(
         dest='host_command', metavar='ACTION', required=True)
