@@ -24,17 +24,9 @@ def atom_hosts(flow, store):
     where = {'conductor': 'conductor', 'source': store['source'],
              'destination': store['destination']}
     hosts = {None: 'conductor'}
-    for atom, _ in flow.iter_nodes():
-        _collect(atom, where, hosts)
+    for task in flows.iter_tasks(flow):
+        hosts[task.name] = where[getattr(task, 'runs_on', 'conductor')]
     return hosts
-
-
-def _collect(node, where, hosts):
-    if hasattr(node, 'iter_nodes'):
-        for child, _ in node.iter_nodes():
-            _collect(child, where, hosts)
-    else:
-        hosts[node.name] = where[getattr(node, 'runs_on', 'conductor')]
 
 
 class FlowRunner(object):

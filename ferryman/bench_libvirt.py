@@ -32,9 +32,10 @@ PAIRS = {'file-level': ('host2', 'host3'), 'block': ('host1', 'host2')}
 
 
 class JobEvents(object):
-    """libvirt's own figures of each migration, as the destination announces them
-    (VIR_DOMAIN_EVENT_ID_JOB_COMPLETED): the same source for both methods, and
-    not used up when an agent reads the completed job's statistics."""
+    """libvirt's own figures of each migration, as the source announces them
+    (VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, operation migration-out): the same source
+    for both methods, and not used up when an agent reads the completed job's
+    statistics on the destination (Ferryman's post_migration_destination does)."""
 
     def __init__(self, cluster):
         self._done = {}
@@ -55,14 +56,14 @@ class JobEvents(object):
         threading.Thread(target=loop, name='libvirt-events', daemon=True).start()
 
     def _completed(self, _conn, dom, params, host):
-        if params.get('operation') in (None, libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN):
+        if params.get('operation') == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
             self._done[(host, dom.UUIDString())] = params
 
     def forget(self, host, guest):
         self._done.pop((host, guest.uuid), None)
 
-    def wait(self, host, guest, timeout=10):
-        """(job seconds, downtime ms) of the last migration of guest into host."""
+    def wait(self, host, guest, timeout=5):
+        """(job seconds, downtime ms) of the last migration of guest out of host."""
         deadline = time.monotonic() + timeout
         while (host, guest.uuid) not in self._done:
             if time.monotonic() > deadline:
@@ -80,7 +81,7 @@ class JobEvents(object):
 
 
 def ferryman_move(cluster, events, guest, src, dst, poll=0.05):
-    events.forget(dst, guest)
+    events.forget(src, guest)
     t0 = time.monotonic()
     mig = cluster.api.live_migrate(guest.uuid, host=dst)
     while mig['status'] not in states.TERMINAL:
@@ -88,7 +89,7 @@ def ferryman_move(cluster, events, guest, src, dst, poll=0.05):
         mig = cluster.api.get_migration(mig['id'])
     wall = time.monotonic() - t0
     stats = mig.get('stats') or {}
-    job_s, downtime = events.wait(dst, guest, 2 if mig['status'] != 'completed' else 10)
+    job_s, downtime = events.wait(src, guest, 1 if mig['status'] != 'completed' else 5)
     return {'method': 'ferryman', 'from': src, 'to': dst, 'total_s': wall,
             'job_s': stats.get('total_time_s'), 'downtime_ms': stats.get('downtime_ms'),
             'libvirt_job_s': job_s, 'libvirt_downtime_ms': downtime,
@@ -96,7 +97,7 @@ def ferryman_move(cluster, events, guest, src, dst, poll=0.05):
 
 
 def virsh_move(cluster, events, guest, src, dst, subtype):
-    events.forget(dst, guest)
+    events.forget(src, guest)
     s, d = cluster.hosts[src], cluster.hosts[dst]
     argv = ['virsh', '-c', s.uri, 'migrate', '--live', '--p2p', '--persistent',
             '--undefinesource', guest.name, d.uri, '--migrateuri', 'tcp://127.0.0.1']
@@ -114,7 +115,7 @@ def virsh_move(cluster, events, guest, src, dst, subtype):
         # What Ferryman's post_migration_source does, untimed here.
         shutil.rmtree(cluster.hosts[src].path(os.path.dirname(guest.disk)),
                       ignore_errors=True)
-    job_s, downtime = events.wait(dst, guest)
+    job_s, downtime = events.wait(src, guest)
     return {'method': 'virsh', 'from': src, 'to': dst, 'total_s': wall,
             'job_s': job_s, 'downtime_ms': downtime,
             'libvirt_job_s': job_s, 'libvirt_downtime_ms': downtime, 'status': 'completed'}

@@ -70,7 +70,7 @@ def run(migrations=20, as_json=False):
                                          disks=[], dirty_rate_mibps=0.0)
         cloud.refresh()
         hosts = ['compute2', 'compute3']
-        tasks = sum(1 for _ in _tasks(flows.build('file-level')))
+        tasks = sum(1 for _ in flows.iter_tasks(flows.build('file-level')))
         for i in range(migrations * 3):
             mode = ('durable', 'in-memory', 'bare')[i % 3]
             source = cloud.db.get_instance('bench')['host']
@@ -119,11 +119,3 @@ def _record_move(cloud, uuid, destination):
         s.query(models.Allocation).filter_by(consumer=uuid).update(
             {'host': destination})
         inst.host = destination
-
-
-def _tasks(flow):
-    for node, _ in flow.iter_nodes():
-        if hasattr(node, 'iter_nodes'):
-            yield from _tasks(node)
-        else:
-            yield node

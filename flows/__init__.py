@@ -12,3 +12,12 @@ def build(subtype):
     """A fresh flow of the subtype, from its factory."""
     from oslo_utils import importutils
     return importutils.import_class(FACTORIES[subtype])()
+
+
+def iter_tasks(flow):
+    """The flow's tasks in order, through every nested subflow."""
+    for node, _ in flow.iter_nodes():
+        if hasattr(node, 'iter_nodes'):
+            yield from iter_tasks(node)
+        else:
+            yield node

@@ -208,29 +208,28 @@ def cmd_migration_show(args):
     _show_migration(mig)
 
 
-def cmd_migration_force_complete(args):
+def _request(args, call, what, wanted):
+    """Ask for something of a migration; with --wait, see it through."""
     api = _api(args)
-    mig = api.force_complete_migration(args.migration)
+    mig = getattr(api, call)(args.migration)
     if args.wait:
         mig = _wait(api, mig, args.json)
     if args.json:
-        return _print_json(mig)
-    print('Migration %s: force-complete requested; now %s'
-          % (mig['id'], mig['status']))
-    if args.wait and mig['status'] != states.COMPLETED:
+        _print_json(mig)
+    else:
+        print('Migration %s: %s requested; now %s'
+              % (mig['id'], what, mig['status']))
+    if args.wait and mig['status'] != wanted:
         return 1
+
+
+def cmd_migration_force_complete(args):
+    return _request(args, 'force_complete_migration', 'force-complete',
+                    states.COMPLETED)
 
 
 def cmd_migration_abort(args):
-    api = _api(args)
-    mig = api.abort_migration(args.migration)
-    if args.wait:
-        mig = _wait(api, mig, args.json)
-    if args.json:
-        return _print_json(mig)
-    print('Migration %s: abort requested; now %s' % (mig['id'], mig['status']))
-    if args.wait and mig['status'] != states.CANCELLED:
-        return 1
+    return _request(args, 'abort_migration', 'abort', states.CANCELLED)
 
 
 def cmd_migration_tasks(args):

@@ -11,12 +11,7 @@ from flows import states
 from ferryman import exception
 
 
-def _tasks(flow):
-    for node, _ in flow.iter_nodes():
-        if hasattr(node, 'iter_nodes'):
-            yield from _tasks(node)
-        else:
-            yield node
+_tasks = flows.iter_tasks
 
 
 EXPECTED = {
