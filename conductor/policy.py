@@ -181,6 +181,12 @@ class FerrymanPolicy(object):
                 t - state['last_progress_s']))
         if bw <= 0:
             return CONTINUE, 'no bandwidth figure yet'
+        if remaining <= bw * state['downtime_ms'] / 1000.0:
+            # The rest fits in the allowed downtime: this pass switches over.
+            return CONTINUE, 'switching over'
+        # The job's clock includes its setup (starting the destination's QEMU):
+        # count only copying time against the budget.
+        t = max(0.0, t - (sample.get('setup_s') or 0.0))
         budget = self.conf.target_time_factor * state['data_mb'] / bw - t
         numbers = ('remaining %.0f MiB, dirty %.0f MiB/s, bandwidth %.0f MiB/s, '
                    'budget %.1f s' % (remaining, dirty, bw, budget))

@@ -405,6 +405,8 @@ class LibvirtCluster(Cluster):
             self._qemu_img_create(h, '%s/%s.img' % (VOLUME_DIR, volume),
                                   disk_size_mib, prefill)
             self.connect_volume(host, volume)
+            # As the driver's connect_volumes leaves it (for the console log...).
+            os.makedirs(h.path(instance_dir), exist_ok=True)
             disk = '%s/%s' % (self.connections_dir, volume)
         else:
             raise ValueError('storage is local or volume, not %r' % storage)

@@ -203,13 +203,20 @@ class MonitorMigration(base.MigrationTask):
                                        action, tuple) else None),
                                    'sample': _progress(job)})
         LOG.info('Migration %s: %s (%s)', migration_id, name, why)
-        if name == policy.DOWNTIME:
-            self.compute.set_max_downtime(source, uuid, action[1])
-        elif name == policy.POST_COPY:
-            self.compute.start_post_copy(source, uuid)
-            self.db.enter_post_copy(migration_id)
-        elif name == policy.PAUSE:
-            self.compute.pause_guest(source, uuid)
+        steer = {policy.DOWNTIME: lambda: self.compute.set_max_downtime(
+                     source, uuid, action[1]),
+                 policy.POST_COPY: lambda: self.compute.start_post_copy(source, uuid),
+                 policy.PAUSE: lambda: self.compute.pause_guest(source, uuid)}
+        if name in steer:
+            try:
+                job = steer[name]()
+            except exception.MigrationJobFailed as exc:
+                # The job ended meanwhile; the next sample says how.
+                LOG.info('Migration %s: %s not applied: %s', migration_id, name, exc)
+                return
+            if name == policy.POST_COPY and job.get('post_copy') and \
+                    job['status'] == 'running':
+                self.db.enter_post_copy(migration_id)
         elif name == policy.ABORT:
             self.compute.abort_migration(source, uuid)
             raise exception.MigrationJobFailed(instance=uuid,
@@ -272,5 +279,10 @@ class PostMigrationDestination(_ForwardOnly):
         super().__init__(c.POST_MIGRATION_DESTINATION)
 
     def execute(self, migration_id, instance, destination, subtype):
-        self._retrying(migration_id, self.compute.post_migration_destination,
-                       destination, instance, subtype)
+        guest = self._retrying(migration_id, self.compute.post_migration_destination,
+                               destination, instance, subtype)
+        # The destination's own account of the finished job is the true one.
+        done = (guest or {}).get('completed_job')
+        if done:
+            stats = dict(self.db.get_migration(migration_id)['stats'], **done)
+            self.db.update_migration(migration_id, stats=stats)

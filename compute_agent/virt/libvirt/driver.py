@@ -205,9 +205,15 @@ class LibvirtDriver(driver.ComputeDriver):
     def list_guests(self):
         guests = []
         for dom in self.conn.listAllDomains():
-            if self._incoming(dom):
+            try:
+                if self._incoming(dom):
+                    continue
+                guest = self._guest(dom)
+            except libvirt.libvirtError as exc:
+                # Gone while listed (a migration just finished): not here.
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
                 continue
-            guest = self._guest(dom)
             if guest is not None:
                 guests.append(guest)
         return guests
@@ -387,9 +393,14 @@ class LibvirtDriver(driver.ComputeDriver):
             job = self._jobs[uuid] = _Job(uuid, thread)
             thread.start()
         if params.get('max_downtime_ms'):
-            # Not a migrate parameter: set on the job once libvirt has it.
-            self._retry_while_starting(
-                lambda: dom.migrateSetMaxDowntime(int(params['max_downtime_ms']), 0))
+            # Not a migrate parameter: set on the job once libvirt has it. The job
+            # runs whatever happens here, so a failure is only logged.
+            try:
+                self._retry_while_starting(lambda: dom.migrateSetMaxDowntime(
+                    int(params['max_downtime_ms']), 0))
+            except libvirt.libvirtError as exc:
+                LOG.warning('Cannot set the downtime of %s: %s', uuid,
+                            exc.get_error_message())
         return self._job_stats(job)
 
     @staticmethod
@@ -432,6 +443,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 total = stats.get('data_total', 0)
                 job.last = {
                     'elapsed_s': stats.get('time_elapsed', 0) / 1000.0,
+                    'setup_s': stats.get('setup_time', 0) / 1000.0,
                     'iteration': stats.get('memory_iteration', 0),
                     'memory_total_mb': stats.get('memory_total', 0) / MIB,
                     'memory_remaining_mb': stats.get('memory_remaining', 0) / MIB,
@@ -470,31 +482,40 @@ class LibvirtDriver(driver.ComputeDriver):
             job.thread.join(self.conf.libvirt.migration_job_wait)
         return self._job_stats(job)
 
-    def _running_job_domain(self, uuid):
+    def _steer(self, uuid, action):
+        """Apply ``action(dom, job)`` to a running job. A job that ended in the
+        meantime is no error: its stats say how it ended."""
         with self._jobs_lock:
             job = self._jobs.get(validate_uuid(uuid))
-        dom = self._domain(uuid)
-        if job is None or job.status != 'running' or dom is None:
+        if job is None:
             raise exception.MigrationJobFailed(instance=uuid,
-                                               reason='no running migration job')
-        return job, dom
+                                               reason='no migration job')
+        dom = self._domain(uuid)
+        if job.status == 'running' and dom is not None:
+            try:
+                action(dom, job)
+            except libvirt.libvirtError as exc:
+                if job.status == 'running' and self._domain(uuid) is not None:
+                    raise
+                LOG.info('Job of %s ended before it could be steered: %s', uuid,
+                         exc.get_error_message())
+        return self._job_stats(job)
 
     def set_max_downtime(self, uuid, downtime_ms):
-        job, dom = self._running_job_domain(uuid)
-        dom.migrateSetMaxDowntime(int(downtime_ms), 0)
-        return self._job_stats(job)
+        return self._steer(uuid, lambda dom, job: dom.migrateSetMaxDowntime(
+            int(downtime_ms), 0))
 
     def start_post_copy(self, uuid):
-        job, dom = self._running_job_domain(uuid)
-        dom.migrateStartPostCopy(0)
-        job.post_copy = True
-        return self._job_stats(job)
+        def post_copy(dom, job):
+            dom.migrateStartPostCopy(0)
+            job.post_copy = True
+        return self._steer(uuid, post_copy)
 
     def pause_guest(self, uuid):
-        job, dom = self._running_job_domain(uuid)
-        dom.suspend()
-        job.paused = True
-        return self._job_stats(job)
+        def pause(dom, job):
+            dom.suspend()
+            job.paused = True
+        return self._steer(uuid, pause)
 
     # After switch-over. -----------------------------------------------------------
     def post_migration_source(self, guest, subtype):
