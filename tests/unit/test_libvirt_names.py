@@ -1,0 +1,40 @@
+"""What reaches a libvirt URI, a path or XML is validated, never interpolated."""
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from compute_agent.virt.libvirt import driver
+from ferryman import exception
+
+
+@pytest.mark.parametrize('name', ['evil/system?socket=/x', 'a b', '<host>', '',
+                                  'host;rm', '-dash', 'x' * 300, None, 42])
+def test_bad_host_names_are_refused(name):
+    with pytest.raises(exception.InvalidArgument) as err:
+        driver.validate_host(name)
+    assert repr(name) in str(err.value)
+
+
+@pytest.mark.parametrize('name', ['compute1', 'host-2.example.org', 'a'])
+def test_good_host_names_pass(name):
+    assert driver.validate_host(name) == name
+
+
+@pytest.mark.parametrize('value', ['../../etc', 'ABCDEFAB-1234-1234-1234-123456789012',
+                                   '1234', 'x' * 36])
+def test_bad_uuids_are_refused(value):
+    with pytest.raises(exception.InvalidArgument):
+        driver.validate_uuid(value)
+
+
+def test_metadata_escapes_xml():
+    xml = driver.metadata_xml('0b5e6a5a-6b0a-4c51-8d2c-3f1b2a9e0c11',
+                              '<evil>&"name"', volumes=['vol-1'])
+    ns = {'f': driver.NS}
+    root = ET.fromstring(xml)
+    assert root.findtext('f:name', namespaces=ns) == '<evil>&"name"'
+    assert [v.get('id') for v in root.findall('f:volumes/f:volume', ns)] == ['vol-1']
+    with pytest.raises(exception.InvalidArgument):
+        driver.metadata_xml('0b5e6a5a-6b0a-4c51-8d2c-3f1b2a9e0c11', 'n',
+                            volumes=['../x'])
