@@ -127,8 +127,12 @@ class Cluster(object):
         rc, hosts = self.cli('host', 'list', timeout=3)
         return rc == 0 and {h['name'] for h in hosts if h['up']} >= set(self.hosts)
 
-    def wait_for(self, predicate, what, timeout=None):
-        """Poll ``predicate`` until true; raise with every log if a process dies
+    def logs(self):
+        """Tails of every service's logs, for failure messages."""
+        return _tail([p for n in self.procs for p in self._logs(n)])
+
+    def wait_for(self, predicate, what, timeout=None, interval=0.2):
+        """Poll ``predicate`` until true; raise with the logs if a process dies
         or time runs out."""
         deadline = time.monotonic() + (timeout or self.ready_timeout)
         while True:
@@ -138,9 +142,8 @@ class Cluster(object):
                 return result
             if time.monotonic() > deadline:
                 raise RuntimeError('not ready after %ss: %s\n%s' % (
-                    timeout or self.ready_timeout, what,
-                    _tail([p for n in self.procs for p in self._logs(n)])))
-            time.sleep(0.2)
+                    timeout or self.ready_timeout, what, self.logs()))
+            time.sleep(interval)
 
     def cli(self, *args, timeout=60):
         """Run ``ferryman ARGS --json``: (exit code, parsed stdout or None)."""

@@ -323,19 +323,6 @@ class LibvirtCluster(Cluster):
     def abort(self, migration_id):
         return self.api.abort_migration(migration_id)
 
-    def wait_for(self, predicate, what, timeout=None, interval=0.2):
-        """Cluster.wait_for with a poll interval and the hosts' logs on failure."""
-        deadline = time.monotonic() + (timeout or self.ready_timeout)
-        while True:
-            self._check_alive()
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise RuntimeError('not ready after %ss: %s\n%s' % (
-                    timeout or self.ready_timeout, what, self.logs()))
-            time.sleep(interval)
-
     # Faults. -----------------------------------------------------------------------
     def _faults(self, host):
         try:

@@ -19,3 +19,18 @@ def _clear_faults(request):
         c = request.getfixturevalue('cluster')
         for host in c.hosts:
             c.cloud.clear_faults(host)
+
+
+@pytest.fixture(scope='module')
+def timings(request):
+    """Figures a module collects, printed when it ends (even under -q)."""
+    t = {}
+    yield t
+    plugins = request.config.pluginmanager
+    tr = plugins.get_plugin('terminalreporter')
+    capture = plugins.get_plugin('capturemanager')
+    if tr and capture and t:
+        with capture.global_and_fixture_disabled():
+            tr.write_line('\n%s timings (s): %s' % (
+                request.module.__name__.rsplit('.', 1)[-1],
+                ', '.join('%s=%.2f' % kv for kv in sorted(t.items()))))

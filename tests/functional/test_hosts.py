@@ -22,18 +22,6 @@ HEARTBEAT = re.compile(r'^%s (\d+)$' % guest_image.HEARTBEAT, re.M)
 
 
 @pytest.fixture(scope='module')
-def timings(request):
-    t = {}
-    yield t
-    plugins = request.config.pluginmanager
-    tr, capture = plugins.get_plugin('terminalreporter'), plugins.get_plugin('capturemanager')
-    if tr and capture:
-        with capture.global_and_fixture_disabled():
-            tr.write_line('\ntest host timings (s): ' +
-                          ', '.join('%s=%.2f' % kv for kv in sorted(t.items())))
-
-
-@pytest.fixture(scope='module')
 def hosts(tmp_path_factory, timings):
     t0 = time.monotonic()
     with TestHosts(2, tmp_path_factory.mktemp('hosts')) as hs:

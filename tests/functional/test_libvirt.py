@@ -24,19 +24,6 @@ SLOW_SOURCE, SLOW_MIBPS = 'host3', 5
 
 
 @pytest.fixture(scope='module')
-def timings(request):
-    t = {}
-    yield t
-    plugins = request.config.pluginmanager
-    tr = plugins.get_plugin('terminalreporter')
-    capture = plugins.get_plugin('capturemanager')
-    if tr and capture:
-        with capture.global_and_fixture_disabled():
-            tr.write_line('\nlibvirt cluster timings (s): ' +
-                          ', '.join('%s=%.2f' % kv for kv in sorted(t.items())))
-
-
-@pytest.fixture(scope='module')
 def lv(tmp_path_factory, timings):
     # Not named "cluster": that is the simulated cluster of conftest.py.
     with LibvirtCluster(tmp_path_factory.mktemp('libvirt'), agent_options={
