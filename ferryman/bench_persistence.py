@@ -1,26 +1,60 @@
 """ferryman bench persistence: what durable orchestration costs over the bare RPC
 calls a migration makes, measured side by side in one run.
 
-Three ways to move the same guest (simulated driver, zero-length copy, one process,
-in-process transport), alternating, N times each:
-- durable: the conductor's own path (flow saved in SQL as it runs, task history);
-- in-memory: the same flow on a TaskFlow engine without persistence;
-- bare: the same agent RPC calls in a plain loop, no engine, no database.
+Three ways to move the same guest (simulated driver, zero-length copy, one
+conductor and its agents in one process), alternating, N times each:
+- durable: the conductor's own path: the request's checks, then the flow saved in
+  SQL as it runs, with its task history, on the runner's thread pool;
+- in-memory: the same request and the same flow on the same pool, on an engine
+  without persistence and without task history;
+- bare: the agent RPC calls a file-level migration needs, in a plain loop, no
+  engine, no database.
+All three call the conductor's manager directly (no RPC to the conductor), so the
+only difference between durable and in-memory is persistence.
+
+The transport is the in-process one by default. Its listeners poll without
+sleeping, so they compete with the conductor's own Python for the interpreter
+lock, and everything CPU-bound (engine, SQL) costs several times what it costs in
+a conductor on RabbitMQ. ``--rabbitmq`` runs the same benchmark over a private
+RabbitMQ node started for the run.
 """
 
+import contextlib
 import json
 import statistics
 import time
 
+import sqlalchemy as sa
 import taskflow.engines
 
 import flows
+from ferryman import exception
 from ferryman import local
+
+MODES = ('bare', 'in-memory', 'durable')
+
+
+class _Counter(object):
+    """SQL statements and commits on the conductor's database engine."""
+
+    def __init__(self, engine):
+        self.statements = self.commits = 0
+        sa.event.listen(engine, 'before_cursor_execute', self._statement)
+        sa.event.listen(engine, 'commit', self._commit)
+
+    def _statement(self, *args, **kwargs):
+        self.statements += 1
+
+    def _commit(self, *args, **kwargs):
+        self.commits += 1
 
 
 def _bare(cloud, guest, source, destination):
-    """The agent calls a file-level migration makes, and nothing else: the
-    request's storage probe and the flow's checks, preparation, copy, finish."""
+    """The agent calls a file-level migration needs, and nothing else: the
+    request's storage probe, the flow's checks, preparation, copy and finish.
+    (The flow also asks for the job before starting it, so that a resumed flow
+    never starts a copy twice: that call is a cost of resumability, not of the
+    migration, and is left out here.)"""
     compute = cloud.conductor.manager.compute
     src = cloud.db.get_host(source)
     info = {k: src[k] for k in ('hypervisor_type', 'cpu_model', 'cpu_features')}
@@ -38,76 +72,115 @@ def _bare(cloud, guest, source, destination):
 
 
 def _in_memory(cloud, name, destination):
-    """The conductor's flow, unsaved: the request's checks, then the engine."""
+    """The conductor's request and flow, unsaved, on the runner's own pool."""
     manager = cloud.conductor.manager
-    real_submit = manager.runner.submit
-    captured = {}
+    runner = manager.runner
+    real_submit = runner.submit
+    futures = []
 
-    def run_here(migration, store):
-        captured['store'] = store
+    def run_unsaved(migration, store):
         engine = taskflow.engines.load(flows.build(migration['subtype']),
                                        store=store, engine='serial')
-        engine.run()
-    manager.runner.submit = run_here
+        futures.append(runner.executor.submit(engine.run))
+    runner.submit = run_unsaved
     try:
-        manager.live_migrate({}, name, host=destination)
+        mig = manager.live_migrate({}, name, host=destination)
     finally:
-        manager.runner.submit = real_submit
-    return captured['store']['migration_id']
+        runner.submit = real_submit
+    futures[0].result()
+    return mig['id']
 
 
 def _durable(cloud, name, destination):
-    mig = cloud.api.live_migrate(name, host=destination)
-    return cloud.wait(mig['id'])['id']
+    manager = cloud.conductor.manager
+    mig = manager.live_migrate({}, name, host=destination)
+    manager.runner.wait(mig['id'])
+    return mig['id']
 
 
-def run(migrations=20, as_json=False):
+def _measure(cloud, migrations):
+    # A guest on the shared pair with nothing to copy: the flow is all overhead.
+    guest = cloud.cloud.create_guest('compute2', 'bench', memory_mb=1,
+                                     disks=[], dirty_rate_mibps=0.0)
+    cloud.refresh()
+    hosts = ['compute2', 'compute3']
+    counter = _Counter(cloud.db.engine)
+    timings = {m: [] for m in MODES}
+    sql = {m: [0, 0] for m in MODES}
+    # One unmeasured round first: connections, reply queues, statement caches.
+    for i in range((migrations + 1) * len(MODES)):
+        mode = MODES[i % len(MODES)]
+        source = cloud.db.get_instance('bench')['host']
+        destination = hosts[1 - hosts.index(source)]
+        statements, commits = counter.statements, counter.commits
+        started = time.perf_counter()
+        if mode == 'durable':
+            mig_id = _durable(cloud, 'bench', destination)
+        elif mode == 'in-memory':
+            mig_id = _in_memory(cloud, 'bench', destination)
+        else:
+            _bare(cloud, guest, source, destination)
+            mig_id = None
+        elapsed = time.perf_counter() - started
+        if i >= len(MODES):
+            timings[mode].append(elapsed)
+            sql[mode][0] += counter.statements - statements
+            sql[mode][1] += counter.commits - commits
+        if mig_id is None:
+            # The bare path moved the guest behind the database's back.
+            _record_move(cloud, guest['uuid'], destination)
+        else:
+            status = cloud.db.get_migration(mig_id)['status']
+            if status != 'completed':
+                raise exception.FerrymanError(
+                    'benchmark migration %s (%s) ended %s' % (mig_id, mode, status))
+    return timings, {m: (s / migrations, c / migrations)
+                     for m, (s, c) in sql.items()}
+
+
+def run(migrations=20, as_json=False, rabbitmq=False):
+    if not isinstance(migrations, int) or isinstance(migrations, bool) \
+            or migrations < 1:
+        raise exception.InvalidArgument(name='migrations', value=migrations,
+                                        reason='expected a whole number of at '
+                                               'least 1')
     overrides = {'fake.time_scale': 0.0, 'conductor.monitor_interval': 0.001}
-    timings = {'durable': [], 'in-memory': [], 'bare': []}
-    with local.LocalCloud(overrides=overrides) as cloud:
-        # A guest on the shared pair with nothing to copy: the flow is all overhead.
-        guest = cloud.cloud.create_guest('compute2', 'bench', memory_mb=1,
-                                         disks=[], dirty_rate_mibps=0.0)
-        cloud.refresh()
-        hosts = ['compute2', 'compute3']
+    with contextlib.ExitStack() as stack:
+        transport = 'in-process (kombu memory)'
+        if rabbitmq:
+            from ferryman.testing import servers
+            broker = stack.enter_context(servers.RabbitMQServer())
+            overrides['transport_url'] = broker.url
+            transport = 'RabbitMQ on loopback'
+        cloud = stack.enter_context(local.LocalCloud(overrides=overrides))
         tasks = sum(1 for _ in flows.iter_tasks(flows.build('file-level')))
-        for i in range(migrations * 3):
-            mode = ('durable', 'in-memory', 'bare')[i % 3]
-            source = cloud.db.get_instance('bench')['host']
-            destination = hosts[1 - hosts.index(source)]
-            started = time.perf_counter()
-            if mode == 'durable':
-                mig_id = _durable(cloud, 'bench', destination)
-            elif mode == 'in-memory':
-                mig_id = _in_memory(cloud, 'bench', destination)
-            else:
-                _bare(cloud, guest, source, destination)
-                # The bare path moved the guest behind the database's back.
-                _record_move(cloud, guest['uuid'], destination)
-                mig_id = None
-            timings[mode].append(time.perf_counter() - started)
-            if mig_id is not None:
-                status = cloud.api.get_migration(mig_id)['status']
-                assert status == 'completed', (mode, status)
+        timings, sql = _measure(cloud, migrations)
     medians = {m: statistics.median(v) * 1000.0 for m, v in timings.items()}
     bare = medians['bare']
     report = {
+        'transport': transport,
         'migrations_per_mode': migrations, 'tasks_per_flow': tasks,
         'median_ms': medians,
+        'min_ms': {m: min(v) * 1000.0 for m, v in timings.items()},
         'overhead_ms_per_migration': {m: medians[m] - bare
                                       for m in ('durable', 'in-memory')},
         'ratio_to_bare': {m: medians[m] / bare for m in ('durable', 'in-memory')},
         'persistence_ms_per_task': (medians['durable'] - medians['in-memory']) / tasks,
+        'sql_per_migration': {m: {'statements': s, 'commits': c}
+                              for m, (s, c) in sql.items()},
     }
     if as_json:
         print(json.dumps(report, indent=2))
         return report
-    print('file-level migration, zero-length copy, %d runs per mode, %d tasks per '
-          'flow (medians)' % (migrations, tasks))
-    for mode in ('bare', 'in-memory', 'durable'):
+    print('file-level migration, zero-length copy, %s, %d runs per mode, %d tasks '
+          'per flow (medians; min; SQL statements/commits per migration)'
+          % (transport, migrations, tasks))
+    for mode in MODES:
         extra = '' if mode == 'bare' else '  (+%.1f ms, %.2fx bare)' % (
             report['overhead_ms_per_migration'][mode], report['ratio_to_bare'][mode])
-        print('  %-10s %8.1f ms%s' % (mode, medians[mode], extra))
+        print('  %-10s %8.1f ms; %7.1f ms; %4.0f/%3.0f%s' % (
+            mode, medians[mode], report['min_ms'][mode], sql[mode][0], sql[mode][1],
+            extra))
     print('  persistence per task: %.2f ms' % report['persistence_ms_per_task'])
     return report
 
