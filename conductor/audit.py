@@ -24,8 +24,9 @@ COMPARED = ('vcpus', 'memory_mb')
 
 
 def run(db, compute, hosts, owned):
-    """Violations as (kind, text) pairs; ``owned``: ids of migrations this
-    conductor is running right now."""
+    """Violations as (kind, text) pairs; ``owned``: ids of migrations with a
+    live owner (flows this conductor runs or queues for a slot; with a jobboard,
+    jobs claimed by any conductor or waiting on the board to be claimed)."""
     violations = []
     instances = {i['uuid']: i for i in db.list_instances()}
     active = [m for m in db.list_migrations() if m['status'] in states.ACTIVE]

@@ -1,9 +1,18 @@
 """Runs migration flows: TaskFlow engines with SQLAlchemy persistence, on one
-long-lived thread pool, at most N outbound migrations per source host."""
+long-lived thread pool, at most N outbound migrations per source host.
+
+Without a jobboard this conductor runs every flow it accepts and resumes them on
+restart. With one, accepting a migration saves its flow and posts a job; a claim
+loop in every conductor claims jobs (with an expiry its heartbeat renews) and runs
+them, so a dead conductor's migrations go on elsewhere once its claims expire.
+Either way a reaper resumes migrations left with no live owner.
+"""
 
 import collections
 import contextlib
+import random
 import threading
+import time
 
 import futurist
 from oslo_log import log as logging
@@ -13,6 +22,7 @@ from taskflow.persistence import models as tf_models
 
 import flows
 from conductor import history
+from conductor import jobboard
 from conductor import persistence
 from flows import states
 
@@ -20,9 +30,11 @@ LOG = logging.getLogger(__name__)
 
 
 def atom_hosts(flow, store):
-    """Atom name -> the host it acts on, for the task history."""
+    """Atom name -> the host it acts on, for the task history; destination-side
+    atoms get history.DESTINATION, resolved when recorded (each attempt of the
+    retry over candidates has its own destination)."""
     where = {'conductor': 'conductor', 'source': store['source'],
-             'destination': store['destination']}
+             'destination': history.DESTINATION}
     hosts = {None: 'conductor'}
     for task in flows.iter_tasks(flow):
         hosts[task.name] = where[getattr(task, 'runs_on', 'conductor')]
@@ -45,19 +57,44 @@ class FlowRunner(object):
         self._slots = collections.defaultdict(lambda: threading.BoundedSemaphore(cap))
         self._slots_lock = threading.Lock()
         self.futures = {}
+        spec = jobboard.board_conf(conf)  # raises on a bad [jobboard] first
+        self.board = jobboard.Board(conf, self.backend, spec) if spec else None
+        self._stopping = threading.Event()
+        self._threads = []
+        self._orphans = {}  # migration id -> monotonic time first seen ownerless
+
+    def start(self):
+        """Take up work left by earlier conductors, then keep looking for it."""
+        loops = [self._reaper]
+        if self.board is None:
+            self.resume_all()
+        else:
+            loops.append(self._claim_loop)
+        for loop in loops:
+            t = threading.Thread(target=loop, daemon=True, name=loop.__name__)
+            t.start()
+            self._threads.append(t)
 
     def _slot(self, host):
         with self._slots_lock:
             return self._slots[host]
 
-    def submit(self, migration, store):
-        """Save the flow (so it outlives this process), then run it in the pool."""
+    def save(self, migration, store):
+        """Save the migration's flow (so it outlives this process); its engine."""
         factory = flows.FACTORIES[migration['subtype']]
         # The book is named and keyed by the migration: found again on resume.
         book = tf_models.LogBook('migration-%s' % migration['id'],
                                  uuid=migration['id'])
         engine = taskflow.engines.load_from_factory(
             factory, store=store, book=book, backend=self.backend, engine='serial')
+        return book, engine
+
+    def submit(self, migration, store):
+        """Save the flow, then run it in the pool, or post it for any conductor."""
+        book, engine = self.save(migration, store)
+        if self.board is not None:
+            self.board.post(migration['id'], book, migration['source'])
+            return None
         return self._start(migration['id'], migration['source'], engine, store)
 
     def _start(self, migration_id, source, engine, store):
@@ -65,6 +102,36 @@ class FlowRunner(object):
         self.futures[migration_id] = future
         future.add_done_callback(lambda _f: self.futures.pop(migration_id, None))
         return future
+
+    def _load(self, conn, mig):
+        """(engine, store) from the migration's saved flow; None (the migration
+        failed) when none was saved."""
+        try:
+            book = conn.get_logbook(mig['id'])
+            (flow_detail,) = list(book)
+        except (tf_exc.NotFound, ValueError):
+            LOG.warning('Migration %s has no saved flow; failing it', mig['id'])
+            self.db.advance(mig['id'], 'fail',
+                            error='the conductor stopped before its flow '
+                                  'was saved; nothing had been done')
+            return None
+        store = flow_detail.find(
+            [ad.uuid for ad in flow_detail
+             if ad.name.startswith('_TaskFlow_')][0]).results
+        engine = taskflow.engines.load_from_detail(
+            flow_detail, backend=self.backend, engine='serial')
+        return engine, store
+
+    def resume(self, mig):
+        """Run a migration from its saved flow here; False if it had none."""
+        with contextlib.closing(self.backend.get_connection()) as conn:
+            loaded = self._load(conn, mig)
+        if loaded is None:
+            return False
+        LOG.info('Resuming migration %s (%s) from its saved flow',
+                 mig['id'], mig['status'])
+        self._start(mig['id'], mig['source'], *loaded)
+        return True
 
     def resume_all(self):
         """Run on every unfinished migration this database knows (after a restart).
@@ -74,30 +141,150 @@ class FlowRunner(object):
         that was under way goes on. A migration whose flow was never saved had
         changed nothing yet: it fails.
         """
-        resumed = []
+        return [mig['id'] for mig in self.db.list_migrations()
+                if mig['status'] not in states.TERMINAL
+                and mig['id'] not in self.futures and self.resume(mig)]
+
+    # Jobboard. ----------------------------------------------------------------------
+    def _claim_loop(self):
+        interval = self.conf.jobboard.poll_interval
+        # Jittered: conductors racing for one slot do not collide in step.
+        while not self._stopping.wait(interval * random.uniform(0.5, 1.0)):
+            try:
+                self.claim_jobs()
+            except Exception:
+                LOG.exception('Cannot look for jobs on the board')
+
+    def _claims_by_source(self, jobs=None):
+        jobs = self.board.jobs() if jobs is None else jobs
+        owners = {j.uuid: self.board.owner_of(j) for j in jobs}
+        return owners, collections.Counter(
+            j.details.get('source') for j in jobs if owners[j.uuid] is not None)
+
+    def claim_jobs(self):
+        """Claim what this conductor has room for, oldest first; ids started.
+
+        The outbound cap counts claims on the board, so it holds across
+        conductors; two racing for a host's last slot both see the excess after
+        claiming and let go, to try again after a jittered pause.
+        """
+        started = []
+        cap = self.conf.conductor.max_outbound_per_host
+        jobs = self.board.jobs()
+        owners, claimed = self._claims_by_source(jobs)
+        for job in jobs:
+            if len(self.futures) >= self.conf.conductor.workers \
+                    or self._stopping.is_set():
+                break
+            mid, source = jobboard.migration_of(job), job.details.get('source')
+            if mid is None or mid in self.futures or owners[job.uuid] is not None \
+                    or claimed[source] >= cap:
+                continue
+            engine_box = []
+            if not self.board.claim(job, lambda: [e.suspend() for e in engine_box]):
+                continue
+            if self._claims_by_source()[1][source] > cap:
+                self.board.abandon(job)
+                continue
+            claimed[source] += 1
+            if self._start_job(job, mid, source, engine_box) is not None:
+                started.append(mid)
+        return started
+
+    def _start_job(self, job, mid, source, engine_box):
+        mig = self.db.get_migration(mid)
+        if mig['status'] in states.TERMINAL:
+            # Finished, but its conductor died before taking the job off.
+            self.board.consume(job)
+            return None
+        if any(jobboard.migration_of(j) == mid and j.sequence < job.sequence
+               for j in self.board.jobs()):
+            # Posted twice (two reapers at once): only the oldest job runs it.
+            self.board.consume(job)
+            return None
         with contextlib.closing(self.backend.get_connection()) as conn:
-            for mig in self.db.list_migrations():
-                if mig['status'] in states.TERMINAL or mig['id'] in self.futures:
-                    continue
-                try:
-                    book = conn.get_logbook(mig['id'])
-                    (flow_detail,) = list(book)
-                except (tf_exc.NotFound, ValueError):
-                    LOG.warning('Migration %s has no saved flow; failing it', mig['id'])
-                    self.db.advance(mig['id'], 'fail',
-                                    error='the conductor stopped before its flow '
-                                          'was saved; nothing had been done')
-                    continue
-                store = flow_detail.find(
-                    [ad.uuid for ad in flow_detail
-                     if ad.name.startswith('_TaskFlow_')][0]).results
-                engine = taskflow.engines.load_from_detail(
-                    flow_detail, backend=self.backend, engine='serial')
-                LOG.info('Resuming migration %s (%s) from its saved flow',
-                         mig['id'], mig['status'])
-                self._start(mig['id'], mig['source'], engine, store)
-                resumed.append(mig['id'])
-        return resumed
+            loaded = self._load(conn, mig)
+        if loaded is None:
+            self.board.consume(job)
+            return None
+        engine, store = loaded
+        engine_box.append(engine)
+        LOG.info('Claimed migration %s (%s) as %s', mid, mig['status'],
+                 self.board.owner)
+        future = self._start(mid, source, engine, store)
+        future.add_done_callback(lambda _f: self._finish_job(job, mid))
+        return future
+
+    def _finish_job(self, job, mid):
+        try:
+            if not self.board.holds(job):
+                return  # lost to another conductor: not ours to finish
+            if self.db.get_migration(mid)['status'] in states.TERMINAL:
+                self.board.consume(job)
+            else:
+                # Stopped short (stopping, a database outage): anyone may go on.
+                self.board.abandon(job)
+        except Exception:
+            # The claim expires by itself; the next owner finds the state.
+            LOG.exception('Cannot hand back the job of migration %s', mid)
+            self.board.forget(job)
+
+    # Reaper. ------------------------------------------------------------------------
+    def owners(self):
+        """Migration id -> who is responsible for it right now: this conductor
+        (running or queued for a slot), a board owner, or the board's queue."""
+        owners = {mid: 'here' for mid in self.futures.copy()}
+        if self.board is not None:
+            for job in self.board.jobs():
+                owner = self.board.owner_of(job)
+                owners.setdefault(jobboard.migration_of(job),
+                                  owner or 'queued on the jobboard')
+        return owners
+
+    def _reaper(self):
+        while not self._stopping.wait(self.conf.conductor.reaper_interval):
+            try:
+                self.reap()
+            except Exception:
+                LOG.exception('Reaper pass failed')
+
+    def reap(self, now=None):
+        """Resume (or fail, when no flow was saved) every migration that has had
+        no live owner for ``orphan_timeout`` seconds; their ids."""
+        now = time.monotonic() if now is None else now
+        owners = self.owners()
+        reaped = []
+        seen = set()
+        for mig in self.db.list_migrations():
+            if mig['status'] in states.TERMINAL or mig['id'] in owners:
+                continue
+            seen.add(mig['id'])
+            since = self._orphans.setdefault(mig['id'], now)
+            if now - since < self.conf.conductor.orphan_timeout:
+                continue
+            LOG.warning('Migration %s has been %s with no owner for %.0f s; '
+                        'taking it up', mig['id'], mig['status'], now - since)
+            if self.board is None:
+                self.resume(mig)
+            else:
+                self._repost(mig)
+            reaped.append(mig['id'])
+        self._orphans = {k: v for k, v in self._orphans.items()
+                         if k in seen and k not in reaped}
+        return reaped
+
+    def _repost(self, mig):
+        with contextlib.closing(self.backend.get_connection()) as conn:
+            try:
+                book = conn.get_logbook(mig['id'])
+            except tf_exc.NotFound:
+                book = None
+        if book is None or not list(book):
+            self.db.advance(mig['id'], 'fail',
+                            error='the conductor stopped before its flow was '
+                                  'saved; nothing had been done')
+            return
+        self.board.post(mig['id'], book, mig['source'])
 
     def _run(self, migration_id, source, engine, store):
         with self._slot(source):
@@ -120,5 +307,11 @@ class FlowRunner(object):
             futurist.waiters.wait_for_all([future], timeout)
 
     def stop(self):
+        self._stopping.set()
+        for t in self._threads:
+            t.join()
+        # Running flows finish first; the heartbeat keeps their claims meanwhile.
         self.executor.shutdown(wait=True)
+        if self.board is not None:
+            self.board.close()
         self.backend.close()

@@ -2,6 +2,7 @@
 
 from oslo_log import log as logging
 
+from conductor import jobboard
 from conductor import manager
 from ferryman import rpc
 
@@ -12,12 +13,14 @@ class ConductorService(object):
 
     def __init__(self, conf):
         self.conf = conf
+        jobboard.board_conf(conf)  # a bad [jobboard] refuses to start, early
         self.manager = manager.ConductorManager(conf)
         self.server = rpc.get_server(conf, rpc.CONDUCTOR_TOPIC, conf.host,
                                      [self.manager])
 
     def start(self):
-        self.manager.runner.resume_all()
+        self.manager.runner.start()
+        self.manager.drainer.start()  # carries on with drains under way
         self.server.start()
         LOG.info('Conductor %s listening on topic %s', self.conf.host,
                  rpc.CONDUCTOR_TOPIC)

@@ -5,6 +5,9 @@ its own configuration file; tests drive them only through the ``ferryman`` CLI a
 inspect the simulated hypervisors through :class:`FakeCloud`. This is what
 ``ferryman.local.LocalCloud`` does in one process, with the transport and the
 process boundaries made real.
+
+With ``jobboard`` set, several conductors (``conductor``, ``conductor2``...) share
+a private Redis jobboard and a private PostgreSQL database.
 """
 
 import contextlib
@@ -15,7 +18,8 @@ import subprocess
 import time
 
 from compute_agent.virt.fake import FakeCloud
-from ferryman.testing.servers import RabbitMQServer, _tail, _terminate
+from ferryman.testing.servers import PostgreSQLServer
+from ferryman.testing.servers import RabbitMQServer, RedisServer, _tail, _terminate
 
 # compute2 and compute3 share an instance directory (see ferryman.local.DEMO_HOSTS).
 HOSTS = {'compute1': None, 'compute2': 'nfs', 'compute3': 'nfs'}
@@ -23,11 +27,18 @@ HOSTS = {'compute1': None, 'compute2': 'nfs', 'compute3': 'nfs'}
 
 class Cluster(object):
 
-    def __init__(self, base_dir, hosts=None, ready_timeout=60):
+    def __init__(self, base_dir, hosts=None, ready_timeout=60, conductors=1,
+                 jobboard=None):
+        """``jobboard``: None for no board, else ``[jobboard]`` options (the
+        backend URL is filled in); ``conductors``: how many to run."""
         self.base_dir = os.path.abspath(base_dir)
         self.hosts = dict(HOSTS if hosts is None else hosts)
         self.ready_timeout = ready_timeout
-        self.rabbit = None
+        self.conductors = ['conductor'] + ['conductor%d' % i
+                                           for i in range(2, conductors + 1)]
+        self.jobboard = jobboard
+        self.rabbit = self.redis = self.postgresql = None
+        self.database = 'sqlite:///%s/ferryman.sqlite' % self.base_dir
         self.procs = {}
         self.client_conf = os.path.join(self.base_dir, 'client.conf')
         self.cloud = FakeCloud(os.path.join(self.base_dir, 'fake'))
@@ -53,17 +64,20 @@ class Cluster(object):
         fake = {'state_dir': os.path.join(b, 'fake'), 'time_scale': 0.0001}
         if instances_path:
             fake['instances_path'] = instances_path
-        return self._write_conf(name, {
+        sections = {
             'DEFAULT': {'transport_url': self.rabbit.url, 'host': name,
                         'state_path': b, 'debug': True,
                         'log_file': os.path.join(b, name + '.log')},
-            'database': {'connection': 'sqlite:///%s/ferryman.sqlite' % b},
+            'database': {'connection': self.database},
             'compute': {'report_interval': 0.5},
             'conductor': {'monitor_interval': 0.05,
                           'post_migration_retry_delay': 0.05,
                           'host_down_after': 10},
             'fake': fake,
-        })
+        }
+        if self.redis is not None:
+            sections['jobboard'] = dict(self.jobboard, backend_url=self.redis.url)
+        return self._write_conf(name, sections)
 
     # Processes. --------------------------------------------------------------------
     def _logs(self, name):
@@ -85,7 +99,7 @@ class Cluster(object):
         old = self.procs.pop(name, None)
         if old is not None:
             _terminate(old, 10)
-        script = 'ferryman-conductor' if name == 'conductor' else \
+        script = 'ferryman-conductor' if name in self.conductors else \
             'ferryman-compute-agent'
         extra = self._write_conf(name + '-extra', sections)
         self._spawn(name, script, os.path.join(self.base_dir, name + '.conf'), extra)
@@ -108,10 +122,21 @@ class Cluster(object):
         try:
             self.rabbit = RabbitMQServer(os.path.join(self.base_dir, 'rabbitmq'))
             self.rabbit.start()
+            if self.jobboard is not None:
+                self.redis = RedisServer(os.path.join(self.base_dir, 'redis'))
+                self.redis.start()
+                self.postgresql = PostgreSQLServer(
+                    os.path.join(self.base_dir, 'postgresql'))
+                self.postgresql.start()
+                self.database = self.postgresql.url
             self._write_conf('client', {'DEFAULT': {
                 'transport_url': self.rabbit.url}})
-            self._spawn('conductor', 'ferryman-conductor',
-                        self._service_conf('conductor'))
+            for i, name in enumerate(self.conductors):
+                self._spawn(name, 'ferryman-conductor', self._service_conf(name))
+                if i == 0 and len(self.conductors) > 1:
+                    # The first creates the schema; several at once would race.
+                    self.wait_for(lambda: self.cli('host', 'list', timeout=3)[0] == 0,
+                                  'first conductor answering')
             for host, shared in self.hosts.items():
                 path = os.path.join(self.base_dir, shared) if shared else None
                 self._spawn(host, 'ferryman-compute-agent',
@@ -183,6 +208,7 @@ class Cluster(object):
 
     def stop(self):
         self.kill(*list(self.procs))
-        if self.rabbit is not None:
-            self.rabbit.stop()
-            self.rabbit = None
+        for server in (self.rabbit, self.redis, self.postgresql):
+            if server is not None:
+                server.stop()
+        self.rabbit = self.redis = self.postgresql = None
