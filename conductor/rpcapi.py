@@ -4,11 +4,12 @@ API version history:
     1.0 - Initial version.
     1.1 - live_migrate(importance), abort_migration, force_complete_migration.
     1.2 - audit.
+    1.3 - drain_host, get_drain, list_drains.
 """
 
 from ferryman import rpc
 
-VERSION = '1.2'
+VERSION = '1.3'
 
 
 class ConductorAPI(object):
@@ -49,6 +50,18 @@ class ConductorAPI(object):
     def audit(self):
         """Invariant violations found on the hosts, and what was checked."""
         return self.client.call({}, 'audit')
+
+    def drain_host(self, host, max_parallel=None):
+        """Disable a host and live-migrate every guest off it; returns the drain
+        (its id, and each guest's state) at once."""
+        return self.client.prepare(version='1.3').call(
+            {}, 'drain_host', host=host, max_parallel=max_parallel)
+
+    def get_drain(self, drain):
+        return self.client.prepare(version='1.3').call({}, 'get_drain', drain=drain)
+
+    def list_drains(self, host=None):
+        return self.client.prepare(version='1.3').call({}, 'list_drains', host=host)
 
     def list_hosts(self):
         return self.client.call({}, 'list_hosts')

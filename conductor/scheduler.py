@@ -1,7 +1,19 @@
-"""Destination filters and weighers, shared by scheduled and admin-chosen requests."""
+"""Destination filters and weighers, shared by scheduled and admin-chosen requests.
 
+Filters run in order on a host snapshot (``Database.list_hosts``); the first that
+refuses names itself in the error, so an operator who chose a host learns why it
+was refused. Weighers order what passes.
+"""
+
+from conductor import placement
+from conductor.db import api as db_api
 from ferryman import exception
 from flows import states
+
+# In the order they run; a forced host skips those in CAPACITY_FILTERS.
+FILTERS = ('same-host', 'enabled', 'up', 'hypervisor', 'cpu', 'capacity', 'numa',
+           'pci')
+CAPACITY_FILTERS = ('capacity', 'numa', 'pci')
 
 
 def expected_subtype(instance, source, host):
@@ -17,12 +29,26 @@ def needs(instance, subtype):
             'disk_gb': instance['disk_gb'] if subtype == states.BLOCK else 0}
 
 
+def _named(name, error):
+    error.message = '%s (refused by filter %s)' % (error.message.rstrip('.'), name)
+    error.args = (error.message,)
+    return error
+
+
 def refusal(instance, source, host, force=False):
     """Why ``host`` cannot take the guest (filter name, error), or None.
 
-    ``force`` skips capacity, as an operator who forces a host takes that risk;
-    availability and compatibility still hold.
+    ``force`` skips capacity, NUMA and PCI fit, as an operator who forces a host
+    takes that risk; availability and compatibility still hold.
     """
+    name, error = _refusal(instance, source, host, force)
+    if name is None:
+        return None
+    # Placement's errors name their filter already.
+    return name, error if name in CAPACITY_FILTERS else _named(name, error)
+
+
+def _refusal(instance, source, host, force):
     if host['name'] == source['name']:
         return 'same-host', exception.DestinationSameAsSource(host=host['name'])
     if not host['enabled']:
@@ -42,27 +68,34 @@ def refusal(instance, source, host, force=False):
         return 'cpu', exception.IncompatibleHost(
             host=host['name'], instance=instance['uuid'],
             reason='CPU lacks features %s' % ', '.join(missing))
-    if not force:
-        wanted = needs(instance, expected_subtype(instance, source, host))
-        for resource, amount in wanted.items():
-            free = host[resource] - host['used'][resource]
-            if amount > free:
-                return 'capacity', exception.InsufficientCapacity(
-                    host=host['name'], instance=instance['uuid'],
-                    resource=resource, requested=amount, free=free)
-    return None
+    if force:
+        return None, None
+    wanted = needs(instance, expected_subtype(instance, source, host))
+    try:
+        placement.check_root(host, host['used'], wanted)
+        placement.fit_nested(host, host.get('providers') or [],
+                             instance.get('numa_topology'),
+                             instance.get('pci_requests'))
+    except placement.Misfit as misfit:
+        return misfit.kind, db_api.misfit_error(misfit, host['name'],
+                                                instance['uuid'])
+    return None, None
+
+
+def weigh(host):
+    """Sort key, best first: most free memory, then fewest migrations leaving it."""
+    free = placement.capacity(host, 'memory_mb') - host['used']['memory_mb']
+    return (-free, host['migrations_out'], host['name'])
 
 
 def candidates(instance, source, hosts):
-    """Hosts that pass every filter, best first: most free memory, then fewest
-    migrations in flight."""
+    """Hosts that pass every filter, best first; and host -> refusing filter."""
     passed, refused = [], {}
     for host in hosts:
-        why = refusal(instance, source, host)
-        if why is None:
+        name, _error = _refusal(instance, source, host, False)
+        if name is None:
             passed.append(host)
         elif host['name'] != source['name']:
-            refused[host['name']] = why[0]
-    passed.sort(key=lambda h: (-(h['memory_mb'] - h['used']['memory_mb']),
-                               h['migrations_out'], h['name']))
+            refused[host['name']] = name
+    passed.sort(key=weigh)
     return passed, refused

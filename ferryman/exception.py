@@ -105,3 +105,18 @@ class CannotAbort(Conflict):
 
 class CannotForceComplete(Conflict):
     msg_fmt = "Migration %(migration)s cannot be forced to complete: %(reason)s."
+
+
+class CannotForceNested(Conflict):
+    msg_fmt = ("Cannot force instance %(instance)r onto host %(host)r: its allocation "
+               "spans %(count)d resource providers (%(providers)s) and a forced "
+               "move copies it as it is; name the host without force, or let the "
+               "scheduler place it.")
+
+
+class DrainInProgress(Conflict):
+    msg_fmt = "Host %(host)r is already being drained (drain %(drain)s)."
+
+
+class DrainNotFound(NotFound):
+    msg_fmt = "Drain %(drain)r not found."

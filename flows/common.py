@@ -10,8 +10,7 @@ from flows.tasks import database
 
 def accept_subflow():
     return linear_flow.Flow(c.ACCEPT_SUBFLOW).add(
-        database.MigrationSentinel(),
-        database.ClaimResources())
+        database.MigrationSentinel())
 
 
 def check_subflow():
@@ -35,10 +34,19 @@ def finish_subflow():
         database.FinishMigration())
 
 
+def place_subflow(*prepare_tasks):
+    """Claim, check and prepare one candidate destination; on a failure, undo
+    this attempt (its claim included) and try the next candidate."""
+    return linear_flow.Flow(c.PLACE_SUBFLOW,
+                            retry=database.DestinationRetry()).add(
+        database.ClaimResources(),
+        check_subflow(),
+        linear_flow.Flow(c.PREPARE_SUBFLOW).add(*prepare_tasks))
+
+
 def live_migration_flow(name, *prepare_tasks):
     return linear_flow.Flow(name).add(
         accept_subflow(),
-        check_subflow(),
-        linear_flow.Flow(c.PREPARE_SUBFLOW).add(*prepare_tasks),
+        place_subflow(*prepare_tasks),
         migrate_subflow(),
         finish_subflow())

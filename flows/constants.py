@@ -11,17 +11,27 @@ SOURCE = 'source'
 DESTINATION = 'destination'
 SUBTYPE = 'subtype'
 SOURCE_INFO = 'source_info'
-STORE_KEYS = (MIGRATION_ID, INSTANCE, SOURCE, DESTINATION, SUBTYPE, SOURCE_INFO)
+# Destinations to try in order (one for an admin-chosen or forced host).
+CANDIDATES = 'candidates'
+STORE_KEYS = (MIGRATION_ID, INSTANCE, SOURCE, DESTINATION, SUBTYPE, SOURCE_INFO,
+              CANDIDATES)
+# The destination of the current attempt, provided by DESTINATION_RETRY; tasks
+# take it as their ``destination`` argument.
+PLACED_DESTINATION = 'placed_destination'
 
 # Flows.
 BLOCK_FLOW = 'block-live-migration'
 FILE_LEVEL_FLOW = 'file-level-live-migration'
 BLOCK_STORAGE_FLOW = 'block-storage-live-migration'
 ACCEPT_SUBFLOW = 'accept'
+PLACE_SUBFLOW = 'place-on-destination'
 CHECK_SUBFLOW = 'check-hosts'
 PREPARE_SUBFLOW = 'prepare-destination'
 MIGRATE_SUBFLOW = 'migrate'
 FINISH_SUBFLOW = 'finish'
+
+# Retry controllers.
+DESTINATION_RETRY = 'try-destinations'
 
 # Tasks.
 MIGRATION_SENTINEL = 'migration-sentinel'

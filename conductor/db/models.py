@@ -24,6 +24,11 @@ class Host(Base):
     # What the host's operator allows migrations to use (post_copy, auto_converge)
     # and its link bandwidth (bandwidth_mibps), as its agent reports them.
     features = sa.Column(sa.JSON, nullable=False, default=dict, server_default='{}')
+    # Per resource (vcpus, memory_mb, disk_gb): held back for the host itself, and
+    # how far allocations may exceed the rest (capacity = (total - reserved) * ratio).
+    reserved = sa.Column(sa.JSON, nullable=False, default=dict, server_default='{}')
+    allocation_ratios = sa.Column(sa.JSON, nullable=False, default=dict,
+                                  server_default='{}')
     last_seen = sa.Column(sa.DateTime, nullable=False)
 
 
@@ -41,6 +46,11 @@ class Instance(Base):
     volumes = sa.Column(sa.JSON, nullable=False, default=list)
     sla_class = sa.Column(sa.String(16), nullable=False, default='pet')
     power_state = sa.Column(sa.String(16), nullable=False)
+    # From its flavor: [{'vcpus': N, 'memory_mb': M}, ...], one entry per NUMA cell
+    # it must be placed in (None: floats); [{'count': N, 'trait': T}, ...].
+    numa_topology = sa.Column(sa.JSON)
+    pci_requests = sa.Column(sa.JSON, nullable=False, default=list,
+                             server_default='[]')
     # The one migration allowed to move this guest; set and cleared atomically.
     migration_id = sa.Column(sa.String(36))
 
@@ -57,6 +67,47 @@ class Allocation(Base):
     vcpus = sa.Column(sa.Integer, nullable=False)
     memory_mb = sa.Column(sa.Integer, nullable=False)
     disk_gb = sa.Column(sa.Integer, nullable=False)
+
+
+class Provider(Base):
+    """A resource provider nested under a host: a NUMA cell (VCPU, MEMORY_MB) or a
+    PCI device (PCI_DEVICE, with traits such as the physical network)."""
+    __tablename__ = 'ferryman_providers'
+
+    name = sa.Column(sa.String(255), primary_key=True)  # HOST/numa0, HOST/pci/ADDR
+    host = sa.Column(sa.String(255), nullable=False, index=True)
+    kind = sa.Column(sa.String(16), nullable=False)  # numa, pci
+    inventory = sa.Column(sa.JSON, nullable=False, default=dict)
+    traits = sa.Column(sa.JSON, nullable=False, default=list)
+
+
+class NestedAllocation(Base):
+    """What a consumer holds on one nested provider of a host, besides its
+    allocation on the host itself (ferryman_allocations)."""
+    __tablename__ = 'ferryman_nested_allocations'
+    __table_args__ = (sa.UniqueConstraint('consumer', 'provider'),)
+
+    id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
+    consumer = sa.Column(sa.String(36), nullable=False, index=True)
+    host = sa.Column(sa.String(255), nullable=False, index=True)
+    provider = sa.Column(sa.String(255), nullable=False, index=True)
+    resources = sa.Column(sa.JSON, nullable=False)
+
+
+class Drain(Base):
+    """A host being emptied: every guest on it live-migrated elsewhere. Kept here
+    so a restarted conductor carries on with it."""
+    __tablename__ = 'ferryman_drains'
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    host = sa.Column(sa.String(255), nullable=False, index=True)
+    status = sa.Column(sa.String(16), nullable=False, index=True)
+    max_parallel = sa.Column(sa.Integer, nullable=False)
+    # uuid -> {'name', 'status' (pending, migrating, moved, failed), 'migration',
+    # 'error'}
+    guests = sa.Column(sa.JSON, nullable=False, default=dict)
+    created_at = sa.Column(sa.DateTime, nullable=False)
+    updated_at = sa.Column(sa.DateTime, nullable=False)
 
 
 class Migration(Base):

@@ -102,7 +102,17 @@ def cmd_bench_policy(args):
 
 def cmd_bench_persistence(args):
     from ferryman import bench_persistence
-    bench_persistence.run(migrations=args.migrations, as_json=args.json)
+    bench_persistence.run(migrations=args.migrations, as_json=args.json,
+                          rabbitmq=args.rabbitmq)
+
+
+def cmd_bench_drain(args):
+    from ferryman import bench_drain
+    report = bench_drain.run(hosts=args.hosts, guests=args.guests,
+                             max_parallel=args.max_parallel,
+                             max_cluster=args.max_cluster, workers=args.workers,
+                             as_json=args.json, rabbitmq=args.rabbitmq)
+    return 0 if report['ok'] else 1
 
 
 def cmd_host_list(args):
@@ -132,6 +142,98 @@ def cmd_host_enable(args):
 
 def cmd_host_disable(args):
     return _set_enabled(args, False)
+
+
+def _positive(value):
+    """--max-parallel: a whole number of at least 1, refused naming the value."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < 1 or str(number) != value.strip():
+        raise argparse.ArgumentTypeError(
+            'invalid value %r: expected a whole number of at least 1' % value)
+    return number
+
+
+def _drain_rows(drain, which):
+    return [[uuid, g['name'], g['status'], g['destination'] or '', g['migration'] or '',
+             g['error'] or ''] for uuid, g in sorted(
+                 drain['guests'].items(), key=lambda kv: kv[1]['name'])
+            if g['status'] in which]
+
+
+def _print_drain(drain):
+    c = drain['counts']
+    print('Drain %s of %s: %s; %d guests: %d moved, %d could not move, %d '
+          'migrating, %d pending' % (drain['id'], drain['host'], drain['status'],
+                                     drain['total'], c['moved'], c['failed'],
+                                     c['migrating'], c['pending']))
+    failed = _drain_rows(drain, ('failed',))
+    if failed:
+        # Plain lines: the reasons are long, a table would cut them.
+        print('Could not move:')
+        for uuid, name, _status, _dest, _mig, why in failed:
+            print('  %s (%s): %s' % (name, uuid, why))
+
+
+def _follow_drain(api, drain, as_json):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    if as_json:
+        while drain['status'] == 'running':
+            time.sleep(0.5)
+            drain = api.get_drain(drain['id'])
+        return drain
+    columns = (TextColumn('{task.description}'), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, transient=False) as progress:
+        bar = progress.add_task('draining %s' % drain['host'], total=drain['total'])
+        while True:
+            c = drain['counts']
+            progress.update(bar, total=drain['total'],
+                            completed=c['moved'] + c['failed'],
+                            description='draining %s: %d migrating, %d failed' % (
+                                drain['host'], c['migrating'], c['failed']))
+            if drain['status'] != 'running':
+                break
+            time.sleep(0.5)
+            drain = api.get_drain(drain['id'])
+    return drain
+
+
+def cmd_host_drain(args):
+    api = _api(args)
+    drain = api.drain_host(args.host, max_parallel=args.max_parallel)
+    if not args.no_wait:
+        drain = _follow_drain(api, drain, args.json)
+    if args.json:
+        _print_json(drain)
+    else:
+        _print_drain(drain)
+    if drain['status'] != 'running' and drain['counts']['failed']:
+        return 1
+
+
+def cmd_drain_list(args):
+    drains = _api(args).list_drains(host=args.host)
+    if args.json:
+        return _print_json(drains)
+    _table('drains', ('id', 'host', 'status', 'guests', 'moved', 'failed',
+                      'max parallel', 'created_at'),
+           [[d['id'], d['host'], d['status'], d['total'], d['counts']['moved'],
+             d['counts']['failed'], d['max_parallel'], d['created_at']]
+            for d in drains])
+
+
+def cmd_drain_show(args):
+    api = _api(args)
+    drain = api.get_drain(args.drain)
+    if args.wait:
+        drain = _follow_drain(api, drain, args.json)
+    if args.json:
+        return _print_json(drain)
+    _print_drain(drain)
+    _table('guests', ('uuid', 'name', 'status', 'destination', 'migration', 'why'),
+           _drain_rows(drain, ('pending', 'migrating', 'moved')))
 
 
 def cmd_instance_list(args):
@@ -307,10 +409,25 @@ def build_parser():
     bench_sub = bench.add_subparsers(dest='bench_command', metavar='WHAT', required=True)
     add(bench_sub, 'policy', cmd_bench_policy, 'Nova\'s, KubeVirt\'s and '
         'Ferryman\'s convergence policies over one matrix of simulated guests')
-    add(bench_sub, 'persistence', cmd_bench_persistence, 'durable flows vs '
-        'in-memory flows vs the bare RPC calls, one process, simulated driver'
-        ).add_argument('--migrations', type=int, default=20,
-                       help='migrations per mode')
+    p = add(bench_sub, 'persistence', cmd_bench_persistence, 'durable flows vs '
+            'in-memory flows vs the bare RPC calls, one process, simulated driver')
+    p.add_argument('--migrations', type=int, default=20, help='migrations per mode')
+    p.add_argument('--rabbitmq', action='store_true',
+                   help='over a private RabbitMQ node, not the in-process transport')
+
+    p = add(bench_sub, 'drain', cmd_bench_drain, 'drain half of a simulated '
+            'cloud\'s hosts at once, one conductor: migrations per second, '
+            'request-to-completed times, CPU, peak RSS, overcommit check')
+    p.add_argument('--hosts', type=_positive, default=100)
+    p.add_argument('--guests', type=_positive, default=1000)
+    p.add_argument('--max-parallel', type=_positive, default=2, metavar='N',
+                   help='guests leaving one host at once')
+    p.add_argument('--max-cluster', type=_positive, default=5, metavar='N',
+                   help='migrations in flight in the cluster')
+    p.add_argument('--workers', type=_positive, default=16, metavar='N',
+                   help='flows the conductor runs at once')
+    p.add_argument('--rabbitmq', action='store_true',
+                   help='over a private RabbitMQ node, not the in-process transport')
 
     host = sub.add_parser('host', help='hypervisor hosts').add_subparsers(
         dest='host_command', metavar='ACTION', required=True)
@@ -320,6 +437,23 @@ def build_parser():
     p = add(host, 'disable', cmd_host_disable, 'accept no more migrations')
     p.add_argument('host')
     p.add_argument('--reason')
+    p = add(host, 'drain', cmd_host_drain, 'disable a host and live-migrate every '
+            'guest off it (importance high), with a progress bar and a summary of '
+            'guests that could not move; exit 1 if any could not')
+    p.add_argument('host')
+    p.add_argument('--max-parallel', type=_positive, metavar='N',
+                   help='guests leaving the host at once (default: [conductor] '
+                        'drain_max_per_host, 2)')
+    p.add_argument('--no-wait', action='store_true',
+                   help='return once the drain is recorded')
+
+    drain = sub.add_parser('drain', help='host drains').add_subparsers(
+        dest='drain_command', metavar='ACTION', required=True)
+    add(drain, 'list', cmd_drain_list, 'drains, oldest first').add_argument(
+        '--host')
+    p = add(drain, 'show', cmd_drain_show, 'one drain, guest by guest')
+    p.add_argument('drain')
+    p.add_argument('--wait', action='store_true', help='follow it to its end')
 
     inst = sub.add_parser('instance', help='guests').add_subparsers(
         dest='instance_command', metavar='ACTION', required=True)

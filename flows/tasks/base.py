@@ -5,9 +5,11 @@ factory's name, so tasks reach the database and agents through this binding.
 """
 
 from oslo_log import log as logging
+from oslo_utils import reflection
 from taskflow import task
 
 from ferryman import exception
+from flows import constants as c
 
 LOG = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ class MigrationTask(task.Task):
     runs_on = 'conductor'
 
     def __init__(self, name, **kwargs):
+        if c.DESTINATION in reflection.get_callable_args(self.execute):
+            # The attempt's destination, which the retry over candidates provides:
+            # the store's (the first candidate) would shadow it under its own name.
+            kwargs.setdefault('rebind', {c.DESTINATION: c.PLACED_DESTINATION})
         super().__init__(name=name, **kwargs)
 
     @property

@@ -1,6 +1,7 @@
 """Tasks on the conductor's own records: status, allocations."""
 
 from oslo_log import log as logging
+from taskflow import retry
 from taskflow.types import failure as tf_failure
 
 from flows import constants as c
@@ -53,16 +54,56 @@ class MigrationSentinel(base.MigrationTask):
                           migration_id)
 
 
+class DestinationRetry(retry.ParameterizedForEach):
+    """Each candidate destination in turn, until one is claimed, checked and
+    prepared; every failed attempt undoes itself first (its claim included).
+
+    No further attempt once an abort was requested. Out of candidates, the whole
+    flow rolls back (REVERT_ALL: a plain REVERT would undo only this subflow and
+    leave the sentinel's revert unrun).
+    """
+
+    def __init__(self):
+        super().__init__(name=c.DESTINATION_RETRY, provides=c.PLACED_DESTINATION,
+                         requires=[c.MIGRATION_ID], rebind={'values': c.CANDIDATES},
+                         revert_all=True)
+
+    def on_failure(self, values, history, *args, **kwargs):
+        migration_id = kwargs.get(c.MIGRATION_ID)
+        try:
+            if base.services().db.get_migration(migration_id)['cancel_requested']:
+                return retry.REVERT_ALL
+        except Exception:
+            LOG.exception('Migration %s: cannot read it; no further attempt',
+                          migration_id)
+            return retry.REVERT_ALL
+        decision = super().on_failure(values, history, *args, **kwargs)
+        if decision == retry.RETRY:
+            LOG.info('Migration %s: attempt on %s failed; trying the next '
+                     'candidate', migration_id, list(history.provided_iter())[-1])
+        return decision
+
+
 class ClaimResources(base.MigrationTask):
-    """Destination claimed for the guest; the source held by the migration."""
+    """The attempt's destination claimed for the guest, the source held by the
+    migration, in one transaction (Database.claim); the migration's destination
+    follows the attempt."""
 
     def __init__(self):
         super().__init__(c.CLAIM_RESOURCES)
 
-    def execute(self, migration_id):
-        self.db.claim(migration_id)
+    def execute(self, migration_id, destination, candidates):
+        mig = self.db.get_migration(migration_id)
+        if len(candidates) > 1:
+            # The history shows which host each attempt went to.
+            self.db.add_task_event(
+                migration_id, c.CLAIM_RESOURCES, 'ATTEMPT', host=destination,
+                details={'attempt': candidates.index(destination) + 1
+                         if destination in candidates else None,
+                         'candidates': list(candidates)})
+        self.db.claim(migration_id, destination, force=mig['force'])
 
-    def revert(self, migration_id, result, **kwargs):
+    def revert(self, migration_id, destination, result, **kwargs):
         if isinstance(result, tf_failure.Failure):
             return  # the claim transaction rolled back whole
         if self.switched_over(migration_id):
@@ -70,8 +111,8 @@ class ClaimResources(base.MigrationTask):
             self.best_effort(migration_id, 'drop source allocation',
                              self.db.drop_source_allocation, migration_id)
         else:
-            self.best_effort(migration_id, 'release claim', self.db.unclaim,
-                             migration_id)
+            self.best_effort(migration_id, 'release claim on %s' % destination,
+                             self.db.unclaim, migration_id, destination)
 
 
 class FinishMigration(base.MigrationTask):

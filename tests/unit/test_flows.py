@@ -47,7 +47,24 @@ def test_atoms_in_order_and_stable(subtype):
 def test_flow_needs_only_store_keys(subtype):
     flow = flows.build(subtype)
     assert flow.requires <= set(c.STORE_KEYS)
-    assert not flow.provides  # no task results travel: state lives in the database
+    # No task results travel (state lives in the database); only the retry over
+    # candidate destinations hands each attempt its host.
+    assert flow.provides == {c.PLACED_DESTINATION}
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_claim_checks_and_preparation_are_retried_together(subtype):
+    (place,) = [n for n, _ in flows.build(subtype).iter_nodes()
+                if n.name == c.PLACE_SUBFLOW]
+    assert place.retry.name == c.DESTINATION_RETRY
+    assert place.retry.provides == {c.PLACED_DESTINATION}
+    inside = [t.name for t in _tasks(place)]
+    # The claim goes inside the retried subflow: each attempt undoes its own.
+    assert inside[0] == c.CLAIM_RESOURCES
+    assert c.CHECK_DESTINATION in inside and c.START_MIGRATION not in inside
+    for task in _tasks(flows.build(subtype)):
+        if 'destination' in task.rebind:
+            assert task.rebind['destination'] == c.PLACED_DESTINATION
 
 
 @pytest.mark.parametrize('subtype', states.SUBTYPES)

@@ -98,8 +98,14 @@ def test_dot_has_a_node_per_task_and_flow_order(subtype):
 
 def test_dot_clusters_and_revert_marker():
     g = _parse(graph.dot(states.BLOCK))
-    labels = {s.get_label().strip('"') for s in g.get_subgraphs()}
-    assert {c.ACCEPT_SUBFLOW, c.CHECK_SUBFLOW, c.PREPARE_SUBFLOW,
+
+    def clusters(parent):  # nested: checks and preparation are in the retried one
+        for sub in parent.get_subgraphs():
+            yield sub
+            yield from clusters(sub)
+
+    labels = {s.get_label().strip('"') for s in clusters(g)}
+    assert {c.ACCEPT_SUBFLOW, c.PLACE_SUBFLOW, c.CHECK_SUBFLOW, c.PREPARE_SUBFLOW,
             c.MIGRATE_SUBFLOW, c.FINISH_SUBFLOW} <= labels
     nodes = _nodes(g)
     assert nodes[c.CLAIM_RESOURCES].get('peripheries') == '2'
