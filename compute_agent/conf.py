@@ -18,6 +18,21 @@ compute_opts = [
     cfg.BoolOpt('allow_auto_converge', default=True,
                 help='Let migrations from this host throttle the guest\'s CPUs '
                      'to converge.'),
+    cfg.FloatOpt('cpu_allocation_ratio', default=1.0, min=0.0001,
+                 help='How far guests\' vCPUs may exceed this host\'s CPUs '
+                      '(after the reserved ones); also per NUMA cell.'),
+    cfg.FloatOpt('ram_allocation_ratio', default=1.0, min=0.0001,
+                 help='How far guests\' memory may exceed this host\'s (after '
+                      'the reserved memory); also per NUMA cell.'),
+    cfg.FloatOpt('disk_allocation_ratio', default=1.0, min=0.0001,
+                 help='How far guests\' local disks may exceed this host\'s '
+                      'disk (after the reserved disk).'),
+    cfg.IntOpt('reserved_host_cpus', default=0, min=0,
+               help='CPUs kept for the host itself, never allocated to guests.'),
+    cfg.IntOpt('reserved_host_memory_mb', default=0, min=0,
+               help='Memory in MiB kept for the host itself.'),
+    cfg.IntOpt('reserved_host_disk_gb', default=0, min=0,
+               help='Local disk in GiB kept for the host itself.'),
     cfg.StrOpt('fault_injection_file',
                help='For tests only: a JSON file naming agent steps to fail '
                     '(step -> {"times": N, "skip": K}), read at every step.'),
@@ -49,6 +64,13 @@ fake_opts = [
                  help='Migration link bandwidth in MiB/s (10 Gbit/s by default).'),
     cfg.FloatOpt('max_downtime_ms', default=500.0, min=1.0,
                  help='Pause allowed at switch-over of a pre-copy migration.'),
+    cfg.IntOpt('numa_cells', default=0, min=0, max=64,
+               help='NUMA cells this simulated host reports, its vcpus and '
+                    'memory_mb split evenly between them; 0 reports none.'),
+    cfg.ListOpt('pci_devices', default=[],
+                help='PCI devices this simulated host reports, each as ADDRESS '
+                     'or ADDRESS/TRAIT[+TRAIT...], e.g. '
+                     '0000:81:00.1/CUSTOM_PHYSNET_DATA.'),
     cfg.FloatOpt('time_scale', default=0.001, min=0.0,
                  help='Real seconds spent per simulated second of copying; 0 '
                       'copies instantly.'),
@@ -83,6 +105,20 @@ libvirt_opts = [
                     'host without the connection cannot run the guest.'),
     cfg.FloatOpt('migration_job_wait', default=60.0, min=1.0,
                  help='Seconds to wait for an aborted job to end.'),
+    cfg.FloatOpt('job_stats_timeout', default=2.0, min=0.1,
+                 help='Longest wait for libvirt\'s figures of a running job. '
+                      'libvirt answers them only between monitor commands; a '
+                      'busy or dying QEMU holds them, and the agent then answers '
+                      'with its last figures (marked stale) rather than hold the '
+                      'conductor\'s call.'),
+    cfg.BoolOpt('trust_shared_storage', default=False,
+                help='Live-migrate guests whose instance directory (file-level) '
+                     'or volumes (block-storage) Ferryman\'s probe proved shared, '
+                     'even where libvirt does not recognise the file system as '
+                     'shared (it knows NFS, GFS2, Ceph and a few others, and '
+                     'otherwise refuses writable disks as unsafe). Set it only '
+                     'for shared storage that keeps hosts coherent with '
+                     'cache=none disks.'),
 ]
 
 

@@ -45,7 +45,11 @@ def step(fn):
 
 
 class ComputeManager(object):
-    target = messaging.Target(version='1.0')
+    # 1.1: get_migration_job(wait_s)
+    target = messaging.Target(version='1.1')
+
+    # Longest a progress call may be held open (the RPC timeout must exceed it).
+    MAX_WAIT_S = 10.0
 
     def __init__(self, conf, host=None, driver=None):
         self.conf = conf
@@ -95,6 +99,13 @@ class ComputeManager(object):
         features['auto_converge'] = (features.get('auto_converge', True) and
                                      self.conf.compute.allow_auto_converge)
         features.setdefault('bandwidth_mibps', 0)
+        c = self.conf.compute
+        info['reserved'] = {'vcpus': c.reserved_host_cpus,
+                            'memory_mb': c.reserved_host_memory_mb,
+                            'disk_gb': c.reserved_host_disk_gb}
+        info['allocation_ratios'] = {'vcpus': c.cpu_allocation_ratio,
+                                     'memory_mb': c.ram_allocation_ratio,
+                                     'disk_gb': c.disk_allocation_ratio}
         return info
 
     @step
@@ -147,7 +158,14 @@ class ComputeManager(object):
                                            _subtype(subtype), params or {})
 
     @step
-    def get_migration_job(self, ctxt, uuid):
+    def get_migration_job(self, ctxt, uuid, wait_s=0.0):
+        if isinstance(wait_s, bool) or not isinstance(wait_s, (int, float)) or \
+                not 0 <= wait_s <= self.MAX_WAIT_S:
+            raise exception.InvalidArgument(
+                name='wait_s', value=wait_s,
+                reason='expected seconds from 0 to %s' % self.MAX_WAIT_S)
+        if wait_s:
+            self.driver.wait_migration_job(uuid, wait_s)
         return self.driver.get_migration_job(uuid)
 
     @step

@@ -2,22 +2,32 @@
 
 API version history:
     1.0 - Initial version.
+    1.1 - get_migration_job(wait_s): answers as soon as the job ends, or after
+          wait_s, so the conductor sees a switch-over at once without polling fast.
 """
 
 from ferryman import rpc
 
-VERSION = '1.0'
+VERSION = '1.1'
 
 
 class ComputeAPI(object):
     """Every call names the host whose agent answers it."""
 
     def __init__(self, conf, timeout=None):
-        self.client = rpc.get_client(conf, rpc.COMPUTE_TOPIC, VERSION,
+        self.client = rpc.get_client(conf, rpc.COMPUTE_TOPIC, '1.0',
                                      version_cap=VERSION, timeout=timeout)
 
-    def _call(self, host, method, **kwargs):
-        return self.client.prepare(server=host).call({}, method, **kwargs)
+    # A progress call is answered within its wait; one lost with a dying agent
+    # should not hold the conductor for the whole RPC timeout.
+    PROGRESS_TIMEOUT_S = 10.0
+
+    def _call(self, host, method, version=None, timeout=None, **kwargs):
+        extra = {'version': version} if version else {}
+        if timeout:
+            extra['timeout'] = timeout
+        cctxt = self.client.prepare(server=host, **extra)
+        return cctxt.call({}, method, **kwargs)
 
     def get_host_info(self, host):
         return self._call(host, 'get_host_info')
@@ -60,8 +70,12 @@ class ComputeAPI(object):
         return self._call(host, 'start_migration', guest=guest,
                           destination=destination, subtype=subtype, params=params)
 
-    def get_migration_job(self, host, uuid):
-        return self._call(host, 'get_migration_job', uuid=uuid)
+    def get_migration_job(self, host, uuid, wait_s=0.0):
+        timeout = self.PROGRESS_TIMEOUT_S + wait_s
+        if wait_s and self.client.can_send_version('1.1'):
+            return self._call(host, 'get_migration_job', version='1.1',
+                              timeout=timeout, uuid=uuid, wait_s=float(wait_s))
+        return self._call(host, 'get_migration_job', timeout=timeout, uuid=uuid)
 
     def abort_migration(self, host, uuid):
         return self._call(host, 'abort_migration', uuid=uuid)

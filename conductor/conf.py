@@ -11,7 +11,7 @@ conductor_opts = [
     cfg.IntOpt('max_outbound_per_host', default=2, min=1,
                help='Live migrations leaving one host at once; further requests '
                     'wait in state accepted until a slot frees.'),
-    cfg.FloatOpt('monitor_interval', default=0.5, min=0.001,
+    cfg.FloatOpt('monitor_interval', default=0.5, min=0.001, max=10.0,
                  help='Seconds between progress samples of a running migration.'),
     cfg.IntOpt('post_migration_attempts', default=3, min=1,
                help='Tries of each step after switch-over before the migration '
@@ -22,9 +22,42 @@ conductor_opts = [
                help='For crash tests only: kill this conductor (SIGKILL) the '
                     'moment an atom reaches a state, given as ATOM:STATE (e.g. '
                     'start-migration:SUCCESS).'),
+    cfg.FloatOpt('agent_unreachable_timeout', default=300.0, min=1.0,
+                 help='Seconds a running migration\'s source agent may leave '
+                      'progress calls unanswered (it may be restarting; the '
+                      'hypervisor\'s job goes on) before the migration fails.'),
+    cfg.FloatOpt('vanished_guest_grace', default=120.0, min=1.0,
+                 help='A guest missing from every report of its host for this '
+                      'many seconds (deleted outside Ferryman) is forgotten, and '
+                      'its resources there are freed. Guests in a migration, or '
+                      'whose migration ended within this time, are kept.'),
+    cfg.IntOpt('max_destination_attempts', default=3, min=1,
+               help='Scheduled migrations: candidate destinations tried in turn '
+                    'when claiming, checking or preparing one fails (each '
+                    'attempt undone before the next). An admin-chosen or forced '
+                    'host is the only one tried.'),
+    cfg.IntOpt('drain_max_per_host', default=2, min=1,
+               help='Host drain: guests migrating off the drained host at once '
+                    '(the default of a drain that names no --max-parallel).'),
+    cfg.IntOpt('drain_max_cluster', default=5, min=1,
+               help='Host drain: migrations in flight in the whole cluster above '
+                    'which a drain starts no more.'),
+    cfg.FloatOpt('drain_interval', default=1.0, min=0.01,
+                 help='Seconds between two looks of the drainer at the drains '
+                      'under way.'),
     cfg.IntOpt('host_down_after', default=60, min=1,
                help='A host whose agent has not reported for this many seconds '
                     'is down and is not chosen as a destination.'),
+    cfg.FloatOpt('reaper_interval', default=10.0, min=0.05,
+                 help='Seconds between two looks of the reaper for migrations '
+                      'in a non-terminal state with no live owner.'),
+    cfg.FloatOpt('orphan_timeout', default=60.0, min=1.0,
+                 help='A migration in a non-terminal state with no live owner '
+                      'for this many seconds is resumed from its saved flow '
+                      '(or failed when no flow was saved). Without a jobboard '
+                      'the owner is this conductor (running or queued for a '
+                      'slot); with one, a job on the board (claimed, or '
+                      'waiting to be claimed).'),
 ]
 
 database_group = cfg.OptGroup('database', title='Conductor database')
@@ -37,12 +70,41 @@ database_opts = [
 ]
 
 
+jobboard_group = cfg.OptGroup('jobboard', title='Jobboard shared by conductors')
+
+jobboard_opts = [
+    cfg.StrOpt('backend_url', default='', secret=True,
+               help='Where conductors post and claim migrations: '
+                    'redis://[:PASSWORD@]HOST[:PORT][/DB] or '
+                    'zookeeper://HOST[:PORT][,HOST[:PORT]...][/PATH]. Empty: no '
+                    'board; this conductor runs every migration it accepts and '
+                    'resumes them on restart. With a board, every conductor '
+                    'must share one [database] connection (PostgreSQL).'),
+    cfg.StrOpt('name', default='ferryman',
+               help='Name of the board (letters, digits, ".", "_", "-"): the key '
+                    'namespace on Redis, the last path element on ZooKeeper. '
+                    'Conductors on one board must agree on it.'),
+    cfg.FloatOpt('claim_expiry', default=30.0, min=1.0,
+                 help='Seconds a claim outlives its conductor: a dead '
+                      "conductor's migrations are taken over by another one "
+                      'after at most this long (plus poll_interval). On '
+                      'ZooKeeper, the session timeout.'),
+    cfg.FloatOpt('heartbeat_interval', default=5.0, min=0.05,
+                 help='Seconds between renewals of this conductor\'s claims; '
+                      'at most half of claim_expiry.'),
+    cfg.FloatOpt('poll_interval', default=1.0, min=0.05,
+                 help='Seconds between two looks for jobs to claim.'),
+]
+
+
 def register_opts(conf):
     # By group name: a shared OptGroup object would carry one configuration's
     # overrides into every other configuration of the process.
     conf.register_opts(conductor_opts, group=conductor_group.name)
     conf.register_opts(database_opts, group=database_group.name)
+    conf.register_opts(jobboard_opts, group=jobboard_group.name)
 
 
 def list_opts():
-    return [(conductor_group, conductor_opts), (database_group, database_opts)]
+    return [(conductor_group, conductor_opts), (database_group, database_opts),
+            (jobboard_group, jobboard_opts)]

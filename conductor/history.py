@@ -14,6 +14,8 @@ from flows.tasks import base as task_base
 LOG = logging.getLogger(__name__)
 
 _STARTS = (tf_states.RUNNING, tf_states.REVERTING)
+# Stands for the destination of the migration's current attempt.
+DESTINATION = object()
 
 
 class TaskHistoryListener(listener_base.Listener):
@@ -40,6 +42,8 @@ class TaskHistoryListener(listener_base.Listener):
         if isinstance(result, tf_failure.Failure):
             error = task_base.failure_text(result)
         try:
+            if host is DESTINATION:
+                host = self.db.get_migration(self.migration_id)['destination']
             self.db.add_task_event(self.migration_id, atom, state, host=host,
                                    started_at=started, ended_at=ended, error=error)
         except Exception:  # history must never break the migration itself

@@ -7,6 +7,7 @@ from oslo_log import log as logging
 
 from compute_agent import rpcapi as compute_rpcapi
 from conductor import audit
+from conductor import drain as host_drain
 from conductor import policy
 from conductor import runner as flow_runner
 from conductor import scheduler
@@ -40,7 +41,8 @@ def _bool(name, value):
 class ConductorManager(object):
     # 1.1: live_migrate(importance), force_complete_migration, abort_migration
     # 1.2: audit
-    target = messaging.Target(version='1.2')
+    # 1.3: drain_host, get_drain, list_drains
+    target = messaging.Target(version='1.3')
 
     def __init__(self, conf, db=None):
         self.conf = conf
@@ -49,8 +51,10 @@ class ConductorManager(object):
         self.compute = compute_rpcapi.ComputeAPI(conf)
         task_base.bind(task_base.Services(conf, self.db, self.compute))
         self.runner = flow_runner.FlowRunner(conf, self.db)
+        self.drainer = host_drain.Drainer(self)
 
     def stop(self):
+        self.drainer.stop()
         self.runner.stop()
 
     @property
@@ -82,17 +86,24 @@ class ConductorManager(object):
             raise exception.HostUnavailable(
                 host=source['name'], reason='the source agent has not reported '
                                             'recently')
+        if force and host is None:
+            raise exception.InvalidArgument(
+                name='force', value=force,
+                reason='forcing needs a host: name one, or let the scheduler pick')
         if host is not None:
             dest = self.db.get_host(host, self._down_after)
             why = scheduler.refusal(inst, source, dest, force=force)
             if why is not None:
                 raise why[1]
+            if force:
+                self._check_forceable(inst, dest)
             subtype = self._probe(inst, source, dest, requested)
+            candidates = [dest['name']]
         else:
-            subtype, dest = self._schedule(inst, source, requested)
+            subtype, candidates = self._schedule(inst, source, requested)
         migration = self.db.create_migration({
             'id': str(uuidlib.uuid4()), 'instance_uuid': inst['uuid'],
-            'source': source['name'], 'destination': dest['name'],
+            'source': source['name'], 'destination': candidates[0],
             'subtype': subtype, 'block_migration': requested, 'force': force,
             'importance': importance})
         store = {
@@ -100,7 +111,8 @@ class ConductorManager(object):
             'instance': {k: inst[k] for k in ('uuid', 'name', 'vcpus', 'memory_mb',
                                               'disk_gb', 'storage', 'disks',
                                               'volumes', 'sla_class')},
-            'source': source['name'], 'destination': dest['name'],
+            'source': source['name'], 'destination': candidates[0],
+            'candidates': candidates,
             'subtype': subtype,
             'source_info': {k: source[k] for k in ('hypervisor_type', 'cpu_model',
                                                    'cpu_features')},
@@ -112,18 +124,36 @@ class ConductorManager(object):
             self.db.advance(migration['id'], 'fail', error='not started: %s' % exc)
             raise
         LOG.info('Migration %s of %s: %s -> %s (%s)', migration['id'],
-                 inst['name'], source['name'], dest['name'], subtype)
+                 inst['name'], source['name'], ', '.join(candidates), subtype)
         return migration
 
+    def _check_forceable(self, inst, dest):
+        """A forced move copies the source allocation as it is: one that spans
+        nested providers (NUMA cells, PCI devices) cannot be, and is refused
+        before anything changes."""
+        providers = self.db.allocation_providers(inst['uuid'], inst['host'])
+        if len(providers) > 1:
+            raise exception.CannotForceNested(
+                instance=inst['uuid'], host=dest['name'], count=len(providers),
+                providers=', '.join(providers))
+
     def _schedule(self, inst, source, requested):
+        """(subtype, candidate host names best first): the first that passes the
+        filters and both agents' checks, then the next ones of the same subtype,
+        up to [conductor] max_destination_attempts, for the flow to fall back on."""
         hosts, refused = scheduler.candidates(
             inst, source, self.db.list_hosts(self._down_after))
         errors = []
-        for dest in hosts:
+        for i, dest in enumerate(hosts):
             try:
-                return self._probe(inst, source, dest, requested), dest
+                subtype = self._probe(inst, source, dest, requested)
             except exception.FerrymanError as exc:
                 errors.append('%s: %s' % (dest['name'], exc))
+                continue
+            rest = [h['name'] for h in hosts[i + 1:]
+                    if scheduler.expected_subtype(inst, source, h) == subtype]
+            limit = self.conf.conductor.max_destination_attempts
+            return subtype, ([dest['name']] + rest)[:limit]
         reasons = ['%s refused by filter %s' % kv for kv in sorted(refused.items())]
         raise exception.NoValidHost(instance=inst['uuid'], reason='; '.join(
             reasons + errors) or 'no other hosts')
@@ -195,12 +225,29 @@ class ConductorManager(object):
         """Check every invariant against the hosts; list what is violated."""
         hosts = self.db.list_hosts(self._down_after)
         violations = audit.run(self.db, self.compute, hosts,
-                               owned=set(self.runner.futures))
+                               owned=set(self.runner.owners()))
         return {'violations': [{'kind': k, 'text': t} for k, t in violations],
                 'hosts': len(hosts), 'instances': len(self.db.list_instances()),
                 'active_migrations': len([
                     m for m in self.db.list_migrations()
                     if m['status'] in states.ACTIVE])}
+
+    # Host drains. ------------------------------------------------------------------
+    def drain_host(self, ctxt, host, max_parallel=None):
+        """Disable the host and live-migrate every guest off it (importance high),
+        at most ``max_parallel`` at once (default [conductor] drain_max_per_host)
+        and while fewer than [conductor] drain_max_cluster run in the cluster;
+        returns the drain at once."""
+        host_drain.validate_max_parallel(max_parallel)
+        return self.drainer.drain(str(uuidlib.uuid4()), _str('host', host),
+                                  max_parallel)
+
+    def get_drain(self, ctxt, drain):
+        return host_drain.with_counts(self.db.get_drain(_str('drain', drain)))
+
+    def list_drains(self, ctxt, host=None):
+        return [host_drain.with_counts(d) for d in self.db.list_drains(
+            host=_str('host', host, optional=True))]
 
     # Hosts and guests. -------------------------------------------------------------
     def list_hosts(self, ctxt):
@@ -216,6 +263,7 @@ class ConductorManager(object):
 
     def report_host(self, ctxt, host, info, guests):
         try:
-            self.db.report_host(_str('host', host), info, guests)
+            self.db.report_host(_str('host', host), info, guests,
+                                vanish_after=self.conf.conductor.vanished_guest_grace)
         except Exception:  # a cast: nobody else would see the error
             LOG.exception('Bad report from host %r', host)

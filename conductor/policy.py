@@ -149,9 +149,13 @@ class FerrymanPolicy(object):
         self.ladder = [top / 4 + (top - top / 4) * i / steps for i in range(steps + 1)]
 
     def start_params(self, data_mb, bandwidth_mibps):
+        # Never compression with post-copy: with QEMU 7.2's XBZRLE a guest
+        # switched to post-copy came up with corrupted memory on its destination
+        # (a kernel stack overwritten with stale page contents).
         return {'max_downtime_ms': self.ladder[0], 'post_copy': self.post_copy,
                 'auto_converge': self.auto_converge,
-                'compressed': 0 < bandwidth_mibps < self.conf.compress_below_mibps}
+                'compressed': (not self.post_copy and
+                               0 < bandwidth_mibps < self.conf.compress_below_mibps)}
 
     def _last_resort(self, why):
         if self.post_copy:

@@ -96,6 +96,11 @@ class ComputeDriver(abc.ABC):
         data_processed_mb, dirty_rate_mibps, bandwidth_mibps, downtime_ms, error."""
 
     @abc.abstractmethod
+    def wait_migration_job(self, uuid, timeout):
+        """Return once the job has ended (or has none), or after ``timeout``
+        seconds: the conductor learns of a switch-over the moment it happens."""
+
+    @abc.abstractmethod
     def abort_migration(self, uuid):
         """Abort a running job; the guest keeps running here. Returns the job."""
 

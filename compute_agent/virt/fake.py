@@ -95,8 +95,11 @@ class FakeCloud(object):
     # Seeding and inspection, for the demo and the tests. ----------------------
     def create_guest(self, host, name, memory_mb=1024, vcpus=1, storage='local',
                      disks=None, volumes=None, dirty_rate_mibps=0.0,
-                     sla_class='pet', uuid=None, data=''):
-        """Boot a guest on a host, with its disks or volumes holding ``data``."""
+                     sla_class='pet', uuid=None, data='', numa_topology=None,
+                     pci_requests=None):
+        """Boot a guest on a host, with its disks or volumes holding ``data``;
+        its flavor may ask for NUMA cells ([{vcpus, memory_mb}]) and PCI devices
+        ([{count, trait}])."""
         if storage not in ('local', 'volume'):
             raise exception.InvalidArgument(name='storage', value=storage,
                                             reason='expected local or volume')
@@ -112,6 +115,10 @@ class FakeCloud(object):
                  'memory_mb': memory_mb, 'storage': storage, 'disks': disks,
                  'volumes': volumes, 'dirty_rate_mibps': dirty_rate_mibps,
                  'sla_class': sla_class, 'power_state': 'running'}
+        if numa_topology:
+            guest['numa_topology'] = numa_topology
+        if pci_requests:
+            guest['pci_requests'] = pci_requests
         with self.editing(host) as state:
             instance_dir = os.path.join(state['info']['instances_path'], uuid)
             os.makedirs(instance_dir, exist_ok=True)
@@ -163,11 +170,15 @@ class FakeCloud(object):
             found.append('guest:' + state['guests'][uuid]['power_state'])
         return found
 
-    def inject_fault(self, host, step, times=-1, skip=0):
+    def inject_fault(self, host, step, times=-1, skip=0, delay_s=None):
         """Make the named driver step fail on a host ``times`` times (-1: always),
-        after ``skip`` calls that succeed."""
+        after ``skip`` calls that succeed; with ``delay_s``, hold those calls that
+        long instead, then let them pass."""
+        fault = {'times': times, 'skip': skip}
+        if delay_s:
+            fault['delay_s'] = float(delay_s)
         with self.editing(host) as state:
-            state['faults'][step] = {'times': times, 'skip': skip}
+            state['faults'][step] = fault
 
     def clear_faults(self, host):
         with self.editing(host) as state:
@@ -236,10 +247,8 @@ class FakeDriver(driver.ComputeDriver):
 
     def _fault(self, step):
         with self.cloud.editing(self.host) as state:
-            failing = faults.consume(state['faults'], step)
-        if failing:
-            raise exception.AgentStepFailed(step=step, host=self.host,
-                                            reason='injected fault')
+            fault = faults.consume(state['faults'], step)
+        faults.apply(fault, step, self.host)
 
     def _instance_dir(self, uuid):
         return os.path.join(self.instances_path, uuid)
@@ -247,6 +256,16 @@ class FakeDriver(driver.ComputeDriver):
     def get_host_info(self):
         info = dict(self.cloud.load(self.host)['info'])
         info['features'] = {'bandwidth_mibps': info['bandwidth_mibps']}
+        f = self.conf.fake
+        # Nested providers, as configured now: cells split the host evenly.
+        info['numa_cells'] = [{'id': i, 'vcpus': info['vcpus'] // f.numa_cells,
+                               'memory_mb': info['memory_mb'] // f.numa_cells}
+                              for i in range(f.numa_cells)]
+        info['pci_devices'] = []
+        for entry in f.pci_devices:
+            address, _, traits = entry.partition('/')
+            info['pci_devices'].append({'address': address, 'count': 1, 'traits':
+                                        [t for t in traits.split('+') if t]})
         return info
 
     def list_guests(self):
@@ -513,6 +532,12 @@ class FakeDriver(driver.ComputeDriver):
         if job is None:
             return {'status': 'none'}
         return job.stats()
+
+    def wait_migration_job(self, uuid, timeout):
+        with self._jobs_lock:
+            job = self._jobs.get(uuid)
+        if job is not None and job.thread is not None:
+            job.thread.join(timeout)
 
     def abort_migration(self, uuid):
         self._fault('abort_migration')

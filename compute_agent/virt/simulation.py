@@ -2,7 +2,8 @@
 policy benchmark's.
 
 Memory is copied in pre-copy passes: each pass sends what was dirty when it began
-while the guest dirties more (capped at its memory). Switch-over happens when the
+while the guest dirties more (capped at the pages it keeps rewriting, its working
+set, by default all its memory). Switch-over happens when the
 rest fits in the allowed downtime. The steering QEMU offers is modelled:
 auto-converge (a CPU throttle of 20% after the second pass, +10% per pass, up to
 99%), compression (more effective bandwidth, per the guest's compressibility),
@@ -18,8 +19,10 @@ class MigrationModel(object):
 
     def __init__(self, memory_mb, dirty_rate_mibps, bandwidth_mibps, disk_mb=0.0,
                  max_downtime_ms=500.0, auto_converge=False, compressed=False,
-                 compression_ratio=1.5, post_copy=False):
+                 compression_ratio=1.5, post_copy=False, working_set_mb=None):
         self.memory = float(memory_mb)
+        # The pages the guest keeps rewriting: no pass re-sends more than these.
+        self.working_set = min(self.memory, float(working_set_mb or memory_mb))
         self.dirty_rate = float(dirty_rate_mibps)
         self.bandwidth = float(bandwidth_mibps)
         self.max_downtime = max_downtime_ms / 1000.0
@@ -152,7 +155,8 @@ class MigrationModel(object):
         step = min(budget, self.pass_left / bw)
         self.pass_left -= step * bw
         self.sent += step * bw
-        self.dirtied = min(self.memory, self.dirtied + self.effective_dirty_rate * step)
+        self.dirtied = min(self.working_set,
+                           self.dirtied + self.effective_dirty_rate * step)
         self.elapsed += step
         if self.pass_left > 1e-9:
             return

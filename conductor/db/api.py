@@ -4,20 +4,36 @@ Every function returns plain dicts (JSON types), never ORM objects, so results c
 straight into RPC replies and TaskFlow storage. Each change is one transaction.
 """
 
+import collections
 import datetime
 import os
 import threading
 
 import alembic.command
 import alembic.config
+from oslo_log import log as logging
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from conductor import placement
 from conductor.db import models
 from ferryman import exception
 from flows import states
 
+LOG = logging.getLogger(__name__)
+
 RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
+DRAIN_RUNNING = 'running'
+DRAIN_DONE = 'done'
+
+
+def misfit_error(misfit, host, instance):
+    """InsufficientCapacity for a request that does not fit, naming the filter."""
+    return exception.InsufficientCapacity(
+        message='Host %r lacks capacity for instance %r: %s (refused by filter '
+                '%s)' % (host, instance, misfit.reason, misfit.kind),
+        host=host, instance=instance, resource=misfit.resource,
+        requested=misfit.requested, free=misfit.free)
 
 
 def utcnow():
@@ -64,6 +80,8 @@ class Database(object):
         # Claims are check-then-write; the row lock (PostgreSQL) and this lock
         # (sqlite, one conductor process) make two racing claims serial.
         self._claim_lock = threading.Lock()
+        # Guest uuid -> when its host's reports first lacked it (this process).
+        self._missing_since = {}
 
     def upgrade(self):
         cfg = alembic.config.Config()
@@ -74,8 +92,9 @@ class Database(object):
             alembic.command.upgrade(cfg, 'head')
 
     # Hosts. ------------------------------------------------------------------------
-    def report_host(self, name, info, guests):
-        """Record what an agent reports: capacity, and guests not known before.
+    def report_host(self, name, info, guests, vanish_after=None):
+        """Record what an agent reports: capacity, nested providers, and guests
+        not known before (with their allocations).
 
         Reports never move a known guest: a report gathered before a switch-over
         could arrive after it; only migrations change an instance's host.
@@ -90,10 +109,14 @@ class Database(object):
                         'memory_mb', 'disk_gb', 'instances_path'):
                 setattr(host, key, info[key])
             host.features = info.get('features', {})
+            host.reserved = info.get('reserved') or {}
+            host.allocation_ratios = info.get('allocation_ratios') or {}
             host.last_seen = now
+            self._sync_providers(s, name, placement.providers_from_report(name, info))
             for guest in guests:
                 inst = s.get(models.Instance, guest['uuid'])
-                if inst is None:
+                new = inst is None
+                if new:
                     inst = models.Instance(uuid=guest['uuid'], host=name)
                     s.add(inst)
                     s.add(models.Allocation(consumer=guest['uuid'], host=name,
@@ -101,6 +124,70 @@ class Database(object):
                 for key in ('name', 'vcpus', 'memory_mb', 'disk_gb', 'storage',
                             'disks', 'volumes', 'sla_class', 'power_state'):
                     setattr(inst, key, guest[key])
+                inst.numa_topology = guest.get('numa_topology') or None
+                inst.pci_requests = guest.get('pci_requests') or []
+                if new and (inst.numa_topology or inst.pci_requests):
+                    s.flush()
+                    self._place_found_guest(s, name, inst)
+            if vanish_after is not None:
+                self._forget_vanished(s, name, {g['uuid'] for g in guests},
+                                      vanish_after)
+
+    def _forget_vanished(self, s, host, reported, vanish_after):
+        """Guests gone from their host (deleted outside Ferryman) stop holding
+        resources there once every report for ``vanish_after`` seconds has lacked
+        them. A guest in a migration is never forgotten, nor one whose last
+        migration ended within that time: a report gathered before a switch-over
+        can arrive after it."""
+        now = utcnow()
+        known = s.scalars(sa.select(models.Instance).where(
+            models.Instance.host == host, models.Instance.migration_id.is_(None)))
+        for inst in known:
+            if inst.uuid in reported:
+                self._missing_since.pop(inst.uuid, None)
+                continue
+            since = self._missing_since.setdefault(inst.uuid, now)
+            last_move = s.scalar(sa.select(sa.func.max(models.Migration.updated_at))
+                                 .where(models.Migration.instance_uuid == inst.uuid))
+            if (now - since).total_seconds() < vanish_after or (
+                    last_move is not None and
+                    (now - last_move).total_seconds() < vanish_after):
+                continue
+            LOG.warning('Instance %s (%s) has not been on %s for %.0f s: forgetting '
+                        'it and its allocations there', inst.uuid, inst.name, host,
+                        (now - since).total_seconds())
+            for table in (models.Allocation, models.NestedAllocation):
+                s.execute(sa.delete(table).where(table.consumer == inst.uuid))
+            s.delete(inst)
+            self._missing_since.pop(inst.uuid, None)
+
+    def _sync_providers(self, s, host, reported):
+        known = {p.name: p for p in s.scalars(sa.select(models.Provider).where(
+            models.Provider.host == host))}
+        for values in reported:
+            row = known.pop(values['name'], None)
+            if row is None:
+                s.add(models.Provider(host=host, **values))
+            else:
+                row.kind, row.inventory, row.traits = (
+                    values['kind'], values['inventory'], values['traits'])
+        for gone in known.values():
+            s.delete(gone)
+
+    def _place_found_guest(self, s, host, inst):
+        """A guest found running: count it on the cells and devices it needs, where
+        they fit (the agent knows no better than the host's own view here)."""
+        host_row = to_dict(s.get(models.Host, host))
+        try:
+            plan = placement.fit_nested(host_row, self._providers(s, host)[host],
+                                        inst.numa_topology, inst.pci_requests)
+        except placement.Misfit as exc:
+            LOG.warning('Guest %s on %s: its NUMA/PCI use cannot be counted: %s',
+                        inst.uuid, host, exc.reason)
+            return
+        for provider, resources in plan:
+            s.add(models.NestedAllocation(consumer=inst.uuid, host=host,
+                                          provider=provider, resources=resources))
 
     def _usage(self, s, host):
         row = s.execute(sa.select(*[sa.func.coalesce(sa.func.sum(
@@ -108,27 +195,63 @@ class Database(object):
             models.Allocation.host == host)).one()
         return dict(zip(RESOURCES, (int(v) for v in row)))
 
-    def _host_dict(self, s, host, down_after):
-        out = to_dict(host)
-        out['used'] = self._usage(s, host.name)
-        age = (utcnow() - host.last_seen).total_seconds()
-        out['up'] = age <= down_after
-        out['migrations_out'] = s.scalar(sa.select(sa.func.count()).where(
-            models.Migration.source == host.name,
-            models.Migration.status.in_(states.ACTIVE)))
+    def _providers(self, s, host=None):
+        """Host -> its nested providers (dicts), each with what is used of it."""
+        q = sa.select(models.Provider).order_by(models.Provider.name)
+        uq = sa.select(models.NestedAllocation.provider,
+                       models.NestedAllocation.resources)
+        if host is not None:
+            q = q.where(models.Provider.host == host)
+            uq = uq.where(models.NestedAllocation.host == host)
+        used = collections.defaultdict(collections.Counter)
+        for provider, resources in s.execute(uq):
+            used[provider].update(resources)
+        out = collections.defaultdict(list)
+        for p in s.scalars(q):
+            d = to_dict(p)
+            d['used'] = dict(used[p.name])
+            out[p.host].append(d)
         return out
+
+    def _host_dicts(self, s, hosts, down_after, one=None):
+        """Hosts as dicts with their usage, nested providers and outbound
+        migrations: a few grouped queries whatever the number of hosts."""
+        usage_q = sa.select(models.Allocation.host, *[sa.func.coalesce(
+            sa.func.sum(getattr(models.Allocation, r)), 0) for r in RESOURCES]
+        ).group_by(models.Allocation.host)
+        out_q = sa.select(models.Migration.source, sa.func.count()).where(
+            models.Migration.status.in_(states.ACTIVE)).group_by(
+            models.Migration.source)
+        if one is not None:
+            usage_q = usage_q.where(models.Allocation.host == one)
+            out_q = out_q.where(models.Migration.source == one)
+        usage = {row[0]: dict(zip(RESOURCES, (int(v) for v in row[1:])))
+                 for row in s.execute(usage_q)}
+        outbound = dict(s.execute(out_q).all())
+        providers = self._providers(s, one)
+        now = utcnow()
+        result = []
+        for host in hosts:
+            out = to_dict(host)
+            out['used'] = usage.get(host.name, dict.fromkeys(RESOURCES, 0))
+            out['up'] = (now - host.last_seen).total_seconds() <= down_after
+            out['migrations_out'] = outbound.get(host.name, 0)
+            out['providers'] = providers.get(host.name, [])
+            out['capacity'] = {r: placement.capacity(out, r) for r in RESOURCES}
+            result.append(out)
+        return result
 
     def get_host(self, name, down_after=60):
         with self.session() as s:
             host = s.get(models.Host, name)
             if host is None:
                 raise exception.HostNotFound(host=name)
-            return self._host_dict(s, host, down_after)
+            return self._host_dicts(s, [host], down_after, one=name)[0]
 
     def list_hosts(self, down_after=60):
         with self.session() as s:
-            hosts = s.scalars(sa.select(models.Host).order_by(models.Host.name))
-            return [self._host_dict(s, h, down_after) for h in hosts]
+            hosts = s.scalars(sa.select(models.Host).order_by(models.Host.name)).all()
+            return self._host_dicts(s, hosts, down_after)
 
     def set_host_enabled(self, name, enabled, reason=None):
         with self.session.begin() as s:
@@ -262,30 +385,80 @@ class Database(object):
             return to_dict(mig)
 
     # Allocations. -----------------------------------------------------------------
-    def claim(self, migration_id):
-        """Move the guest's source allocation to the migration and claim the
-        destination for the guest; refuse when the destination lacks room."""
+    def claim(self, migration_id, destination=None, force=False):
+        """One transaction: claim ``destination`` (default: the migration's) for
+        the guest and move the guest's source allocation to the migration, which
+        holds it until the end; refuse when the destination lacks room.
+
+        The destination becomes the migration's (an attempt on another candidate
+        moves it). ``force`` copies the source allocation as it is, unchecked; a
+        source allocation on nested providers cannot be copied and is refused.
+        """
         with self._claim_lock, self.session.begin() as s:
             mig = s.get(models.Migration, migration_id)
             inst = s.get(models.Instance, mig.instance_uuid)
-            host = s.get(models.Host, mig.destination, with_for_update=True)
+            dest = destination or mig.destination
+            # The row lock serialises claims on one host across conductors.
+            host = s.get(models.Host, dest, with_for_update=True)
+            if host is None:
+                raise exception.HostNotFound(host=dest)
+            if mig.destination != dest:
+                mig.destination = dest
+                mig.updated_at = utcnow()
             if s.scalars(sa.select(models.Allocation).where(
                     models.Allocation.consumer == inst.uuid,
-                    models.Allocation.host == mig.destination)).first():
+                    models.Allocation.host == dest)).first():
                 return  # claimed already (a task run again after a crash)
-            wanted = self.requested(inst, mig.subtype)
-            used = self._usage(s, host.name)
-            for r in RESOURCES:
-                free = getattr(host, r) - used[r]
-                if wanted[r] > free:
-                    raise exception.InsufficientCapacity(
-                        host=host.name, instance=inst.uuid, resource=r,
-                        requested=wanted[r], free=free)
-            s.execute(sa.update(models.Allocation).where(
-                models.Allocation.consumer == inst.uuid,
-                models.Allocation.host == mig.source).values(consumer=mig.id))
-            s.add(models.Allocation(consumer=inst.uuid, host=mig.destination,
-                                    **wanted))
+            held = self._held(s, inst.uuid, mig.source)
+            if force:
+                spans = 1 + len(held['nested'])
+                if spans > 1:
+                    raise exception.CannotForceNested(
+                        instance=inst.uuid, host=dest, count=spans,
+                        providers=', '.join([mig.source] + sorted(
+                            n.provider for n in held['nested'])))
+                root = held['root']
+                wanted = ({r: getattr(root, r) for r in RESOURCES} if root is not None
+                          else self.requested(inst, mig.subtype))
+                plan = []
+            else:
+                wanted = self.requested(inst, mig.subtype)
+                host_dict = to_dict(host)
+                try:
+                    placement.check_root(host_dict, self._usage(s, dest), wanted)
+                    plan = placement.fit_nested(
+                        host_dict, self._providers(s, dest)[dest],
+                        inst.numa_topology, inst.pci_requests)
+                except placement.Misfit as exc:
+                    raise misfit_error(exc, dest, inst.uuid)
+            for row in [held['root']] + held['nested']:
+                if row is not None:
+                    row.consumer = mig.id
+            s.add(models.Allocation(consumer=inst.uuid, host=dest, **wanted))
+            for provider, resources in plan:
+                s.add(models.NestedAllocation(consumer=inst.uuid, host=dest,
+                                              provider=provider,
+                                              resources=resources))
+
+    def _held(self, s, consumer, source):
+        """The guest's allocation rows on its source (root and nested), unless the
+        migration holds them already."""
+        root = s.scalars(sa.select(models.Allocation).where(
+            models.Allocation.consumer == consumer,
+            models.Allocation.host == source)).first()
+        nested = s.scalars(sa.select(models.NestedAllocation).where(
+            models.NestedAllocation.consumer == consumer,
+            models.NestedAllocation.host == source).order_by(
+            models.NestedAllocation.provider)).all()
+        return {'root': root, 'nested': list(nested)}
+
+    def allocation_providers(self, consumer, host):
+        """Providers the consumer's allocation on a host spans: the host itself
+        and every nested provider it uses there."""
+        with self.session() as s:
+            held = self._held(s, consumer, host)
+            return ([host] if held['root'] is not None else []) + [
+                n.provider for n in held['nested']]
 
     @staticmethod
     def requested(inst, subtype):
@@ -296,29 +469,111 @@ class Database(object):
             wanted['disk_gb'] = 0
         return wanted
 
-    def unclaim(self, migration_id):
-        """Undo claim(): the destination claim goes, the source returns to the guest."""
+    def unclaim(self, migration_id, destination=None):
+        """Undo claim() in one transaction: the guest's claim on ``destination``
+        (default: the migration's) goes, what the migration held returns to the
+        guest."""
         with self._claim_lock, self.session.begin() as s:
             mig = s.get(models.Migration, migration_id)
-            s.execute(sa.delete(models.Allocation).where(
-                models.Allocation.consumer == mig.instance_uuid,
-                models.Allocation.host == mig.destination))
-            s.execute(sa.update(models.Allocation).where(
-                models.Allocation.consumer == mig.id).values(
-                consumer=mig.instance_uuid))
+            dest = destination or mig.destination
+            for table in (models.Allocation, models.NestedAllocation):
+                s.execute(sa.delete(table).where(
+                    table.consumer == mig.instance_uuid, table.host == dest))
+                s.execute(sa.update(table).where(table.consumer == mig.id).values(
+                    consumer=mig.instance_uuid))
 
     def drop_source_allocation(self, migration_id):
+        """The migration completed: what it held on the source goes, at once."""
         with self.session.begin() as s:
-            s.execute(sa.delete(models.Allocation).where(
-                models.Allocation.consumer == migration_id))
+            for table in (models.Allocation, models.NestedAllocation):
+                s.execute(sa.delete(table).where(table.consumer == migration_id))
+
+    def nested_allocations(self, consumer=None, host=None):
+        with self.session() as s:
+            q = sa.select(models.NestedAllocation).order_by(
+                models.NestedAllocation.provider)
+            if consumer is not None:
+                q = q.where(models.NestedAllocation.consumer == consumer)
+            if host is not None:
+                q = q.where(models.NestedAllocation.host == host)
+            return [to_dict(a) for a in s.scalars(q)]
+
+    # Drains. ------------------------------------------------------------------------
+    def create_drain(self, drain_id, host, max_parallel, guests):
+        """Record a drain of ``host`` and disable the host for new placements, in
+        one transaction; refuse while another drain of it runs."""
+        now = utcnow()
+        with self.session.begin() as s:
+            row = s.get(models.Host, host, with_for_update=True)
+            if row is None:
+                raise exception.HostNotFound(host=host)
+            running = s.scalars(sa.select(models.Drain).where(
+                models.Drain.host == host,
+                models.Drain.status == DRAIN_RUNNING)).first()
+            if running is not None:
+                raise exception.DrainInProgress(host=host, drain=running.id)
+            row.enabled = False
+            row.disabled_reason = 'draining (drain %s)' % drain_id
+            drain = models.Drain(id=drain_id, host=host, status=DRAIN_RUNNING,
+                                 max_parallel=max_parallel, guests=guests,
+                                 created_at=now, updated_at=now)
+            s.add(drain)
+        return to_dict(drain)
+
+    def update_drain(self, drain_id, **values):
+        with self.session.begin() as s:
+            drain = s.get(models.Drain, drain_id, with_for_update=True)
+            for key, value in values.items():
+                setattr(drain, key, value)
+            drain.updated_at = utcnow()
+            return to_dict(drain)
+
+    def get_drain(self, drain_id):
+        with self.session() as s:
+            drain = s.get(models.Drain, drain_id)
+            if drain is None:
+                raise exception.DrainNotFound(drain=drain_id)
+            return to_dict(drain)
+
+    def list_drains(self, host=None, status=None):
+        with self.session() as s:
+            q = sa.select(models.Drain).order_by(models.Drain.created_at)
+            if host is not None:
+                q = q.where(models.Drain.host == host)
+            if status is not None:
+                q = q.where(models.Drain.status == status)
+            return [to_dict(d) for d in s.scalars(q)]
+
+    def get_migrations(self, ids):
+        with self.session() as s:
+            return [to_dict(m) for m in s.scalars(sa.select(models.Migration).where(
+                models.Migration.id.in_(ids)))]
+
+    def active_migrations_by_source(self):
+        """Source host -> migrations leaving it that are not finished yet."""
+        with self.session() as s:
+            return dict(s.execute(sa.select(
+                models.Migration.source, sa.func.count()).where(
+                models.Migration.status.in_(states.ACTIVE)).group_by(
+                models.Migration.source)).all())
+
+    def count_active_migrations(self, source=None):
+        with self.session() as s:
+            q = sa.select(sa.func.count()).where(
+                models.Migration.status.in_(states.ACTIVE))
+            if source is not None:
+                q = q.where(models.Migration.source == source)
+            return s.scalar(q)
 
     # Task history. -----------------------------------------------------------------
     def add_task_event(self, migration_id, atom, state, host=None, started_at=None,
                        ended_at=None, error=None, details=None):
-        with self.session.begin() as s:
-            s.add(models.TaskEvent(migration_id=migration_id, atom=atom, state=state,
-                                   host=host, started_at=started_at,
-                                   ended_at=ended_at, error=error, details=details))
+        # One INSERT, no ORM unit of work: the history writes on every transition.
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(models.TaskEvent.__table__).values(
+                migration_id=migration_id, atom=atom, state=state, host=host,
+                started_at=started_at, ended_at=ended_at, error=error,
+                details=details))
 
     def get_task_history(self, migration_id):
         with self.session() as s:

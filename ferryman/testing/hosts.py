@@ -183,6 +183,10 @@ class TestHost(object):
                 self.name, self._holder.returncode,
                 _tail(os.path.join(self.dir, 'namespace.log'))))
         self._holder.stdout.close()
+        self.timings['namespace'] = time.monotonic() - t0
+        self._start_daemon()
+
+    def _start_daemon(self):
         with open(os.path.join(self.dir, 'libvirtd.out'), 'ab') as out:
             # Not -d: a child we can wait for, and its early errors land in .out.
             self._daemon = self.run(
@@ -190,8 +194,21 @@ class TestHost(object):
                  '-f', '/etc/libvirt/libvirtd.conf'],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
-        self.timings['namespace'] = time.monotonic() - t0
         self._t_spawn = time.monotonic()
+
+    def restart_daemon(self, timeout=60):
+        """Restart libvirtd alone, as an upgrade does: the guests' QEMUs go on
+        running; every client's connection breaks."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except libvirt.libvirtError:
+                pass
+            self._conn = None
+        self._daemon.terminate()
+        self._daemon.wait(30)
+        self._start_daemon()
+        self.wait_ready(timeout)
 
     def wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout

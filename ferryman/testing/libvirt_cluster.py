@@ -17,10 +17,13 @@ Two layouts give that. ``mounted`` (the default): every agent has
 migration needs today, and host2's and host3's ``INSTANCES_PATH`` is the shared
 directory mounted there; connections are in ``CONNECTIONS_PATH``, a private mount
 of each host. ``paths``: host1 uses ``INSTANCES_PATH``, host2 and host3
-``SHARED_PATH/instances``, connections in ``INSTANCES_PATH/.connections`` -- a block
-migration then changes the disks' paths, which the driver cannot do yet (it fails
-with "pre-creation of storage targets for incremental storage migration is not
-supported").
+``SHARED_PATH/instances``, connections in ``INSTANCES_PATH/.connections`` -- a
+migration between host1 and the others then changes the instance directory's path,
+which the source's agent writes into the domain the destination defines.
+
+The shared directory is a bind mount, which libvirt does not recognise as shared
+storage; the agents are told to trust Ferryman's probe instead
+(``[libvirt] trust_shared_storage``), so guests on it have writable disks.
 
 Every agent reads ``<base>/<host>/faults.json`` at each RPC step
 (``[compute] fault_injection_file``): see :meth:`LibvirtCluster.inject_fault`.
@@ -167,6 +170,7 @@ class LibvirtCluster(Cluster):
                 'instances_path': self.instances_paths[host],
                 'volume_dir': VOLUME_DIR,
                 'connections_dir': self.connections_dir,
+                'trust_shared_storage': True,
             },
         }, self.agent_options.get(host)))
 
@@ -178,7 +182,10 @@ class LibvirtCluster(Cluster):
                         'log_file': os.path.join(b, 'conductor.log')},
             'database': {'connection': 'sqlite:///%s/ferryman.sqlite' % b},
             'conductor': {'monitor_interval': 0.2, 'host_down_after': 15,
-                          'post_migration_retry_delay': 0.2},
+                          'post_migration_retry_delay': 0.2,
+                          # Tests destroy their guests; the conductor soon frees
+                          # what they held.
+                          'vanished_guest_grace': 2.0},
         }, self.conductor_options))
 
     # Processes. --------------------------------------------------------------------
@@ -339,27 +346,23 @@ class LibvirtCluster(Cluster):
             json.dump(faults, f)
         os.replace(tmp, path)  # the agent never sees half a file
 
-    def inject_fault(self, host, step, times=-1, skip=0):
+    def inject_fault(self, host, step, times=-1, skip=0, delay_s=None):
         """Make ``host``'s agent fail RPC step ``step`` (a method name such as
         create_local_disks): after ``skip`` passing calls, ``times`` failing ones
-        (-1: all)."""
+        (-1: all); with ``delay_s``, held that long, then passing."""
         faults = self._faults(host)
         faults[step] = {'times': times, 'skip': skip}
+        if delay_s:
+            faults[step]['delay_s'] = float(delay_s)
         self._write_faults(host, faults)
 
     def clear_faults(self, host):
         self._write_faults(host, {})
 
     # Guests. -----------------------------------------------------------------------
-    def shared_storage(self, host, storage):
-        """Whether a guest's disk on ``host`` would be on storage other hosts see."""
-        return storage == 'volume' or (
-            self.hosts[host].path(self.instances_paths[host]) ==
-            self.hosts[host].path(SHARED_INSTANCES))
-
     def boot_guest(self, host, name=None, storage='local', memory_mib=256,
                    dirty_mib=0, marker=None, disk_size_mib=32, sla_class='pet',
-                   readonly=None, wait=True):
+                   readonly=False, wait=True):
         """Boot a Ferryman guest on ``host`` and wait for its heartbeats (and the
         conductor's record of it).
 
@@ -368,19 +371,14 @@ class LibvirtCluster(Cluster):
         volume ``vol-<uuid>`` (``SHARED_PATH/volumes/<id>.img``) reached through
         the host's connection link, made here first.
 
-        ``readonly`` (default: when the disk is on shared storage): libvirt 9 calls
-        only NFS, GFS2, Ceph and the like shared and refuses to live-migrate a
-        writable disk elsewhere that it does not copy ("Migration without shared
-        storage is unsafe"); the test hosts' shared directory is a bind mount.
-        ``marker``: a writable disk gets it written to its first sector by the
-        guest at boot; a read-only one has it there from the start, and the guest
-        prints it at boot.
+        ``readonly``: a read-only disk (libvirt refuses to copy one in a block
+        migration). ``marker``: a writable disk gets it written to its first
+        sector by the guest at boot; a read-only one has it there from the start,
+        and the guest prints it at boot.
         """
         h = self.hosts[host]
         uuid = str(uuidlib.uuid4())  # lowercase, as the driver wants
         name = name or 'g-%s' % uuid[:8]
-        if readonly is None:
-            readonly = self.shared_storage(host, storage)
         volume = None
         instance_dir = self.instance_dir(host, uuid)
         prefill = marker if readonly else None
@@ -514,9 +512,15 @@ class LibvirtCluster(Cluster):
             if os.path.exists(raw):
                 os.unlink(raw)
 
+    def forgotten(self, guest, timeout=60):
+        """Wait until the conductor no longer has the guest (after destroy_guest)."""
+        self.wait_for(lambda: self.instance(guest.uuid) is None,
+                      'the conductor to forget %s' % guest.name, timeout)
+
     def destroy_guest(self, guest):
         """Remove the guest from every host (the conductor notices at the next
-        reports), with its instance directories and volume."""
+        reports, and forgets it after [conductor] vanished_guest_grace), with its
+        instance directories and volume."""
         for h in self.hosts:
             dom = self.domain(h.name, guest)
             if dom is not None:

@@ -7,6 +7,7 @@ the destination, removing what it uses there would destroy it, so they do nothin
 import time
 
 from oslo_log import log as logging
+import oslo_messaging as messaging
 
 from ferryman import exception
 from conductor import policy
@@ -140,6 +141,10 @@ class StartMigration(base.MigrationTask):
             return
         chosen, bandwidth = _policy(self, mig, instance, subtype)
         params = chosen.start_params(policy.data_mb(instance, subtype), bandwidth)
+        # Hosts may keep instances at different paths; the source's hypervisor
+        # defines the guest on the destination, so it must know where.
+        params['destination_instances_path'] = self.db.get_host(
+            destination)['instances_path']
         self.compute.start_migration(source, instance, destination, subtype, params)
 
     def revert(self, migration_id, instance, source, **kwargs):
@@ -157,7 +162,7 @@ class MonitorMigration(base.MigrationTask):
     def __init__(self):
         super().__init__(c.MONITOR_MIGRATION)
 
-    def execute(self, migration_id, instance, source, subtype):
+    def execute(self, migration_id, instance, source, destination, subtype):
         mig = self.db.get_migration(migration_id)
         if mig['status'] == states.FINISHING:
             return
@@ -166,6 +171,8 @@ class MonitorMigration(base.MigrationTask):
         steering = policy.Steering(chosen, data, chosen.start_params(data, bandwidth))
         steering.state['post_copy'] = mig['status'] == states.POST_COPY
         uuid = instance['uuid']
+        wait_s = 0.0  # the first sample at once
+        lost = None   # since when the source's agent has not answered
         while True:
             mig = self.db.get_migration(migration_id)
             if mig['cancel_requested'] and mig['status'] == states.RUNNING:
@@ -173,10 +180,34 @@ class MonitorMigration(base.MigrationTask):
                 if job['status'] != 'completed':
                     raise exception.MigrationCancelled(migration=migration_id)
             else:
-                job = self.compute.get_migration_job(source, uuid)
+                # Held open by the agent until the job ends or the interval
+                # passes: the switch-over is seen the moment it happens.
+                try:
+                    job = self.compute.get_migration_job(source, uuid,
+                                                         wait_s=wait_s)
+                except messaging.MessagingTimeout:
+                    # The agent is restarting (libvirt's job goes on without
+                    # it) or unreachable: ask again, within a bound.
+                    lost = lost or time.monotonic()
+                    if time.monotonic() - lost > \
+                            self.conf.conductor.agent_unreachable_timeout:
+                        raise
+                    LOG.warning('Migration %s: no progress answer from %s for '
+                                '%.0f s; asking again', migration_id, source,
+                                time.monotonic() - lost)
+                    continue
+                lost = None
+            wait_s = self.conf.conductor.monitor_interval
             status = job['status']
             if status == 'completed':
                 self.db.switch_over(migration_id, _stats(job))
+                return
+            if status == 'none' and self._runs_on(destination, uuid):
+                # The source agent lost the job (it restarted) and the guest had
+                # moved meanwhile: finished, not to be rolled back.
+                LOG.info('Migration %s: the guest already runs on %s',
+                         migration_id, destination)
+                self.db.switch_over(migration_id, {})
                 return
             if status in ('failed', 'cancelled', 'none'):
                 raise exception.MigrationJobFailed(
@@ -192,7 +223,10 @@ class MonitorMigration(base.MigrationTask):
                 action, why = steering.next_action(job)
             if action != policy.CONTINUE:
                 self._act(migration_id, source, uuid, action, why, job)
-            time.sleep(self.conf.conductor.monitor_interval)
+
+    def _runs_on(self, host, uuid):
+        return any(g['uuid'] == uuid and g['power_state'] == 'running'
+                   for g in self.compute.list_guests(host))
 
     def _act(self, migration_id, source, uuid, action, why, job):
         name = action[0] if isinstance(action, tuple) else action

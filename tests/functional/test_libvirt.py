@@ -3,9 +3,14 @@ three libvirtd test hosts (see ferryman.testing.libvirt_cluster).
 
 host1's instance directory is its own, host2's and host3's is shared: host1 ->
 host2 is block, host2 -> host3 file-level, a volume-backed guest block-storage.
+The hosts keep instances at different paths (the ``paths`` layout): host1 at
+INSTANCES_PATH, host2 and host3 in the shared directory, so a migration between
+host1 and the others moves the guest's files to another path.
 Every migration goes through the conductor (CLI or RPC API).
 """
 
+import os
+import signal
 import time
 import uuid
 
@@ -18,6 +23,7 @@ from ferryman.testing.libvirt_cluster import VOLUME_DIR, LibvirtCluster, read
 pytestmark = pytest.mark.functional
 
 RUNNING = libvirt.VIR_DOMAIN_RUNNING
+TERMINAL = ('completed', 'failed', 'cancelled', 'error')
 # The abort test's source: capped so that its migration is still copying when
 # aborted. host3 is nobody else's source here.
 SLOW_SOURCE, SLOW_MIBPS = 'host3', 5
@@ -26,20 +32,18 @@ SLOW_SOURCE, SLOW_MIBPS = 'host3', 5
 @pytest.fixture(scope='module')
 def lv(tmp_path_factory, timings):
     # Not named "cluster": that is the simulated cluster of conftest.py.
-    with LibvirtCluster(tmp_path_factory.mktemp('libvirt'), agent_options={
-            SLOW_SOURCE: {'libvirt': {'live_migration_bandwidth': SLOW_MIBPS}}}) as c:
+    with LibvirtCluster(tmp_path_factory.mktemp('libvirt'), layout='paths',
+                        agent_options={SLOW_SOURCE: {'libvirt': {
+                            'live_migration_bandwidth': SLOW_MIBPS}}}) as c:
         yield c
         timings.update(c.timings)
 
 
 @pytest.fixture
 def guests(lv):
-    """Boots guests for one test; removes them after (they cost CPU).
-
-    The conductor never learns that a guest is gone: its allocation stays where
-    the conductor last had it, and a test host has as many vCPUs as this machine
-    (2 in CI). The tests' order keeps room on every destination, also when an
-    earlier migration failed."""
+    """Boots guests for one test; removes them after (they cost CPU), and waits
+    until the conductor has forgotten them and freed what they held: a test host
+    has as many vCPUs as this machine (2 in CI)."""
     made = []
 
     def boot(host, **kwargs):
@@ -51,6 +55,8 @@ def guests(lv):
         lv.destroy_guest(g)
     for h in lv.hosts:
         lv.clear_faults(h.name)
+    for g in made:
+        lv.forgotten(g)
 
 
 def unique(prefix):
@@ -121,8 +127,11 @@ def test_block_migration(lv, guests, timings):
     assert mig['stats']['total_time_s'] > 0
     assert_moved(lv, g, 'host1', 'host2', before)
     assert not lv.exists('host1', g.instance_dir)
-    # The copy on host2 (its own disk, at its own instance directory)...
-    assert lv.read_disk('host2', g.disk).startswith(marker.encode() + b'\n')
+    # The copy on host2, at host2's own instance path...
+    disk = lv.instance_dir('host2', g) + '/disk.root'
+    assert disk != g.disk
+    assert lv.domain('host2', g).XMLDesc(0).count(disk) == 1
+    assert lv.read_disk('host2', disk).startswith(marker.encode() + b'\n')
     # ...is what the guest reads after a reset.
     assert_reads_marker(lv, g, 'host2')
     rc, events = lv.cli('migration', 'tasks', mig['id'])
@@ -175,9 +184,7 @@ def test_block_storage_migration(lv, guests, timings):
 def test_abort_keeps_guest_on_source(lv, guests, timings):
     source, dest = SLOW_SOURCE, 'host1'
     # 256 MiB, 64 of them dirtied over and over: far from done at 5 MiB/s.
-    # Writable: libvirt copies the disk of a block migration (a read-only one it
-    # refuses to).
-    g = guests(source, memory_mib=256, dirty_mib=64, readonly=False)
+    g = guests(source, memory_mib=256, dirty_mib=64)
 
     t0 = time.monotonic()
     mig = lv.migrate(g.uuid, dest, wait=False)
@@ -233,3 +240,55 @@ def test_failure_at_destination_rolls_back(lv, guests, timings):
     wait_for('heartbeats on host1', lambda: len(lv.beats('host1', g)) >= n + 2)
     inst = lv.instance(g.uuid)
     assert (inst['host'], inst['migration_id']) == ('host1', None)
+
+
+def test_policy_finishes_a_throttled_guest_by_post_copy(lv, guests, timings):
+    # host3's link is capped far below what this guest dirties: pre-copy could
+    # never end. The policy must see it from the numbers and switch to post-copy.
+    g = guests(SLOW_SOURCE, memory_mib=256, dirty_mib=64)
+    before = max(lv.beats(SLOW_SOURCE, g))
+    t0 = time.monotonic()
+    mig = lv.migrate(g.uuid, 'host2', timeout=240)
+    record(timings, 'post_copy', mig, t0)
+    assert (mig['status'], mig['subtype']) == ('completed', 'file-level'), why(lv, mig)
+    decisions = [e['details'] for e in lv.api.get_task_history(mig['id'])
+                 if e['state'] == 'DECISION']
+    assert [d['action'] for d in decisions][-1:] == ['post-copy'], decisions
+    assert 'dirty' in decisions[-1]['why']
+    assert_moved(lv, g, SLOW_SOURCE, 'host2', before)
+
+
+def test_agent_reconnects_after_libvirtd_restart(lv, guests, timings):
+    g = guests('host2', dirty_mib=8)
+    before = max(lv.beats('host2', g))
+    t0 = time.monotonic()
+    lv.hosts['host2'].restart_daemon()
+    timings['libvirtd_restart'] = time.monotonic() - t0
+    # The guest's QEMU outlived its daemon; the agent's connection did not.
+    assert lv.where(g) == {'host2': RUNNING}
+    mig = lv.migrate(g.uuid, 'host3')
+    assert (mig['status'], mig['subtype']) == ('completed', 'file-level'), why(lv, mig)
+    assert 'reconnecting' in ''.join(read(p) for p in lv._logs('host2'))
+    assert_moved(lv, g, 'host2', 'host3', before)
+
+
+def test_source_agent_killed_mid_migration_finds_the_job_again(lv, guests, timings):
+    # host3's link is capped: the copy still runs when its agent dies, and goes on
+    # without it (libvirt drives a peer-to-peer migration by itself).
+    g = guests(SLOW_SOURCE, dirty_mib=4)
+    before = max(lv.beats(SLOW_SOURCE, g))
+    mig = lv.migrate(g.uuid, 'host2', wait=False)
+    mig = lv.wait_migration(mig['id'], ('running',) + TERMINAL)
+    assert mig['status'] == 'running', why(lv, mig)
+    dom = lv.domain(SLOW_SOURCE, g)
+    wait_for('libvirt job copying memory',
+             lambda: (dom.jobStats().get('memory_processed') or 0) > 0)
+    agent = lv.procs[SLOW_SOURCE]
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait()
+    t0 = time.monotonic()
+    lv.start_agent(SLOW_SOURCE)
+    mig = lv.wait_migration(mig['id'], timeout=240)
+    timings['agent_restart_to_end'] = time.monotonic() - t0
+    assert (mig['status'], mig['subtype']) == ('completed', 'file-level'), why(lv, mig)
+    assert_moved(lv, g, SLOW_SOURCE, 'host2', before)

@@ -86,6 +86,24 @@ def test_force_complete_before_the_copy_applies_at_once(cloud, guest, real_time)
     assert [d['action'] for d in _decisions(cloud, mig['id'])] == ['post-copy']
 
 
+def test_force_complete_while_preparing_applies_when_the_copy_starts(
+        cloud, guest, real_time):
+    g = guest('compute1', 'local', memory_mb=2048, dirty_rate_mibps=10.0)
+    cloud.cloud.inject_fault('compute2', 'plug_networking', times=1, delay_s=1.0)
+    mig = cloud.api.live_migrate(g['name'], host='compute2')
+    deadline = time.time() + 30
+    while {e['atom']: e['state'] for e in cloud.api.get_task_history(mig['id'])
+           }.get('plug-networking') != 'RUNNING':
+        assert time.time() < deadline, cloud.api.get_task_history(mig['id'])
+        time.sleep(0.01)
+    assert cloud.api.get_migration(mig['id'])['status'] == states.PREPARING
+    cloud.api.force_complete_migration(mig['id'])
+    mig = cloud.wait(mig['id'])
+    assert mig['status'] == states.COMPLETED
+    assert [d['action'] for d in _decisions(cloud, mig['id'])] == ['post-copy']
+    assert cloud.cloud.find_guest(g['uuid']) == {'compute2': 'running'}
+
+
 def test_bad_importance_is_refused(cloud, guest):
     g = guest('compute1', 'local')
     with pytest.raises(exception.InvalidArgument) as err:

@@ -171,3 +171,14 @@ def test_simulator_auto_converge_converges():
     m = simulation.MigrationModel(4096, 1500.0, 1000.0)
     m.advance(1000)
     assert m.stats()['status'] == 'running'
+
+
+@pytest.mark.parametrize('post_copy_allowed', [True, False])
+def test_slow_links_compress_only_without_post_copy(conf, post_copy_allowed):
+    p = policy.FerrymanPolicy(conf, 'pet', 'medium',
+                              post_copy_allowed=post_copy_allowed)
+    slow = p.start_params(1024.0, 5.0)
+    assert slow['post_copy'] is post_copy_allowed
+    # XBZRLE with post-copy corrupted guests' memory on QEMU 7.2.
+    assert slow['compressed'] is (not post_copy_allowed)
+    assert p.start_params(1024.0, 10000.0)['compressed'] is False

@@ -76,6 +76,60 @@ def metadata_xml(uuid, name, storage='local', sla_class='pet', volumes=()):
     return ET.tostring(root, encoding='unicode')
 
 
+def numa_cells(capabilities_xml):
+    """NUMA cells from libvirt's capabilities: [{id, vcpus, memory_mb}]."""
+    cells = []
+    for cell in ET.fromstring(capabilities_xml).findall('./host/topology/cells/cell'):
+        memory = cell.find('memory')
+        kib = int(memory.text) if memory is not None and memory.text else 0
+        if memory is not None and memory.get('unit', 'KiB') != 'KiB':
+            kib = 0  # libvirt reports KiB; anything else is not understood
+        cpus = cell.find('cpus')
+        vcpus = int(cpus.get('num', 0)) if cpus is not None else 0
+        cells.append({'id': int(cell.get('id')), 'vcpus': vcpus,
+                      'memory_mb': kib // 1024})
+    return cells
+
+
+def validate_path(what, value):
+    if not isinstance(value, str) or not os.path.isabs(value) or \
+            os.path.normpath(value) != value or any(c in value for c in '\0\n'):
+        raise exception.InvalidArgument(name=what, value=value,
+                                        reason='expected a normalised absolute path')
+    return value
+
+
+class _Call(object):
+    """One blocking libvirt call on a thread of its own, waited for with a
+    timeout (libvirt-python releases the GIL while it waits)."""
+
+    def __init__(self, fn):
+        self.started = time.monotonic()
+        self._done = threading.Event()
+        self._result = self._error = None
+        self._fn = fn
+        threading.Thread(target=self._run, daemon=True,
+                         name='libvirt-call').start()
+
+    def _run(self):
+        try:
+            self._result = self._fn()
+        except Exception as exc:
+            self._error = exc
+        self._done.set()
+
+    def done(self):
+        return self._done.is_set()
+
+    def wait(self, timeout):
+        return self._done.wait(timeout)
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 class _Job(object):
     def __init__(self, uuid, thread):
         self.uuid = uuid
@@ -87,6 +141,7 @@ class _Job(object):
         self.aborted = False
         self.post_copy = False
         self.paused = False
+        self.stats_call = None  # a jobStats() call still waiting on libvirt
 
 
 class LibvirtDriver(driver.ComputeDriver):
@@ -98,6 +153,7 @@ class LibvirtDriver(driver.ComputeDriver):
         self._conn_lock = threading.Lock()
         self._jobs = {}
         self._jobs_lock = threading.Lock()
+        self._cpu = None
         lv = conf.libvirt
         self.instances_path = lv.instances_path
         self.volumes = volume_connectors.FileVolumeConnector(
@@ -134,11 +190,15 @@ class LibvirtDriver(driver.ComputeDriver):
 
     # Host and guests. -------------------------------------------------------------
     def _host_cpu(self):
-        caps = ET.fromstring(self.conn.getCapabilities())
-        cpu = caps.find('./host/cpu')
-        model = cpu.findtext('model') or 'unknown'
-        features = sorted(f.get('name') for f in cpu.findall('feature'))
-        return model, features, ET.tostring(cpu, encoding='unicode')
+        # The host's CPU does not change while the agent runs; libvirt builds the
+        # capabilities document anew on every call.
+        if self._cpu is None:
+            caps = ET.fromstring(self.conn.getCapabilities())
+            cpu = caps.find('./host/cpu')
+            model = cpu.findtext('model') or 'unknown'
+            features = sorted(f.get('name') for f in cpu.findall('feature'))
+            self._cpu = model, features, ET.tostring(cpu, encoding='unicode')
+        return self._cpu
 
     def get_host_info(self):
         info = self.conn.getInfo()
@@ -149,7 +209,14 @@ class LibvirtDriver(driver.ComputeDriver):
                 'disk_gb': disk.f_blocks * disk.f_frsize // (1024 ** 3),
                 'instances_path': self.instances_path,
                 'features': {'bandwidth_mibps':
-                             self.conf.libvirt.live_migration_bandwidth}}
+                             self.conf.libvirt.live_migration_bandwidth},
+                # Nested providers: NUMA cells; PCI devices are not reported yet.
+                'numa_cells': self._numa_cells(), 'pci_devices': []}
+
+    def _numa_cells(self):
+        if getattr(self, '_cells', None) is None:
+            self._cells = numa_cells(self.conn.getCapabilities())
+        return self._cells
 
     def _meta(self, dom):
         try:
@@ -167,8 +234,11 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def _incoming(self, dom):
         state, reason = dom.state()
+        # An incoming guest is paused from its QEMU's start until the switch-over;
+        # libvirt holds its state lock meanwhile, so nothing else may be asked.
         return (state == libvirt.VIR_DOMAIN_PAUSED and
                 reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+                           libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
                            getattr(libvirt, 'VIR_DOMAIN_PAUSED_POSTCOPY', -1)) and
                 not self._has_job(dom))
 
@@ -386,6 +456,15 @@ class LibvirtDriver(driver.ComputeDriver):
                 flags |= libvirt.VIR_MIGRATE_COMPRESSED
             if lv.live_migration_with_tls:
                 flags |= libvirt.VIR_MIGRATE_TLS
+            if lv.trust_shared_storage and subtype in ('file-level', 'block-storage'):
+                # The conductor's probe proved the storage shared; libvirt only
+                # guesses from the file system type.
+                flags |= libvirt.VIR_MIGRATE_UNSAFE
+            dest_path = params.get('destination_instances_path')
+            if dest_path and dest_path != self.instances_path:
+                mparams[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = self._dest_xml(
+                    dom, uuid, validate_path('destination_instances_path',
+                                             dest_path))
             dest_uri = lv.live_migration_uri % destination
             thread = threading.Thread(target=self._migrate, name='migrate-%s' % uuid,
                                       args=(uuid, dom, dest_uri, mparams, flags),
@@ -402,6 +481,19 @@ class LibvirtDriver(driver.ComputeDriver):
                 LOG.warning('Cannot set the downtime of %s: %s', uuid,
                             exc.get_error_message())
         return self._job_stats(job)
+
+    def _dest_xml(self, dom, uuid, dest_path):
+        """The domain as the destination must define it: every file of the
+        instance directory (disks, console log) at the destination's path."""
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+        here = self._instance_dir(uuid) + os.sep
+        there = os.path.join(dest_path, uuid) + os.sep
+        for elem in root.iter():
+            for attr in ('file', 'path'):
+                value = elem.get(attr)
+                if value and value.startswith(here):
+                    elem.set(attr, there + value[len(here):])
+        return ET.tostring(root, encoding='unicode')
 
     @staticmethod
     def _retry_while_starting(fn):
@@ -428,16 +520,34 @@ class LibvirtDriver(driver.ComputeDriver):
             LOG.exception('Migration of %s failed', uuid)
         job.last['elapsed_s'] = time.monotonic() - job.started
 
+    def _fetch_job_stats(self, job):
+        """libvirt's figures of a running job, or None when libvirt does not
+        answer within job_stats_timeout (it answers only between QEMU monitor
+        commands). At most one such call is in flight per job."""
+        call = job.stats_call
+        if call is None or call.done():
+            dom = self._domain(job.uuid)
+            if dom is None:
+                return {}
+            call = job.stats_call = _Call(dom.jobStats)
+        if not call.wait(self.conf.libvirt.job_stats_timeout):
+            LOG.warning('libvirt has not answered the job figures of %s for '
+                        '%.1f s; answering with the last ones', job.uuid,
+                        time.monotonic() - call.started)
+            return None
+        job.stats_call = None
+        try:
+            return call.result()
+        except libvirt.libvirtError:
+            return {}
+
     def _job_stats(self, job):
         out = {'status': job.status, 'error': job.error,
                'elapsed_s': time.monotonic() - job.started,
                'post_copy': job.post_copy, 'paused': job.paused}
         if job.status == 'running':
-            dom = self._domain(job.uuid)
-            try:
-                stats = dom.jobStats() if dom is not None else {}
-            except libvirt.libvirtError:
-                stats = {}
+            stats = self._fetch_job_stats(job)
+            out['stale'] = stats is None
             if stats:
                 page = stats.get('memory_page_size', 4096)
                 total = stats.get('data_total', 0)
@@ -462,9 +572,58 @@ class LibvirtDriver(driver.ComputeDriver):
     def get_migration_job(self, uuid):
         with self._jobs_lock:
             job = self._jobs.get(validate_uuid(uuid))
+            if job is None:
+                job = self._adopt(uuid)
         if job is None:
             return {'status': 'none'}
         return self._job_stats(job)
+
+    def _adopt(self, uuid):
+        """A migration libvirt runs that this agent did not start (the agent
+        restarted meanwhile): watched to its end, so the conductor learns how it
+        ended instead of rolling back a guest that may already have moved."""
+        dom = self._domain(uuid)
+        if dom is None or self._incoming(dom):
+            return None
+        try:
+            if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+                return None
+            operation = dom.jobStats().get('operation')
+        except libvirt.libvirtError:
+            return None
+        if operation != libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
+            return None
+        LOG.warning('Adopting the running migration job of %s', uuid)
+        thread = threading.Thread(target=self._watch_adopted, args=(uuid,),
+                                  name='adopted-%s' % uuid, daemon=True)
+        job = self._jobs[uuid] = _Job(uuid, thread)
+        thread.start()
+        return job
+
+    def _watch_adopted(self, uuid):
+        job = self._jobs[uuid]
+        while True:
+            time.sleep(0.2)
+            try:
+                dom = self._domain(uuid)
+                if dom is None:
+                    job.status = 'completed'  # undefined here once it moved
+                    break
+                if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+                    # Ended and still here: a migration that failed or was aborted.
+                    job.status = 'cancelled' if job.aborted else 'failed'
+                    job.error = 'the migration job ended with the guest still here'
+                    break
+            except libvirt.libvirtError as exc:
+                LOG.warning('Watching the adopted job of %s: %s', uuid,
+                            exc.get_error_message())
+        job.last['elapsed_s'] = time.monotonic() - job.started
+
+    def wait_migration_job(self, uuid, timeout):
+        with self._jobs_lock:
+            job = self._jobs.get(validate_uuid(uuid))
+        if job is not None:
+            job.thread.join(timeout)
 
     def abort_migration(self, uuid):
         with self._jobs_lock:
