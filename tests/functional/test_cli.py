@@ -20,8 +20,11 @@ def unique(prefix):
 
 
 def flow_atoms(subtype):
-    """The top flow and every task of the subtype: the atoms that record history."""
+    """The top flow, every task and every retry controller of the subtype: the
+    atoms that record history."""
     def tasks(flow):
+        if flow.retry is not None:
+            yield flow.retry.name
         for child, _meta in flow.iter_nodes():
             if isinstance(child, tf_flow.Flow):
                 yield from tasks(child)
