@@ -38,7 +38,17 @@ def _import_libvirt():
     if libvirt is None:
         import libvirt as _libvirt
         libvirt = _libvirt
+        # Without an event loop a connection notices that its daemon went away
+        # only when a call fails on it; with one, at once (and keepalives run).
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_events, name='libvirt-events',
+                         daemon=True).start()
     return libvirt
+
+
+def _run_events():
+    while True:
+        libvirt.virEventRunDefaultImpl()
 
 
 def validate_host(name):
@@ -165,6 +175,8 @@ class LibvirtDriver(driver.ComputeDriver):
         with self._conn_lock:
             if self._conn is not None:
                 try:
+                    # Current because libvirt's event loop runs: it sees the
+                    # socket close when the daemon restarts.
                     if self._conn.isAlive():
                         return self._conn
                 except libvirt.libvirtError:
