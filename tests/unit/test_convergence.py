@@ -6,7 +6,6 @@ import pytest
 
 from ferryman import exception
 from flows import states
-from tests.unit import waits
 
 
 def _decisions(cloud, mig_id):
@@ -92,7 +91,11 @@ def test_force_complete_while_preparing_applies_when_the_copy_starts(
     g = guest('compute1', 'local', memory_mb=2048, dirty_rate_mibps=10.0)
     cloud.cloud.inject_fault('compute2', 'plug_networking', times=1, delay_s=1.0)
     mig = cloud.api.live_migrate(g['name'], host='compute2')
-    waits.running_atom(cloud, mig['id'], 'plug-networking')
+    deadline = time.time() + 30
+    while {e['atom']: e['state'] for e in cloud.api.get_task_history(mig['id'])
+           }.get('plug-networking') != 'RUNNING':
+        assert time.time() < deadline, cloud.api.get_task_history(mig['id'])
+        time.sleep(0.01)
     assert cloud.api.get_migration(mig['id'])['status'] == states.PREPARING
     cloud.api.force_complete_migration(mig['id'])
     mig = cloud.wait(mig['id'])

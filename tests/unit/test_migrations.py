@@ -5,7 +5,6 @@ import pytest
 from ferryman import exception
 from flows import constants as c
 from flows import states
-from tests.unit import waits
 
 # Where each subtype goes (the demo cloud: compute2 and compute3 share storage).
 ROUTES = {
@@ -327,6 +326,18 @@ def test_abort_while_queued_never_starts(cloud, guest, stuck):
         assert cloud.cloud.find_guest(x['uuid']) == {'compute1': 'running'}
 
 
+def _running_atom(cloud, mig_id, atom, timeout=30):
+    """Wait until ``atom`` of the migration's flow has started and not ended."""
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        last = {e['atom']: e['state'] for e in cloud.api.get_task_history(mig_id)}
+        if last.get(atom) == 'RUNNING':
+            return
+        time.sleep(0.01)
+    raise AssertionError('%s of %s never seen running' % (atom, mig_id))
+
+
 def test_abort_while_preparing_rolls_back_to_cancelled(cloud, guest):
     src, dest, _ = ROUTES['block']
     g = guest(src, 'local')
@@ -334,7 +345,7 @@ def test_abort_while_preparing_rolls_back_to_cancelled(cloud, guest):
     # The destination's preparation is held: the abort lands in the middle of it.
     cloud.cloud.inject_fault(dest, 'create_local_disks', times=1, delay_s=1.0)
     mig = cloud.api.live_migrate(g['name'], host=dest)
-    waits.running_atom(cloud, mig['id'], c.CREATE_LOCAL_DISKS)
+    _running_atom(cloud, mig['id'], c.CREATE_LOCAL_DISKS)
     assert cloud.api.get_migration(mig['id'])['status'] == states.PREPARING
     cloud.api.abort_migration(mig['id'])
     mig = cloud.wait(mig['id'])

@@ -19,7 +19,6 @@ from conductor.db import api as db_api
 from ferryman import exception
 from flows import constants as c
 from flows import states
-from tests.unit import waits
 
 PHYSNET = 'CUSTOM_PHYSNET_A'
 NESTED = {'compute1': (2, []), 'compute2': (2, ['0000:81:00.1/' + PHYSNET]),
@@ -103,6 +102,16 @@ def _nested(cloud, consumer):
 def _held_anywhere(cloud, consumer, host):
     return ([a for a in cloud.db.allocations(consumer, host)] +
             [a for a in cloud.db.nested_allocations(consumer, host)])
+
+
+def _running_atom(cloud, mig_id, atom, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        last = {e['atom']: e['state'] for e in cloud.api.get_task_history(mig_id)}
+        if last.get(atom) == 'RUNNING':
+            return
+        time.sleep(0.01)
+    raise AssertionError('%s of %s never seen running' % (atom, mig_id))
 
 
 # Pure functions: capacity, filters, weighers, NUMA and PCI fit. ----------------------
@@ -233,7 +242,7 @@ def test_source_held_by_migration_while_it_runs_then_dropped(cloud, guest):
     g = guest('compute1', 'local', memory_mb=1536)
     cloud.cloud.inject_fault('compute2', 'plug_networking', times=1, delay_s=1.0)
     mig = cloud.api.live_migrate(g['name'], host='compute2')
-    waits.running_atom(cloud, mig['id'], c.PLUG_NETWORKING)
+    _running_atom(cloud, mig['id'], c.PLUG_NETWORKING)
     # Claimed: the guest on the destination, the migration holding the source.
     assert _allocs(cloud, g['uuid']) == [('compute2', 1536)]
     assert _allocs(cloud, mig['id']) == [('compute1', 1536)]
