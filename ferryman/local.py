@@ -79,16 +79,19 @@ class LocalCloud(object):
     def db(self):
         return self.conductor.manager.db
 
-    def refresh(self):
-        """Every agent reports now, and the conductor has taken the reports in.
+    def refresh(self, vanish_after=None):
+        """Every agent reports now, and the conductor has taken the reports in;
+        with ``vanish_after=0`` it forgets at once guests no host reports.
 
         Straight into the conductor: a cast over RPC may be handled after a later
         call, so a test could look before the report landed.
         """
+        if vanish_after is None:
+            vanish_after = self.conductor_conf.conductor.vanished_guest_grace
         for agent in self.agents.values():
-            self.conductor.manager.report_host(
-                {}, agent.host, agent.manager.host_info(),
-                agent.manager.driver.list_guests())
+            self.db.report_host(agent.host, agent.manager.host_info(),
+                                agent.manager.driver.list_guests(),
+                                vanish_after=vanish_after)
 
     def seed_demo_guests(self):
         guests = {}

@@ -170,6 +170,19 @@ class FakeCloud(object):
             found.append('guest:' + state['guests'][uuid]['power_state'])
         return found
 
+    def destroy_guest(self, uuid):
+        """Delete a guest outside Ferryman, from every host: what an operator's
+        ``virsh undefine`` and ``rm -r`` would do."""
+        for host in self.hosts():
+            with self.editing(host) as state:
+                state['guests'].pop(uuid, None)
+                state['ports'].pop(uuid, None)
+                for vol, owner in list(state['volume_connections'].items()):
+                    if owner == uuid:
+                        del state['volume_connections'][vol]
+                shutil.rmtree(os.path.join(state['info']['instances_path'], uuid),
+                              ignore_errors=True)
+
     def inject_fault(self, host, step, times=-1, skip=0, delay_s=None):
         """Make the named driver step fail on a host ``times`` times (-1: always),
         after ``skip`` calls that succeed; with ``delay_s``, hold those calls that

@@ -1,9 +1,11 @@
 import contextlib
+import time
 import uuid
 
 import pytest
 
 from ferryman import local
+from flows import states
 
 
 @pytest.fixture(scope='session')
@@ -13,9 +15,20 @@ def cloud():
 
 
 @pytest.fixture
-def guest(cloud):
+def doomed(cloud):
+    """Uuids of guests to delete after the test, checking they leave no claim
+    behind: tests share one cloud, so what one leaks another would meet as
+    missing capacity."""
+    uuids = []
+    yield uuids
+    for host in cloud.hosts:
+        cloud.cloud.clear_faults(host)
+    _destroy(cloud, uuids)
+
+
+@pytest.fixture
+def guest(cloud, doomed):
     """A fresh guest factory: unique names keep tests independent on one cloud."""
-    made = []
 
     def make(host='compute1', storage='local', **kwargs):
         name = 'g-%s' % uuid.uuid4().hex[:8]
@@ -26,12 +39,36 @@ def guest(cloud):
         g = cloud.cloud.create_guest(host, name, storage=storage,
                                      data='data of %s' % name, **kwargs)
         cloud.refresh()
-        made.append(g)
+        doomed.append(g['uuid'])
         return g
 
-    yield make
-    for host in cloud.hosts:
-        cloud.cloud.clear_faults(host)
+    return make
+
+
+def _destroy(cloud, uuids, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    for u in uuids:
+        for mig in cloud.db.list_migrations(instance=u):
+            if mig['status'] in states.ACTIVE:
+                cloud.conductor.manager.runner.wait(
+                    mig['id'], max(0.1, deadline - time.monotonic()))
+    migrations = {u: cloud.db.list_migrations(instance=u) for u in uuids}
+    active = [m['id'] for ms in migrations.values() for m in ms
+              if m['status'] in states.ACTIVE]
+    assert not active, 'migrations still active after the test: %s' % active
+    for u in uuids:
+        cloud.cloud.destroy_guest(u)
+    cloud.refresh(vanish_after=0)
+    held = {}
+    for u in uuids:
+        # A migration in error keeps its guest (and claims) for an operator.
+        if any(m['status'] == states.ERROR for m in migrations[u]):
+            continue
+        for consumer in [u] + [m['id'] for m in migrations[u]]:
+            held[consumer] = (cloud.db.allocations(consumer=consumer) +
+                              cloud.db.nested_allocations(consumer=consumer))
+    leaked = {c: a for c, a in held.items() if a}
+    assert not leaked, 'claims left after the test: %s' % leaked
 
 
 @pytest.fixture

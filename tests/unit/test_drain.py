@@ -24,8 +24,9 @@ from flows import states
 
 
 @pytest.fixture
-def host(cloud):
-    """A fresh host (its own simulated agent) to drain, gone after the test."""
+def host(cloud, doomed):
+    """A fresh host (its own simulated agent) to drain, gone after the test with
+    every guest it had, wherever they went."""
     name = 'drain-%s' % uuid.uuid4().hex[:6]
     agent = agent_service.ComputeService(cloud.conf(name)).start()
     cloud.agents[name] = agent
@@ -35,6 +36,8 @@ def host(cloud):
     yield name
     conf.clear_override('drain_interval', group='conductor')
     conf.clear_override('drain_max_cluster', group='conductor')
+    doomed.extend(i['uuid'] for i in cloud.db.list_instances()
+                  if i['name'].startswith(name + '-'))
     del cloud.agents[name]
     agent.server.stop()
     agent.stop()
