@@ -3,7 +3,9 @@
 A fault is ``{"times": N, "skip": K}``: after K calls that pass, the next N fail
 (N = -1: every one). With ``"delay_s": S`` those N calls are held S seconds and
 then pass instead (a step caught in the middle, for tests of abort and
-force-complete at that point). The agent reads ``[compute] fault_injection_file`` (a JSON
+force-complete at that point). With ``"kill": "before"`` or ``"after"`` the
+agent kills itself (SIGKILL) before the step acts, or after it acted and before it
+answers: the chaos tests' dead agent. The agent reads ``[compute] fault_injection_file`` (a JSON
 object of step name -> fault) at every step; the simulated driver keeps the same
 records in its hosts' state.
 """
@@ -11,9 +13,14 @@ records in its hosts' state.
 import fcntl
 import json
 import os
+import signal
 import time
 
+from oslo_log import log as logging
+
 from ferryman import exception
+
+LOG = logging.getLogger(__name__)
 
 
 def consume(faults, step):
@@ -29,10 +36,20 @@ def consume(faults, step):
     return dict(fault)
 
 
+def kill_self(step, host, when):
+    LOG.warning('Fault at %s on %s: killing this agent %s the step', step, host,
+                when)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def apply(fault, step, host):
     """Hold or fail this call as ``fault`` (from consume) says."""
     if fault is None:
         return
+    if fault.get('kill') == 'before':
+        kill_self(step, host, 'before')
+    if fault.get('kill') == 'after':
+        return  # the caller acts, then kills
     if fault.get('delay_s'):
         time.sleep(float(fault['delay_s']))
         return
@@ -40,8 +57,9 @@ def apply(fault, step, host):
 
 
 def check_file(path, step, host):
+    """Apply the fault this call meets; return it (the caller kills after)."""
     if not path or not os.path.exists(path):
-        return
+        return None
     with open(path, 'r+') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         faults = json.loads(f.read() or '{}')
@@ -50,6 +68,7 @@ def check_file(path, step, host):
         f.truncate()
         json.dump(faults, f)
     apply(fault, step, host)
+    return fault
 
 
 def write_file(path, faults):

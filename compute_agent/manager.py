@@ -38,9 +38,12 @@ def step(fn):
     """An RPC step of the conductor's: may be made to fail for tests."""
     @functools.wraps(fn)
     def wrapper(self, ctxt, **kwargs):
-        faults.check_file(self.conf.compute.fault_injection_file, fn.__name__,
-                          self.host)
-        return fn(self, ctxt, **kwargs)
+        fault = faults.check_file(self.conf.compute.fault_injection_file,
+                                  fn.__name__, self.host)
+        result = fn(self, ctxt, **kwargs)
+        if fault and fault.get('kill') == 'after':
+            faults.kill_self(fn.__name__, self.host, 'after')
+        return result
     return wrapper
 
 

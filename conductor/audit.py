@@ -3,6 +3,10 @@
 - every guest runs on exactly one host, the one the database names;
 - resources held match: each guest's allocation on its host only, plus the claims
   of migrations in flight, nothing for anything else;
+- the same for nested allocations (NUMA cells, PCI devices): a guest holds what
+  its flavor asks for on its own host, migrations in flight their claims, nobody
+  anything elsewhere, each on a provider of the host it names, and no provider
+  more than its inventory allows;
 - no migration in a non-terminal state without a live owner;
 - nothing left behind (instance directories, volume connections, ports) on a host
   that does not run the guest.
@@ -11,8 +15,11 @@ Hosts involved in a migration in flight are allowed the in-between states it
 implies (an incoming guest, a prepared destination); nothing else is excused.
 """
 
+import collections
+
 from oslo_log import log as logging
 
+from conductor import placement
 from flows import states
 
 LOG = logging.getLogger(__name__)
@@ -95,6 +102,8 @@ def run(db, compute, hosts, owned):
             violations.append(('allocation', 'guest %s has no allocation on its '
                                'host %s' % (consumer, host)))
 
+    violations.extend(_nested(db.nested_allocations(), instances, active, hosts))
+
     # Owners.
     for mig in active:
         if mig['id'] not in owned:
@@ -127,6 +136,72 @@ def run(db, compute, hosts, owned):
                 violations.append(('leftover', 'incoming guest %s on %s with no '
                                    'migration in flight' % (uuid, host)))
     return violations
+
+
+def _nested(rows, instances, active, hosts):
+    """Violations of nested allocations ``rows`` (NUMA cells, PCI devices)."""
+    out = []
+    providers = {p['name']: (h, p) for h in hosts for p in h.get('providers') or []}
+    migrations = {m['id']: m for m in active}
+    # Who may hold what where: a guest on its host; a migration in flight on
+    # its source (the guest's source side), its guest on its destination.
+    allowed = {(u, i['host']) for u, i in instances.items()}
+    for mig in active:
+        allowed |= {(mig['id'], mig['source']),
+                    (mig['instance_uuid'], mig['destination'])}
+    used = collections.defaultdict(collections.Counter)
+    held = collections.defaultdict(collections.Counter)  # (consumer, host)
+    for row in rows:
+        consumer, host, name = row['consumer'], row['host'], row['provider']
+        resources = row['resources']
+        used[name].update(resources)
+        where = providers.get(name)
+        if where is None or where[0]['name'] != host:
+            out.append(('allocation', '%s holds %s on %s, which is no provider '
+                        'of host %s' % (consumer, _fmt_nested(resources), name,
+                                        host)))
+        if (consumer, host) not in allowed:
+            what = 'migration %s' % consumer if consumer in migrations or \
+                consumer not in instances else 'guest %s' % consumer
+            out.append(('allocation', 'leaked nested claim: %s holds %s on %s '
+                        '(host %s)' % (what, _fmt_nested(resources), name, host)))
+            continue
+        if where is None:
+            continue
+        if where[1]['kind'] == placement.NUMA:
+            held[(consumer, host)]['cells'] += 1
+        else:
+            held[(consumer, host)]['devices'] += resources.get(
+                placement.PCI_DEVICE, 0)
+    # Every guest settled on its host holds what its flavor asks for there.
+    moving = {m['instance_uuid'] for m in active}
+    for uuid, inst in instances.items():
+        if uuid in moving:
+            continue
+        cells = len(inst.get('numa_topology') or [])
+        devices = sum(int(r['count']) for r in inst.get('pci_requests') or [])
+        has = held.get((uuid, inst['host']), {})
+        if (has.get('cells', 0), has.get('devices', 0)) != (cells, devices):
+            out.append(('allocation', 'guest %s (%s) holds %d NUMA cell(s) and %d '
+                        'PCI device(s) on its host %s; its flavor asks for %d '
+                        'and %d' % (inst['name'], uuid, has.get('cells', 0),
+                                    has.get('devices', 0), inst['host'], cells,
+                                    devices)))
+    # No provider beyond what it can hold.
+    for name, amounts in sorted(used.items()):
+        if name not in providers:
+            continue
+        host, provider = providers[name]
+        for klass, amount in sorted(amounts.items()):
+            cap = placement.provider_capacity(host, provider, klass)
+            if amount > cap:
+                out.append(('overcommit', 'provider %s holds %s %s, it can hold '
+                            '%s' % (name, amount, klass, cap)))
+    return out
+
+
+def _fmt_nested(resources):
+    return ', '.join('%s %s' % kv for kv in sorted(resources.items()))
 
 
 def _subtype_for(inst, in_flight):

@@ -21,7 +21,13 @@ conductor_opts = [
     cfg.StrOpt('crash_at',
                help='For crash tests only: kill this conductor (SIGKILL) the '
                     'moment an atom reaches a state, given as ATOM:STATE (e.g. '
-                    'start-migration:SUCCESS).'),
+                    'start-migration:SUCCESS; EXECUTED: the task\'s work done, its '
+                    'result not yet saved).'),
+    cfg.StrOpt('crash_file',
+               help='For chaos tests only: a JSON object of crash point (as in '
+                    'crash_at) -> "self" or the pid of a process to kill '
+                    '(SIGKILL) there; read at every step, so that one conductor '
+                    'serves many cases.'),
     cfg.FloatOpt('agent_unreachable_timeout', default=300.0, min=1.0,
                  help='Seconds a running migration\'s source agent may leave '
                       'progress calls unanswered (it may be restarting; the '
@@ -45,6 +51,19 @@ conductor_opts = [
     cfg.FloatOpt('drain_interval', default=1.0, min=0.01,
                  help='Seconds between two looks of the drainer at the drains '
                       'under way.'),
+    cfg.FloatOpt('drain_lease_expiry', default=30.0, min=1.0,
+                 help='Host drain: seconds a conductor holds a drain it advances '
+                      '(renewed at every look, so above drain_interval). With '
+                      'several conductors, a dead one\'s drains are taken over '
+                      'by another after this long; one that stops cleanly hands '
+                      'them back at once.'),
+    cfg.FloatOpt('drain_retry_interval', default=60.0, min=0.0,
+                 help='Host drain: seconds before a guest is tried again that '
+                      'no host could take (no room, or every other host '
+                      'disabled or down).'),
+    cfg.IntOpt('drain_capacity_attempts', default=3, min=1,
+               help='Host drain: tries of a guest that no host could take before '
+                    'it is summarised as could not move, with the last reason.'),
     cfg.IntOpt('host_down_after', default=60, min=1,
                help='A host whose agent has not reported for this many seconds '
                     'is down and is not chosen as a destination.'),

@@ -8,13 +8,29 @@ limit leave the host and fewer than ``drain_max_cluster`` run in the whole
 cluster (KubeVirt's defaults: 2 and 5). Everything it needs is in the database,
 so a restarted conductor carries on where the last one stopped; the migrations
 themselves resume with their flows.
+
+Several conductors (on a jobboard, one PostgreSQL database) each run a drainer.
+A drain is advanced by one of them at a time, under a lease its passes renew
+(``drain_lease_expiry``): the conductor asked holds it first, one that stops
+hands it back, a dead one's lapses and any other drainer takes it. The limits
+hold across conductors because each start counts the migrations in flight in
+the database in the transaction that records it, under one lock
+(``Database.create_drain_migration``); a drainer that lost its lease can
+neither start a migration nor write the drain.
+
+A guest no host could take (refused by the scheduler, or its migration failed
+for want of room when claiming) waits ``drain_retry_interval`` and is tried
+again, ``drain_capacity_attempts`` times in all, before it is summarised as
+could-not-move with the last refusal: room frees up as other guests move.
 """
 
 import threading
+import time
 
 from oslo_log import log as logging
 
 from conductor.db import api as db_api
+from conductor import jobboard
 from ferryman import exception
 from flows import states
 
@@ -26,6 +42,9 @@ MOVED = 'moved'
 FAILED = 'failed'
 GUEST_STATES = (PENDING, MIGRATING, MOVED, FAILED)
 MAX_PARALLEL = 1000
+# In the error of a migration whose claim found no room (db_api.misfit_error,
+# exception.InsufficientCapacity).
+CAPACITY_REFUSAL = 'lacks capacity for instance'
 # Requests that fail for want of an answer (an agent or the database away) are
 # tried again on later passes, this many times in all.
 REQUEST_TRIES = 3
@@ -57,6 +76,11 @@ def with_counts(drain):
     return drain
 
 
+def _lacked_room(exc):
+    """A refusal that may go away as other guests move or leave."""
+    return isinstance(exc, (exception.NoValidHost, exception.InsufficientCapacity))
+
+
 def _pending(inst):
     return {'name': inst['name'], 'status': PENDING, 'migration': None,
             'destination': None, 'error': None}
@@ -72,6 +96,14 @@ class Drainer(object):
         self._stopping = threading.Event()
         self._thread = None
         self._lock = threading.Lock()  # one pass at a time
+        if self.conf.drain_lease_expiry <= self.conf.drain_interval:
+            raise exception.InvalidArgument(
+                name='[conductor] drain_lease_expiry',
+                value=self.conf.drain_lease_expiry,
+                reason='must exceed drain_interval (%s): passes renew the lease'
+                       % self.conf.drain_interval)
+        # Unique per process: a restarted conductor is a new owner.
+        self.owner = jobboard.owner_name(manager.conf)
 
     # Life cycle. --------------------------------------------------------------------
     def start(self):
@@ -81,12 +113,21 @@ class Drainer(object):
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self, release=True):
+        """Stop the passes; hand the drains held back (``release``: a clean
+        stop; a dead conductor's leases lapse instead)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if release:
+            with self._lock:
+                try:
+                    self.db.release_drains(self.owner)
+                except Exception:
+                    LOG.exception('Cannot hand back the drains of %s; their '
+                                  'leases lapse', self.owner)
 
     def wake(self):
         self._wake.set()
@@ -108,7 +149,8 @@ class Drainer(object):
         guests = {i['uuid']: _pending(i) for i in self.db.list_instances(host=host)}
         drain = self.db.create_drain(drain_id, host,
                                      max_parallel or self.conf.drain_max_per_host,
-                                     guests)
+                                     guests, owner=self.owner,
+                                     lease=self.conf.drain_lease_expiry)
         LOG.info('Drain %s of %s: %d guests, at most %d at once', drain_id, host,
                  len(guests), drain['max_parallel'])
         self.wake()
@@ -116,9 +158,10 @@ class Drainer(object):
 
     # The work. ----------------------------------------------------------------------
     def step(self):
-        """One look at every drain under way; the drains looked at."""
+        """One look at every drain under way that this drainer holds (or may
+        take); the drains looked at."""
         with self._lock:
-            drains = self.db.list_drains(status=db_api.DRAIN_RUNNING)
+            drains = self.db.lease_drains(self.owner, self.conf.drain_lease_expiry)
             if not drains:
                 return []
             # One look at what is in flight for every drain of this pass; each
@@ -137,18 +180,28 @@ class Drainer(object):
     def _advance(self, drain, leaving):
         host = drain['host']
         guests = {u: dict(g) for u, g in drain['guests'].items()}
-        following = {g['migration']: g for g in guests.values()
+        following = {g['migration']: u for u, g in guests.items()
                      if g['status'] == MIGRATING}
         if following:
             for mig in self.db.get_migrations(list(following)):
-                self._follow(following[mig['id']], mig)
-        for uuid in sorted((u for u, g in guests.items() if g['status'] == PENDING),
+                uuid = following[mig['id']]
+                self._follow(drain, uuid, guests[uuid], mig)
+        now = time.time()
+        for uuid in sorted((u for u, g in guests.items() if g['status'] == PENDING
+                            and g.get('retry_at', 0) <= now),
                            key=lambda u: (guests[u]['name'], u)):
+            # What other conductors started since the pass began is counted
+            # when the migration is recorded; this only spares futile requests.
             if leaving.get(host, 0) >= drain['max_parallel'] or \
                     sum(leaving.values()) >= self.conf.drain_max_cluster or \
                     self._stopping.is_set():
                 break
-            if self._start(drain, uuid, guests[uuid]):
+            try:
+                started = self._start(drain, uuid, guests[uuid])
+            except db_api.NoDrainSlot as exc:
+                LOG.debug('Drain %s: no slot for %s: %s', drain['id'], uuid, exc)
+                break
+            if started:
                 leaving[host] = leaving.get(host, 0) + 1
         done = all(g['status'] in (MOVED, FAILED) for g in guests.values())
         if done:
@@ -161,16 +214,26 @@ class Drainer(object):
         values = {'guests': guests}
         if done:
             values['status'] = db_api.DRAIN_DONE
-        if guests != drain['guests'] or done:
-            self.db.update_drain(drain['id'], **values)
+        if (guests != drain['guests'] or done) and self.db.update_drain(
+                drain['id'], owner=self.owner, **values) is None:
+            LOG.warning('Drain %s of %s: taken over by another conductor; '
+                        'leaving it', drain['id'], host)
+            return
         if done:
             c = counts({'guests': guests})
             LOG.info('Drain %s of %s done: %d moved, %d could not move',
                      drain['id'], host, c[MOVED], c[FAILED])
 
-    def _follow(self, guest, mig):
+    def _follow(self, drain, uuid, guest, mig):
         if mig['status'] == states.COMPLETED:
             guest.update(status=MOVED, destination=mig['destination'])
+        elif mig['status'] == states.FAILED and \
+                CAPACITY_REFUSAL in (mig['error'] or ''):
+            # Every candidate filled up before its claim (other drains, other
+            # conductors): all undone, the guest on its source; as a refusal.
+            guest.update(status=PENDING, migration=None)
+            self._no_room(drain, uuid, guest, 'migration %s failed: %s' % (
+                mig['id'], mig['error']))
         elif mig['status'] in states.TERMINAL:
             guest.update(status=FAILED, error='migration %s %s: %s' % (
                 mig['id'], mig['status'], mig['error'] or 'no error recorded'))
@@ -189,9 +252,19 @@ class Drainer(object):
             # Someone else moves it: follow that migration.
             guest.update(status=MIGRATING, migration=inst['migration_id'])
             return False
+        slot = {'drain_id': drain['id'], 'owner': self.owner,
+                'max_per_host': drain['max_parallel'],
+                'max_cluster': self.conf.drain_max_cluster}
         try:
-            mig = self.manager.live_migrate({}, uuid, importance='high')
+            mig = self.manager.start_migration(uuid, importance='high',
+                                               drain_slot=slot)
+        except exception.InstanceAlreadyMigrating as exc:
+            # Someone else started one since we looked: follow it.
+            guest.update(status=MIGRATING, migration=exc.kwargs['migration'])
+            return False
         except exception.FerrymanError as exc:
+            if _lacked_room(exc):
+                return self._no_room(drain, uuid, guest, exc.message)
             guest.update(status=FAILED, error=exc.message)
             LOG.warning('Drain %s: %s (%s) cannot move: %s', drain['id'],
                         guest['name'], uuid, exc.message)
@@ -206,5 +279,27 @@ class Drainer(object):
                 guest.update(status=FAILED, error='request failed %d times, last: '
                              '%s' % (tries, exc))
             return False
-        guest.update(status=MIGRATING, migration=mig['id'])
+        guest.pop('retry_at', None)
+        guest.update(status=MIGRATING, migration=mig['id'], error=None)
         return True
+
+    def _no_room(self, drain, uuid, guest, why):
+        """No host could take it (room may free up as guests move or leave):
+        try again later, or give up after the attempts."""
+        attempts = guest.get('attempts', 0) + 1
+        limit = self.conf.drain_capacity_attempts
+        guest['attempts'] = attempts
+        if attempts >= limit:
+            guest.pop('retry_at', None)
+            guest.update(status=FAILED, error='no host could take it in %d '
+                         'attempt%s: %s' % (attempts, 's' if attempts > 1 else '',
+                                            why))
+            LOG.warning('Drain %s: %s (%s) cannot move: %s', drain['id'],
+                        guest['name'], uuid, guest['error'])
+            return False
+        interval = self.conf.drain_retry_interval
+        guest.update(retry_at=time.time() + interval, error=why)
+        LOG.info('Drain %s: no room for %s (%s), attempt %d of %d; next in %.0f s: '
+                 '%s', drain['id'], guest['name'], uuid, attempts, limit, interval,
+                 why)
+        return False

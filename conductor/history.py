@@ -1,14 +1,13 @@
 """Task history: every atom transition of a migration's flow, stored as it happens."""
 
-import os
-import signal
-
 from oslo_log import log as logging
 from taskflow import states as tf_states
 from taskflow.listeners import base as listener_base
 from taskflow.types import failure as tf_failure
 
+from conductor import crash
 from conductor.db import api as db_api
+from flows import constants
 from flows.tasks import base as task_base
 
 LOG = logging.getLogger(__name__)
@@ -20,9 +19,9 @@ DESTINATION = object()
 
 class TaskHistoryListener(listener_base.Listener):
 
-    def __init__(self, engine, db, migration_id, hosts, crash_at=None):
+    def __init__(self, engine, db, migration_id, hosts, conf=None):
         super().__init__(engine)
-        self.crash_at = crash_at
+        self.conf = conf
         self.db = db
         self.migration_id = migration_id
         self.hosts = hosts  # atom name -> host it acts on
@@ -43,16 +42,22 @@ class TaskHistoryListener(listener_base.Listener):
             error = task_base.failure_text(result)
         try:
             if host is DESTINATION:
-                host = self.db.get_migration(self.migration_id)['destination']
+                host = self._destination()
             self.db.add_task_event(self.migration_id, atom, state, host=host,
                                    started_at=started, ended_at=ended, error=error)
         except Exception:  # history must never break the migration itself
             LOG.exception('Cannot record %s %s of migration %s', atom, state,
                           self.migration_id)
-        if self.crash_at == '%s:%s' % (atom, state):
-            # Crash tests: die as kill -9 would, with the transition just stored.
-            LOG.warning('crash_at %s reached: killing this conductor', self.crash_at)
-            os.kill(os.getpid(), signal.SIGKILL)
+        # Crash tests: die as kill -9 would, with the transition just stored.
+        crash.reached(self.conf, atom, state)
+
+    def _destination(self):
+        # The current attempt's, as the retry over candidates provided it: the
+        # engine has it in memory (the migration row follows it once claimed).
+        try:
+            return self._engine.storage.fetch(constants.PLACED_DESTINATION)
+        except Exception:
+            return self.db.get_migration(self.migration_id)['destination']
 
     def _task_receiver(self, state, details):
         name = details['task_name']

@@ -7,19 +7,29 @@ renews the claims it holds, each only while the key still names this conductor (
 claim lost to a partition is never renewed for someone else; the engine running
 it is suspended instead). On ZooKeeper a claim is an ephemeral node: it goes with
 the session, whose timeout is ``claim_expiry``.
+
+A claim that could not be renewed (the board's server unreachable) for half its
+expiry is given up as lost, while it surely still holds: soon another conductor
+may take the job over, so this one must stop running it first. On ZooKeeper the
+session may yet survive such an outage, keeping the claim: the heartbeat releases
+it once the server answers again.
 """
 
 import os
 import re
 import threading
+import time
 import urllib.parse
 import uuid as uuidlib
 
+from kazoo import exceptions as kazoo_exc
 from oslo_log import log as logging
 import redis
+from redis import backoff as redis_backoff
+from redis import retry as redis_retry
 from taskflow import exceptions as tf_exc
 from taskflow.jobs import backends as tf_jobs
-from taskflow import states as tf_states
+from taskflow.utils import kazoo_utils
 from taskflow.utils import misc as tf_misc
 
 from ferryman import exception
@@ -138,18 +148,29 @@ class Board(object):
         self.owner = owner_name(conf)
         self.expiry = conf.jobboard.claim_expiry
         self.interval = conf.jobboard.heartbeat_interval
+        self.io_timeout = max(0.5, self.expiry / 4.0)
+        self._zk = None
+        kwargs = {}
+        if self.kind == 'zookeeper':
+            # Our client, passed to the board: the board's reads wait for a
+            # reconnection without bound, the heartbeat's must not.
+            self._zk = kwargs['client'] = kazoo_utils.make_client(self.spec)
         self._board = tf_jobs.fetch(conf.jobboard.name, dict(self.spec),
-                                    persistence=persistence)
+                                    persistence=persistence, **kwargs)
         self._board.connect()
         self._redis = None
         if self.kind == 'redis':
             # A client of our own: the board's is private to TaskFlow.
             keys = ('host', 'port', 'db', 'password', 'username', 'socket_timeout',
                     'socket_connect_timeout')
-            self._redis = redis.Redis(**{k: self.spec[k] for k in keys
-                                         if k in self.spec})
+            # No retries: one renewal takes at most io_timeout.
+            self._redis = redis.Redis(
+                retry=redis_retry.Retry(redis_backoff.NoBackoff(), 0),
+                **{k: self.spec[k] for k in keys if k in self.spec})
             self._extend = self._redis.register_script(_EXTEND)
         self._held = {}  # job uuid -> (job, called when the claim is lost)
+        self._renewed = {}  # job uuid -> monotonic start of its last renewal
+        self._stale = {}  # job uuid -> job given up, perhaps still ours (ZooKeeper)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True,
@@ -178,6 +199,7 @@ class Board(object):
 
         ``on_lost`` is called (from the heartbeat) if the claim is found lost.
         """
+        started = time.monotonic()
         try:
             if self.kind == 'redis':
                 self._board.claim(job, self.owner, expiry=self.expiry)
@@ -187,11 +209,13 @@ class Board(object):
             return False
         with self._lock:
             self._held[job.uuid] = (job, on_lost)
+            self._renewed[job.uuid] = started
         return True
 
     def _release(self, job):
         with self._lock:
             self._held.pop(job.uuid, None)
+            self._renewed.pop(job.uuid, None)
 
     def consume(self, job):
         """Done with it: the job leaves the board."""
@@ -212,33 +236,77 @@ class Board(object):
             return job.uuid in self._held
 
     # Heartbeat. ---------------------------------------------------------------------
+    def _zk_owner(self, job):
+        """The claim's owner as the server says it, within ``io_timeout``."""
+        try:
+            data, _stat = self._zk.get_async(job.lock_path).get(
+                timeout=self.io_timeout)
+        except kazoo_exc.NoNodeError:
+            return None
+        return tf_misc.decode_json(data).get('owner')
+
     def renew(self, job):
         """Extend our claim on ``job`` by the expiry; False if it is not ours."""
         if self.kind == 'redis':
             return bool(self._extend(keys=[job.owner_key], args=[
                 tf_misc.binary_encode(self.owner), int(self.expiry * 1000)]))
-        # ZooKeeper: the session keeps the ephemeral claim; check it is still ours.
-        return job.state == tf_states.CLAIMED and self.owner_of(job) == self.owner
+        # ZooKeeper: the session keeps the ephemeral claim (gone with the job's
+        # node once consumed); check it is still ours.
+        return self._zk_owner(job) == self.owner
+
+    def _release_stale(self):
+        for uuid, job in list(self._stale.items()):
+            try:
+                if self._zk_owner(job) == self.owner:
+                    self._board.abandon(job, self.owner)
+                    LOG.info('Released the claim on job %s given up earlier', uuid)
+            except Exception:
+                LOG.warning('Cannot release the claim on job %s yet', uuid)
+                continue
+            del self._stale[uuid]
 
     def beat(self):
         """Renew every claim held once; report those found lost."""
         with self._lock:
             held = list(self._held.values())
+        unreachable = False
         for job, on_lost in held:
+            started = time.monotonic()
             try:
-                mine = self.renew(job)
+                mine = None if unreachable else self.renew(job)
             except Exception:
-                # The server did not answer: the claim may yet survive; retry soon.
                 LOG.exception('Cannot renew the claim on job %s', job.uuid)
+                # The others would wait as long: none is tried again this beat.
+                mine, unreachable = None, True
+            if mine is None:
+                with self._lock:
+                    silent = time.monotonic() - self._renewed.get(job.uuid, started)
+                if silent < self.expiry / 2.0:
+                    continue  # the claim holds; retry soon
+                LOG.error('No renewal of the claim on job %s (migration %s) for '
+                          '%.1fs: giving it up before it lapses',
+                          job.uuid, migration_of(job), silent)
+                if self.kind == 'zookeeper':
+                    self._stale[job.uuid] = job
+            elif mine:
+                with self._lock:
+                    if job.uuid in self._renewed:
+                        self._renewed[job.uuid] = started
                 continue
-            if not mine:
-                LOG.error('Lost the claim on job %s (migration %s) to %s',
-                          job.uuid, migration_of(job), self.owner_of(job))
-                self._release(job)
+            else:
                 try:
-                    on_lost()
+                    who = self.owner_of(job)
                 except Exception:
-                    LOG.exception('Cannot stop the flow of job %s', job.uuid)
+                    who = 'someone'  # only for the log: never stop the heartbeat
+                LOG.error('Lost the claim on job %s (migration %s) to %s',
+                          job.uuid, migration_of(job), who)
+            self._release(job)
+            try:
+                on_lost()
+            except Exception:
+                LOG.exception('Cannot stop the flow of job %s', job.uuid)
+        if not unreachable:
+            self._release_stale()
 
     def _heartbeat(self):
         while not self._stop.wait(self.interval):
@@ -248,5 +316,7 @@ class Board(object):
         self._stop.set()
         self._beat.join()
         self._board.close()
+        if self._zk is not None:
+            kazoo_utils.finalize_client(self._zk)
         if self._redis is not None:
             self._redis.close()

@@ -64,10 +64,16 @@ class ConductorManager(object):
     # Migrations. -------------------------------------------------------------------
     def live_migrate(self, ctxt, instance, host=None, block_migration='auto',
                      force=False, importance='medium'):
+        return self.start_migration(instance, host, block_migration, force,
+                                    importance)
+
+    def start_migration(self, instance, host=None, block_migration='auto',
+                        force=False, importance='medium', drain_slot=None):
         """Check the request, record the migration, start its flow; return at once.
 
         Everything that can refuse the request runs before anything is recorded,
-        so a refused request changes nothing.
+        so a refused request changes nothing. ``drain_slot`` (a drain's) records
+        it only within the drain limits (Database.create_drain_migration).
         """
         _str('instance', instance)
         _str('host', host, optional=True)
@@ -81,7 +87,13 @@ class ConductorManager(object):
         if inst['migration_id']:
             raise exception.InstanceAlreadyMigrating(instance=instance,
                                                      migration=inst['migration_id'])
-        source = self.db.get_host(inst['host'], self._down_after)
+        # Source and destination read together: the request's checks are part
+        # of every migration's cost.
+        hosts = self.db.get_hosts([inst['host']] + ([host] if host else []),
+                                  self._down_after)
+        source = hosts.get(inst['host'])
+        if source is None:
+            raise exception.HostNotFound(host=inst['host'])
         if not source['up']:
             raise exception.HostUnavailable(
                 host=source['name'], reason='the source agent has not reported '
@@ -91,7 +103,9 @@ class ConductorManager(object):
                 name='force', value=force,
                 reason='forcing needs a host: name one, or let the scheduler pick')
         if host is not None:
-            dest = self.db.get_host(host, self._down_after)
+            dest = hosts.get(host)
+            if dest is None:
+                raise exception.HostNotFound(host=host)
             why = scheduler.refusal(inst, source, dest, force=force)
             if why is not None:
                 raise why[1]
@@ -101,11 +115,13 @@ class ConductorManager(object):
             candidates = [dest['name']]
         else:
             subtype, candidates = self._schedule(inst, source, requested)
-        migration = self.db.create_migration({
+        values = {
             'id': str(uuidlib.uuid4()), 'instance_uuid': inst['uuid'],
             'source': source['name'], 'destination': candidates[0],
             'subtype': subtype, 'block_migration': requested, 'force': force,
-            'importance': importance})
+            'importance': importance}
+        migration = self.db.create_migration(values) if drain_slot is None else \
+            self.db.create_drain_migration(values, **drain_slot)
         store = {
             'migration_id': migration['id'],
             'instance': {k: inst[k] for k in ('uuid', 'name', 'vcpus', 'memory_mb',

@@ -6,9 +6,12 @@ atom's row back before writing it (to merge what another writer might have saved
 on every flow state change it rewrites every atom of the flow; and the engine's
 automatic progress (0.0 as a task starts, 1.0 as it ends) is a write of its own
 right after each state write. Here the tables are built once per backend, an atom
-write is a single UPDATE, a flow write updates the flow's row and inserts only the
-atoms not saved yet, and a state write carries the progress the engine is about to
-set, so that progress write finds the row as it would leave it and is skipped.
+write is a single UPDATE (of a statement built once: building one per write and
+computing its cache key cost more than running it), a flow write updates the flow's
+row and inserts, in one executemany, only the atoms not saved yet (listing the saved
+ones only when this process has not yet seen the flow saved), and a state write
+carries the progress the engine is about to set, so that progress write finds the
+row as it would leave it and is skipped.
 
 All of this rests on one engine owning a flow detail at a time (one conductor, or
 the jobboard's claim holder): TaskFlow's storage hands over the whole atom detail,
@@ -85,12 +88,10 @@ class _Connection(impl_sqlalchemy.Connection):
             snapshot = None  # not comparable: always written
         if snapshot is not None and self._backend.stored(atom_detail.uuid) == snapshot:
             return atom_detail
-        atoms = self._tables.atomdetails
         try:
             with self._engine.begin() as conn:
-                found = conn.execute(
-                    sa.update(atoms).where(atoms.c.uuid == atom_detail.uuid)
-                    .values(row)).rowcount
+                found = conn.execute(self._backend.statement('update_atom'),
+                                     dict(row, _uuid=atom_detail.uuid)).rowcount
         except sa_exc.SQLAlchemyError:
             self._backend.forget([atom_detail.uuid])
             tf_exc.raise_with_cause(
@@ -104,41 +105,54 @@ class _Connection(impl_sqlalchemy.Connection):
         return atom_detail
 
     def update_flow_details(self, flow_detail):
-        flows, atoms = self._tables.flowdetails, self._tables.atomdetails
+        atoms = self._tables.atomdetails
+        row = flow_detail.to_dict()
+        known = self._backend.saved_atoms(flow_detail.uuid)
         try:
             with self._engine.begin() as conn:
-                found = conn.execute(
-                    sa.update(flows).where(flows.c.uuid == flow_detail.uuid)
-                    .values(flow_detail.to_dict())).rowcount
-                if found:
-                    saved = set(conn.scalars(sa.select(atoms.c.uuid).where(
-                        atoms.c.parent_uuid == flow_detail.uuid)))
-                    for ad in flow_detail:
-                        if ad.uuid not in saved:
-                            self._insert_atom_details(conn, ad, flow_detail.uuid)
+                found = conn.execute(self._backend.statement('update_flow'),
+                                     dict(row, _uuid=flow_detail.uuid)).rowcount
+                new = [ad for ad in flow_detail if ad.uuid not in (known or ())]
+                if found and new:
+                    saved = known if known is not None else set(conn.scalars(
+                        sa.select(atoms.c.uuid).where(
+                            atoms.c.parent_uuid == flow_detail.uuid)))
+                    rows = [dict(ad.to_dict(), parent_uuid=flow_detail.uuid,
+                                 atom_type=tf_models.atom_detail_type(ad))
+                            for ad in new if ad.uuid not in saved]
+                    if rows:
+                        # One executemany for the atoms a new flow brings.
+                        conn.execute(sa.insert(atoms), rows)
         except sa_exc.SQLAlchemyError:
+            self._backend.forget_flow(flow_detail.uuid)
             tf_exc.raise_with_cause(
                 tf_exc.StorageFailure,
                 "Failed updating flow details with uuid '%s'" % flow_detail.uuid)
         if not found:
+            self._backend.forget_flow(flow_detail.uuid)
             raise tf_exc.NotFound("No flow details found with uuid '%s'"
                                   % flow_detail.uuid)
+        self._backend.saw_atoms(flow_detail.uuid, [ad.uuid for ad in flow_detail])
         return flow_detail
 
     # Reads: whatever they return may differ from what this process stored.
     def get_logbook(self, book_uuid, lazy=False):
         book = super().get_logbook(book_uuid, lazy=lazy)
         self._backend.forget(ad.uuid for fd in book for ad in fd)
+        for fd in book:
+            self._backend.forget_flow(fd.uuid)
         return book
 
     def get_flows_for_book(self, book_uuid, lazy=False):
         for fd in super().get_flows_for_book(book_uuid, lazy=lazy):
             self._backend.forget(ad.uuid for ad in fd)
+            self._backend.forget_flow(fd.uuid)
             yield fd
 
     def get_flow_details(self, fd_uuid, lazy=False):
         fd = super().get_flow_details(fd_uuid, lazy=lazy)
         self._backend.forget(ad.uuid for ad in fd)
+        self._backend.forget_flow(fd_uuid)
         return fd
 
     def get_atom_details(self, ad_uuid):
@@ -160,6 +174,35 @@ class Backend(impl_sqlalchemy.SQLAlchemyBackend):
         self.converter = _Converter(self.tables)
         self._stored = collections.OrderedDict()  # atom uuid -> JSON last stored
         self._stored_lock = threading.Lock()
+        # Flow uuid -> atom uuids known to have rows (saved or seen saved here):
+        # a flow write then inserts without first listing the flow's atoms.
+        self._saved_atoms = collections.OrderedDict()
+        self._statements = {
+            kind: sa.update(table).where(table.c.uuid == sa.bindparam('_uuid'))
+            for kind, table in (('update_atom', self.tables.atomdetails),
+                                ('update_flow', self.tables.flowdetails))}
+
+    def statement(self, kind):
+        """UPDATE of a flow's or atom's row by ``_uuid``, built once: its SET
+        clause comes from the parameters' keys, so SQLAlchemy neither rebuilds
+        the statement nor recomputes its cache key on every write."""
+        return self._statements[kind]
+
+    def saved_atoms(self, flow_uuid):
+        """The flow's atoms that have rows; None when this process does not know."""
+        with self._stored_lock:
+            return self._saved_atoms.get(flow_uuid)
+
+    def saw_atoms(self, flow_uuid, atom_uuids):
+        with self._stored_lock:
+            self._saved_atoms[flow_uuid] = frozenset(atom_uuids)
+            self._saved_atoms.move_to_end(flow_uuid)
+            while len(self._saved_atoms) > _REMEMBERED // 16:
+                self._saved_atoms.popitem(last=False)
+
+    def forget_flow(self, flow_uuid):
+        with self._stored_lock:
+            self._saved_atoms.pop(flow_uuid, None)
 
     def stored(self, uuid):
         with self._stored_lock:

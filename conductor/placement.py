@@ -63,11 +63,17 @@ def cell_capacity(host, provider, klass):
     return int(provider['inventory'].get(klass, 0) * ratio(host, resource))
 
 
+def provider_capacity(host, provider, klass):
+    """What a nested provider can hold of ``klass``: a NUMA cell its inventory
+    at the host's ratio; a PCI device exactly its inventory."""
+    if provider['kind'] == NUMA:
+        return cell_capacity(host, provider, klass)
+    return provider['inventory'].get(klass, 0)
+
+
 def _free(host, provider, klass):
     used = (provider.get('used') or {}).get(klass, 0)
-    if provider['kind'] == NUMA:
-        return cell_capacity(host, provider, klass) - used
-    return provider['inventory'].get(klass, 0) - used
+    return provider_capacity(host, provider, klass) - used
 
 
 def fit_nested(host, providers, numa_topology, pci_requests):

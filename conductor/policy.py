@@ -20,9 +20,12 @@ allows it and post-copy is not available (throttling is then the last lever).
 "Cannot converge" is predicted from the observed dirty rate and bandwidth as soon as
 they are known, not waited for: pre-copy whose predicted end lies beyond
 ``target_time_factor`` x (data / bandwidth) switches at once.
+A job whose figures the hypervisor leaves unanswered for ``stale_timeout`` is
+stalled too: post-copy where allowed, else abort.
 """
 
 import math
+import time
 
 from oslo_config import cfg
 
@@ -60,6 +63,11 @@ policy_opts = [
                       'still runs pre-copy takes the class\'s last resort.'),
     cfg.FloatOpt('stall_timeout', default=60.0, min=1.0,
                  help='Seconds without progress after which the same happens.'),
+    cfg.FloatOpt('stale_timeout', default=30.0, min=1.0,
+                 help='Seconds the hypervisor may leave a running job\'s figures '
+                      'unanswered (samples marked stale) before the migration '
+                      'takes its last resort: post-copy where allowed, else '
+                      'abort.'),
     cfg.IntOpt('downtime_steps', default=4, min=1,
                help='Steps from a quarter of the class\'s downtime up to all of '
                     'it; each is taken only when the prediction needs it.'),
@@ -144,6 +152,7 @@ class FerrymanPolicy(object):
         self.rule = rule(conf, sla_class, importance)
         self.post_copy = self.rule.post_copy and post_copy_allowed
         self.auto_converge = auto_converge_allowed and not self.post_copy
+        self.stale_timeout = self.conf.stale_timeout
         steps = self.conf.downtime_steps
         top = self.rule.max_downtime_ms
         self.ladder = [top / 4 + (top - top / 4) * i / steps for i in range(steps + 1)]
@@ -275,12 +284,19 @@ class KubeVirtPolicy(object):
 class Steering(object):
     """Keeps the state ``decide`` needs across samples of one migration."""
 
-    def __init__(self, policy, data_mb, start_params):
+    def __init__(self, policy, data_mb, start_params, clock=time.monotonic):
         self.policy = policy
         self.state = {'data_mb': data_mb, 'post_copy': False, 'paused': False,
                       'downtime_ms': start_params['max_downtime_ms'],
                       'last_progress_s': 0.0}
         self._best = math.inf
+        # A stale sample repeats the job's last figures, its clock included, so
+        # the stall timeout (on that clock) would never fire: stale runs are
+        # timed on ours.
+        self.stale_timeout = getattr(policy, 'stale_timeout', None)
+        self._clock = clock
+        self._answered = None  # when the hypervisor last gave figures
+        self._gave_up = False
 
     def force_complete(self):
         """An operator wants it done now: post-copy where allowed, else pause."""
@@ -289,7 +305,29 @@ class Steering(object):
         self.state['post_copy' if post_copy else 'paused'] = True
         return action, 'force-complete requested by an operator'
 
+    def _stale(self):
+        """The action for a sample the hypervisor did not answer."""
+        now = self._clock()
+        if self._answered is None:
+            self._answered = now  # stale from the first sample on
+        waited = now - self._answered
+        if (self.state['post_copy'] or self.state['paused'] or self._gave_up or
+                self.stale_timeout is None or waited <= self.stale_timeout):
+            return CONTINUE, 'no job figures for %.0f s' % waited
+        self._gave_up = True
+        why = 'the hypervisor has left the job\'s figures unanswered for %.0f s' % (
+            waited)
+        # Pausing would leave a job nobody can watch running on; post-copy ends
+        # it on the destination, an abort on the source.
+        if getattr(self.policy, 'post_copy', False):
+            self.state['post_copy'] = True
+            return POST_COPY, why + '; switching to post-copy'
+        return ABORT, why + '; aborting (no post-copy allowed)'
+
     def next_action(self, sample):
+        if sample.get('stale'):
+            return self._stale()
+        self._answered = self._clock()
         remaining = sample.get('memory_remaining_mb')
         if remaining is not None and remaining < self._best - 1e-6:
             self._best = remaining

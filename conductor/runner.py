@@ -10,6 +10,7 @@ Either way a reaper resumes migrations left with no live owner.
 
 import collections
 import contextlib
+import functools
 import random
 import threading
 import time
@@ -33,11 +34,26 @@ def atom_hosts(flow, store):
     """Atom name -> the host it acts on, for the task history; destination-side
     atoms get history.DESTINATION, resolved when recorded (each attempt of the
     retry over candidates has its own destination)."""
+    return _atom_hosts(_runs_on(flow), store)
+
+
+@functools.lru_cache(maxsize=None)
+def _subtype_runs_on(subtype):
+    # Building a flow costs a few ms (atoms inspect their signatures); which
+    # side each atom acts on is fixed by the subtype's factory.
+    return _runs_on(flows.build(subtype))
+
+
+def _runs_on(flow):
+    return {task.name: getattr(task, 'runs_on', 'conductor')
+            for task in flows.iter_tasks(flow)}
+
+
+def _atom_hosts(runs_on, store):
     where = {'conductor': 'conductor', 'source': store['source'],
              'destination': history.DESTINATION}
     hosts = {None: 'conductor'}
-    for task in flows.iter_tasks(flow):
-        hosts[task.name] = where[getattr(task, 'runs_on', 'conductor')]
+    hosts.update((name, where[side]) for name, side in runs_on.items())
     return hosts
 
 
@@ -292,9 +308,9 @@ class FlowRunner(object):
                 # Aborted while queued: nothing was claimed or changed yet.
                 self.db.advance(migration_id, 'cancel', error='aborted on request')
                 return
-            hosts = atom_hosts(flows.build(store['subtype']), store)
+            hosts = _atom_hosts(_subtype_runs_on(store['subtype']), store)
             with history.TaskHistoryListener(engine, self.db, migration_id, hosts,
-                                             self.conf.conductor.crash_at):
+                                             self.conf):
                 try:
                     engine.run()
                 except Exception as exc:

@@ -249,6 +249,7 @@ class FakeDriver(driver.ComputeDriver):
             'memory_mb': f.memory_mb, 'disk_gb': f.disk_gb,
             'instances_path': self.instances_path,
             'bandwidth_mibps': f.bandwidth_mibps})
+        self._adopt_jobs()
 
     def cleanup_host(self):
         with self._jobs_lock:
@@ -428,11 +429,40 @@ class FakeDriver(driver.ComputeDriver):
             with self.cloud.editing(destination) as state:
                 incoming = dict(current, power_state='incoming')
                 state['guests'][uuid] = incoming
-            job.thread = threading.Thread(target=self._run_job, args=(job,),
-                                          name='fake-migration-%s' % uuid,
-                                          daemon=True)
-            job.thread.start()
+            # The hypervisor's job outlives this agent (see init_host).
+            with self.cloud.editing(self.host) as state:
+                state.setdefault('jobs', {})[uuid] = {
+                    'destination': destination, 'subtype': subtype,
+                    'params': params}
+            self._start_job(job)
             return job.stats()
+
+    def _start_job(self, job):
+        job.thread = threading.Thread(target=self._run_job, args=(job,),
+                                      name='fake-migration-%s' % job.guest['uuid'],
+                                      daemon=True)
+        job.thread.start()
+
+    def _adopt_jobs(self):
+        """Jobs a previous agent started go on, as libvirt's do when its agent
+        dies: the simulated hypervisor carries them on under the new agent."""
+        state = self.cloud.load(self.host)
+        for uuid, rec in state.get('jobs', {}).items():
+            guest = state['guests'].get(uuid)
+            dest_state = self.cloud.load(rec['destination'])
+            if guest is None or uuid not in dest_state['guests']:
+                # It ended (or was torn down) while nobody watched.
+                with self.cloud.editing(self.host) as st:
+                    st.get('jobs', {}).pop(uuid, None)
+                continue
+            LOG.info('Migration job of %s to %s found running: adopted', uuid,
+                     rec['destination'])
+            job = _Job(guest, rec['destination'], rec['subtype'], rec['params'],
+                       self._model(guest, dest_state, rec['subtype'], rec['params']))
+            job.switched = dest_state['guests'][uuid]['power_state'] == 'running'
+            with self._jobs_lock:
+                self._jobs[uuid] = job
+            self._start_job(job)
 
     def _destination_not_ready(self, guest, dest_state, subtype):
         # What libvirt would trip over: missing disks, volumes or ports.
@@ -472,6 +502,7 @@ class FakeDriver(driver.ComputeDriver):
         try:
             self._copy(job)
         except Exception as exc:  # the job ends here either way; record how
+            self._forget_job(job)
             LOG.warning('Migration job of %s ended: %s', job.guest['uuid'], exc)
             with job.lock:
                 if job.abort.is_set():
@@ -483,6 +514,12 @@ class FakeDriver(driver.ComputeDriver):
                     if state['guests'].get(job.guest['uuid'], {}).get(
                             'power_state') == 'incoming':
                         del state['guests'][job.guest['uuid']]
+        else:
+            self._forget_job(job)
+
+    def _forget_job(self, job):
+        with self.cloud.editing(self.host) as state:
+            state.get('jobs', {}).pop(job.guest['uuid'], None)
 
     def _copy(self, job):
         model = job.model

@@ -23,6 +23,9 @@ from flows import states
 LOG = logging.getLogger(__name__)
 
 RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
+_INSERT_TASK_EVENT = sa.insert(models.TaskEvent.__table__)
+_GET_MIGRATION = sa.select(models.Migration.__table__).where(
+    models.Migration.__table__.c.id == sa.bindparam('id'))
 DRAIN_RUNNING = 'running'
 DRAIN_DONE = 'done'
 
@@ -34,6 +37,19 @@ def misfit_error(misfit, host, instance):
                 '%s)' % (host, instance, misfit.reason, misfit.kind),
         host=host, instance=instance, resource=misfit.resource,
         requested=misfit.requested, free=misfit.free)
+
+
+# pg_advisory_xact_lock key of drain starts (any 64-bit number nobody else uses).
+DRAIN_SLOT_LOCK = 0x66657272794472
+
+
+class NoDrainSlot(Exception):
+    """A drain may not start a migration now (a limit is reached, or the drain
+    is no longer this drainer's); the guest waits for a later pass."""
+
+
+def _later(now, seconds):
+    return None if seconds is None else now + datetime.timedelta(seconds=seconds)
 
 
 def utcnow():
@@ -48,6 +64,12 @@ def to_dict(row):
             value = value.isoformat() + 'Z'
         out[column.name] = value
     return out
+
+
+def _row_dict(row):
+    """A Core row as to_dict gives its ORM object."""
+    return {key: value.isoformat() + 'Z' if isinstance(value, datetime.datetime)
+            else value for key, value in row._mapping.items()}
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -80,6 +102,8 @@ class Database(object):
         # Claims are check-then-write; the row lock (PostgreSQL) and this lock
         # (sqlite, one conductor process) make two racing claims serial.
         self._claim_lock = threading.Lock()
+        # Drain starts: the advisory lock (PostgreSQL) and this one (sqlite).
+        self._slot_lock = threading.Lock()
         # Guest uuid -> when its host's reports first lacked it (this process).
         self._missing_since = {}
 
@@ -99,6 +123,15 @@ class Database(object):
         Reports never move a known guest: a report gathered before a switch-over
         could arrive after it; only migrations change an instance's host.
         """
+        try:
+            self._report_host(name, info, guests, vanish_after)
+        except sa.exc.IntegrityError:
+            # Two first reports raced (an agent's cast and another RPC worker, or
+            # a refresh): the other one inserted the host or guest; apply this
+            # report over what it stored.
+            self._report_host(name, info, guests, vanish_after)
+
+    def _report_host(self, name, info, guests, vanish_after):
         now = utcnow()
         with self.session.begin() as s:
             host = s.get(models.Host, name)
@@ -195,14 +228,18 @@ class Database(object):
             models.Allocation.host == host)).one()
         return dict(zip(RESOURCES, (int(v) for v in row)))
 
-    def _providers(self, s, host=None):
-        """Host -> its nested providers (dicts), each with what is used of it."""
+    def _providers(self, s, host=None, only=None):
+        """Host -> its nested providers (dicts), each with what is used of it
+        (of ``host``, or of the hosts in ``only``, when given)."""
         q = sa.select(models.Provider).order_by(models.Provider.name)
         uq = sa.select(models.NestedAllocation.provider,
                        models.NestedAllocation.resources)
         if host is not None:
             q = q.where(models.Provider.host == host)
             uq = uq.where(models.NestedAllocation.host == host)
+        if only is not None:
+            q = q.where(models.Provider.host.in_(only))
+            uq = uq.where(models.NestedAllocation.host.in_(only))
         used = collections.defaultdict(collections.Counter)
         for provider, resources in s.execute(uq):
             used[provider].update(resources)
@@ -213,22 +250,25 @@ class Database(object):
             out[p.host].append(d)
         return out
 
-    def _host_dicts(self, s, hosts, down_after, one=None):
+    def _host_dicts(self, s, hosts, down_after, one=None, only=None):
         """Hosts as dicts with their usage, nested providers and outbound
-        migrations: a few grouped queries whatever the number of hosts."""
+        migrations: a few grouped queries whatever the number of hosts (those
+        named in ``only``, or ``one``, when given)."""
+        if one is not None:
+            only = [one]
         usage_q = sa.select(models.Allocation.host, *[sa.func.coalesce(
             sa.func.sum(getattr(models.Allocation, r)), 0) for r in RESOURCES]
         ).group_by(models.Allocation.host)
         out_q = sa.select(models.Migration.source, sa.func.count()).where(
             models.Migration.status.in_(states.ACTIVE)).group_by(
             models.Migration.source)
-        if one is not None:
-            usage_q = usage_q.where(models.Allocation.host == one)
-            out_q = out_q.where(models.Migration.source == one)
+        if only is not None:
+            usage_q = usage_q.where(models.Allocation.host.in_(only))
+            out_q = out_q.where(models.Migration.source.in_(only))
         usage = {row[0]: dict(zip(RESOURCES, (int(v) for v in row[1:])))
                  for row in s.execute(usage_q)}
         outbound = dict(s.execute(out_q).all())
-        providers = self._providers(s, one)
+        providers = self._providers(s, only=only)
         now = utcnow()
         result = []
         for host in hosts:
@@ -247,6 +287,27 @@ class Database(object):
             if host is None:
                 raise exception.HostNotFound(host=name)
             return self._host_dicts(s, [host], down_after, one=name)[0]
+
+    def get_hosts(self, names, down_after=60):
+        """Host name -> the host as get_host gives it, for those of ``names``
+        that exist, read together (one set of grouped queries)."""
+        with self.session() as s:
+            rows = s.scalars(sa.select(models.Host).where(
+                models.Host.name.in_(names))).all()
+            return {h['name']: h for h in self._host_dicts(
+                s, rows, down_after, only=[r.name for r in rows])}
+
+    def host_facts(self, *names):
+        """Host name -> its own row (features, paths, capacity as reported),
+        without the usage, providers and migrations get_host adds: one query,
+        for readers that need only what the agent reported."""
+        with self.session() as s:
+            rows = {h.name: to_dict(h) for h in s.scalars(
+                sa.select(models.Host).where(models.Host.name.in_(names)))}
+        for name in names:
+            if name not in rows:
+                raise exception.HostNotFound(host=name)
+        return rows
 
     def list_hosts(self, down_after=60):
         with self.session() as s:
@@ -311,11 +372,13 @@ class Database(object):
         return to_dict(mig)
 
     def get_migration(self, migration_id):
-        with self.session() as s:
-            mig = s.get(models.Migration, migration_id)
-            if mig is None:
-                raise exception.MigrationNotFound(migration=migration_id)
-            return to_dict(mig)
+        # Flows read their migration several times per step: a prebuilt Core
+        # SELECT costs a fraction of an ORM session's get.
+        with self.engine.connect() as conn:
+            row = conn.execute(_GET_MIGRATION, {'id': migration_id}).first()
+        if row is None:
+            raise exception.MigrationNotFound(migration=migration_id)
+        return _row_dict(row)
 
     def list_migrations(self, instance=None, status=None, host=None):
         with self.session() as s:
@@ -499,9 +562,11 @@ class Database(object):
             return [to_dict(a) for a in s.scalars(q)]
 
     # Drains. ------------------------------------------------------------------------
-    def create_drain(self, drain_id, host, max_parallel, guests):
+    def create_drain(self, drain_id, host, max_parallel, guests, owner=None,
+                     lease=None):
         """Record a drain of ``host`` and disable the host for new placements, in
-        one transaction; refuse while another drain of it runs."""
+        one transaction; refuse while another drain of it runs. ``owner`` holds
+        it for ``lease`` seconds (the drainer of the conductor asked)."""
         now = utcnow()
         with self.session.begin() as s:
             row = s.get(models.Host, host, with_for_update=True)
@@ -516,13 +581,18 @@ class Database(object):
             row.disabled_reason = 'draining (drain %s)' % drain_id
             drain = models.Drain(id=drain_id, host=host, status=DRAIN_RUNNING,
                                  max_parallel=max_parallel, guests=guests,
-                                 created_at=now, updated_at=now)
+                                 created_at=now, updated_at=now, owner=owner,
+                                 lease_expires_at=_later(now, lease))
             s.add(drain)
         return to_dict(drain)
 
-    def update_drain(self, drain_id, **values):
+    def update_drain(self, drain_id, owner=None, **values):
+        """Change a drain; with ``owner``, only while that drainer still holds
+        it (None, and nothing changed, once another one took it over)."""
         with self.session.begin() as s:
             drain = s.get(models.Drain, drain_id, with_for_update=True)
+            if owner is not None and drain.owner != owner:
+                return None
             for key, value in values.items():
                 setattr(drain, key, value)
             drain.updated_at = utcnow()
@@ -543,6 +613,80 @@ class Database(object):
             if status is not None:
                 q = q.where(models.Drain.status == status)
             return [to_dict(d) for d in s.scalars(q)]
+
+    def lease_drains(self, owner, lease):
+        """The running drains ``owner`` holds now, each for ``lease`` more
+        seconds: its own, unowned ones and those whose owner's lease ran out (a
+        dead conductor's). Rows another conductor is leasing at this moment are
+        skipped, not waited for."""
+        now = utcnow()
+        with self.session.begin() as s:
+            rows = s.scalars(sa.select(models.Drain).where(
+                models.Drain.status == DRAIN_RUNNING,
+                sa.or_(models.Drain.owner.is_(None), models.Drain.owner == owner,
+                       models.Drain.lease_expires_at < now)).order_by(
+                models.Drain.created_at).with_for_update(skip_locked=True)).all()
+            for row in rows:
+                if row.owner not in (None, owner):
+                    LOG.warning('Drain %s of %s: taking it over from %s, whose '
+                                'lease ran out at %s', row.id, row.host, row.owner,
+                                row.lease_expires_at)
+                row.owner = owner
+                row.lease_expires_at = _later(now, lease)
+            return [to_dict(row) for row in rows]
+
+    def release_drains(self, owner):
+        """``owner`` stops: its drains are free for any drainer at once."""
+        with self.session.begin() as s:
+            return s.execute(sa.update(models.Drain).where(
+                models.Drain.owner == owner).values(
+                owner=None, lease_expires_at=None)).rowcount
+
+    def create_drain_migration(self, values, drain_id, owner, max_per_host,
+                               max_cluster):
+        """create_migration() for a drain, only while there is room: in the same
+        transaction, under one lock for every conductor, the migrations in flight
+        leaving the source and in the whole cluster are counted and must stay
+        below the limits, and the drain must still be ``owner``'s. Raise
+        NoDrainSlot (nothing recorded) otherwise."""
+        now = utcnow()
+        with self._slot_lock, self.session.begin() as s:
+            if self.engine.dialect.name == 'postgresql':
+                # Serialises the count and the insert across conductors; held
+                # to the end of the transaction.
+                s.execute(sa.text('SELECT pg_advisory_xact_lock(:key)'),
+                          {'key': DRAIN_SLOT_LOCK})
+            drain = s.get(models.Drain, drain_id)
+            if drain is None or drain.owner != owner or \
+                    drain.lease_expires_at is None or drain.lease_expires_at < now:
+                raise NoDrainSlot('drain %s is no longer held by %s' % (
+                    drain_id, owner))
+            by_source = dict(s.execute(sa.select(
+                models.Migration.source, sa.func.count()).where(
+                models.Migration.status.in_(states.ACTIVE)).group_by(
+                models.Migration.source)).all())
+            leaving = by_source.get(values['source'], 0)
+            if leaving >= max_per_host:
+                raise NoDrainSlot('%d migrations leave %s, at most %d' % (
+                    leaving, values['source'], max_per_host))
+            total = sum(by_source.values())
+            if total >= max_cluster:
+                raise NoDrainSlot('%d migrations in flight in the cluster, at '
+                                  'most %d' % (total, max_cluster))
+            locked = s.execute(sa.update(models.Instance).where(
+                models.Instance.uuid == values['instance_uuid'],
+                models.Instance.migration_id.is_(None)).values(
+                migration_id=values['id'])).rowcount
+            if not locked:
+                holder = s.get(models.Instance, values['instance_uuid']).migration_id
+                raise exception.InstanceAlreadyMigrating(
+                    instance=values['instance_uuid'], migration=holder)
+            mig = models.Migration(status=states.ACCEPTED, created_at=now,
+                                   updated_at=now, rollback_errors=[], progress={},
+                                   stats={}, last_known_host=values['source'],
+                                   **values)
+            s.add(mig)
+        return to_dict(mig)
 
     def get_migrations(self, ids):
         with self.session() as s:
@@ -568,9 +712,10 @@ class Database(object):
     # Task history. -----------------------------------------------------------------
     def add_task_event(self, migration_id, atom, state, host=None, started_at=None,
                        ended_at=None, error=None, details=None):
-        # One INSERT, no ORM unit of work: the history writes on every transition.
+        # One INSERT, no ORM unit of work, of a statement built once: the history
+        # writes on every transition.
         with self.engine.begin() as conn:
-            conn.execute(sa.insert(models.TaskEvent.__table__).values(
+            conn.execute(_INSERT_TASK_EVENT, dict(
                 migration_id=migration_id, atom=atom, state=state, host=host,
                 started_at=started_at, ended_at=ended_at, error=error,
                 details=details))

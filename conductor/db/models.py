@@ -108,6 +108,10 @@ class Drain(Base):
     guests = sa.Column(sa.JSON, nullable=False, default=dict)
     created_at = sa.Column(sa.DateTime, nullable=False)
     updated_at = sa.Column(sa.DateTime, nullable=False)
+    # The drainer (one per conductor process) that advances it, until the lease
+    # runs out: a dead conductor's drains go to another one.
+    owner = sa.Column(sa.String(255))
+    lease_expires_at = sa.Column(sa.DateTime)
 
 
 class Migration(Base):

@@ -7,7 +7,7 @@ inspect the simulated hypervisors through :class:`FakeCloud`. This is what
 process boundaries made real.
 
 With ``jobboard`` set, several conductors (``conductor``, ``conductor2``...) share
-a private Redis jobboard and a private PostgreSQL database.
+a private jobboard (Redis, or ZooKeeper) and a private PostgreSQL database.
 """
 
 import contextlib
@@ -16,28 +16,43 @@ import os
 import signal
 import subprocess
 import time
+import urllib.parse
 
 from compute_agent.virt.fake import FakeCloud
 from ferryman.testing.servers import PostgreSQLServer
 from ferryman.testing.servers import RabbitMQServer, RedisServer, _tail, _terminate
+from ferryman.testing.servers import ZooKeeperServer
 
 # compute2 and compute3 share an instance directory (see ferryman.local.DEMO_HOSTS).
 HOSTS = {'compute1': None, 'compute2': 'nfs', 'compute3': 'nfs'}
+# The jobboard servers a cluster can start, by the scheme of their URL.
+BOARD_SERVERS = {'redis': RedisServer, 'zookeeper': ZooKeeperServer}
 
 
 class Cluster(object):
 
     def __init__(self, base_dir, hosts=None, ready_timeout=60, conductors=1,
-                 jobboard=None):
-        """``jobboard``: None for no board, else ``[jobboard]`` options (the
-        backend URL is filled in); ``conductors``: how many to run."""
+                 jobboard=None, options=None):
+        """``jobboard``: None for no board, else ``[jobboard]`` options whose
+        ``backend_url`` scheme (``redis://``, the default, or ``zookeeper://``)
+        names the private server to start (its URL is filled in);
+        ``conductors``: how many to run; ``options``: {section: {option: value}}
+        added to every service's configuration."""
+        self.options = options or {}
         self.base_dir = os.path.abspath(base_dir)
         self.hosts = dict(HOSTS if hosts is None else hosts)
         self.ready_timeout = ready_timeout
         self.conductors = ['conductor'] + ['conductor%d' % i
                                            for i in range(2, conductors + 1)]
         self.jobboard = jobboard
-        self.rabbit = self.redis = self.postgresql = None
+        self.board_kind = None
+        if jobboard is not None:
+            url = jobboard.get('backend_url') or 'redis://'
+            self.board_kind = urllib.parse.urlsplit(url).scheme
+            if self.board_kind not in BOARD_SERVERS:
+                raise ValueError('jobboard backend_url %r: expected one of %s' % (
+                    url, ', '.join('%s://' % k for k in sorted(BOARD_SERVERS))))
+        self.rabbit = self.board_server = self.postgresql = None
         self.database = 'sqlite:///%s/ferryman.sqlite' % self.base_dir
         self.procs = {}
         self.client_conf = os.path.join(self.base_dir, 'client.conf')
@@ -75,9 +90,18 @@ class Cluster(object):
                           'host_down_after': 10},
             'fake': fake,
         }
-        if self.redis is not None:
-            sections['jobboard'] = dict(self.jobboard, backend_url=self.redis.url)
+        if name in self.hosts:
+            sections['compute']['fault_injection_file'] = self.fault_file(name)
+        if self.board_server is not None:
+            sections['jobboard'] = dict(self.jobboard,
+                                        backend_url=self.board_server.url)
+        for section, opts in self.options.items():
+            sections.setdefault(section, {}).update(opts)
         return self._write_conf(name, sections)
+
+    def fault_file(self, host):
+        """The agent's injected faults (see compute_agent.faults)."""
+        return os.path.join(self.base_dir, host + '.faults')
 
     # Processes. --------------------------------------------------------------------
     def _logs(self, name):
@@ -123,8 +147,9 @@ class Cluster(object):
             self.rabbit = RabbitMQServer(os.path.join(self.base_dir, 'rabbitmq'))
             self.rabbit.start()
             if self.jobboard is not None:
-                self.redis = RedisServer(os.path.join(self.base_dir, 'redis'))
-                self.redis.start()
+                self.board_server = BOARD_SERVERS[self.board_kind](
+                    os.path.join(self.base_dir, self.board_kind))
+                self.board_server.start()
                 self.postgresql = PostgreSQLServer(
                     os.path.join(self.base_dir, 'postgresql'))
                 self.postgresql.start()
@@ -208,7 +233,7 @@ class Cluster(object):
 
     def stop(self):
         self.kill(*list(self.procs))
-        for server in (self.rabbit, self.redis, self.postgresql):
+        for server in (self.rabbit, self.board_server, self.postgresql):
             if server is not None:
                 server.stop()
-        self.rabbit = self.redis = self.postgresql = None
+        self.rabbit = self.board_server = self.postgresql = None

@@ -1,4 +1,4 @@
-"""Private RabbitMQ and Redis servers on loopback, for functional tests.
+"""Private RabbitMQ, Redis, PostgreSQL and ZooKeeper servers on loopback, for tests.
 
 Each server gets its own ports and directories, so tests never depend on (or
 disturb) a system-wide service. Only the standard library is used.
@@ -336,6 +336,121 @@ class RedisServer(_Server):
             time.sleep(0.02)
 
     def _shutdown(self):
+        _terminate(self._proc)
+        self._proc = None
+
+
+# Debian's zookeeper.jar names its dependencies in its manifest; an upstream
+# tarball keeps them beside it in lib/.
+ZOOKEEPER_CLASSPATHS = (
+    ["/usr/share/java/zookeeper.jar"],
+    ["/usr/share/zookeeper/zookeeper.jar"],
+    ["/usr/share/zookeeper/lib/*"],
+)
+# Optional: without an SLF4J binding the server logs nothing at all.
+SLF4J_SIMPLE = "/usr/share/java/slf4j-simple.jar"
+
+
+def _zookeeper_classpath():
+    for paths in ZOOKEEPER_CLASSPATHS:
+        if all(glob.glob(p) for p in paths):
+            if os.path.exists(SLF4J_SIMPLE):
+                paths = paths + [SLF4J_SIMPLE]
+            return ":".join(paths)
+    raise RuntimeError("zookeeper failed to start: no server jar in %s"
+                       % ", ".join(p[0] for p in ZOOKEEPER_CLASSPATHS))
+
+
+class ZooKeeperServer(_Server):
+    """A standalone ZooKeeper (``ZooKeeperServerMain``) with its own data dir.
+
+    Session timeouts are what a client asks for within ``min_session`` and
+    ``max_session`` seconds (a jobboard's claim expiry is its session timeout,
+    so the stock 4-40 s clamp would silently change it); a small tick makes the
+    server expire a dead client's session close to that timeout.
+    """
+
+    kind = "zookeeper"
+
+    def __init__(self, base_dir=None, tick=0.1, min_session=1.0,
+                 max_session=600.0):
+        super().__init__(base_dir)
+        (self.port,) = free_ports(1)
+        self.tick, self.min_session, self.max_session = \
+            tick, min_session, max_session
+
+    @property
+    def url(self):
+        return "zookeeper://%s:%d" % (HOST, self.port)
+
+    @property
+    def hosts(self):
+        return "%s:%d" % (HOST, self.port)
+
+    def _log_files(self):
+        return [os.path.join(self.base_dir, "stdout.log")] if self.base_dir else []
+
+    def _procs(self):
+        return [self._proc] if self._proc is not None else []
+
+    def command(self, word, timeout=1.0):
+        """A four-letter word's answer ('' when the server does not answer)."""
+        try:
+            with socket.create_connection((HOST, self.port), timeout) as s:
+                s.sendall(word.encode())
+                chunks = []
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return b"".join(chunks).decode(errors="replace")
+                    chunks.append(chunk)
+        except OSError:
+            return ""
+
+    def ready(self):
+        # "srvr" answers with the version only once the server serves requests
+        # ("ruok" says imok earlier, while the database is still loading).
+        return self.command("srvr").startswith("Zookeeper version")
+
+    def _setup(self):
+        java = shutil.which("java")
+        if java is None:
+            raise RuntimeError("zookeeper failed to start: no java on PATH")
+        classpath = _zookeeper_classpath()
+        self._prepare_dir()
+        data = os.path.join(self.base_dir, "data")
+        os.makedirs(data, exist_ok=True)
+        cfg = os.path.join(self.base_dir, "zoo.cfg")
+        with open(cfg, "w") as f:
+            f.write("tickTime=%d\n" % int(self.tick * 1000)
+                    + "clientPortAddress=%s\n" % HOST
+                    + "clientPort=%d\n" % self.port
+                    + "dataDir=%s\n" % data
+                    + "minSessionTimeout=%d\n" % int(self.min_session * 1000)
+                    + "maxSessionTimeout=%d\n" % int(self.max_session * 1000)
+                    + "admin.enableServer=false\n"
+                    + "4lw.commands.whitelist=srvr,ruok\n"
+                    + "autopurge.purgeInterval=0\n")
+        return [java, "-Xmx256m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+                "-Dzookeeper.jmx.log4j.disable=true",
+                "-Dorg.slf4j.simpleLogger.showDateTime=true",
+                "-cp", classpath,
+                "org.apache.zookeeper.server.ZooKeeperServerMain", cfg]
+
+    def start(self, timeout=60):
+        if self.running:
+            return
+        self._proc = self._spawn(self._setup())
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self._proc.poll() is not None:
+                self._fail("java exited with %s" % self._proc.returncode)
+            if time.monotonic() > deadline:
+                self._fail("not serving after %ss" % timeout)
+            time.sleep(0.05)
+
+    def _shutdown(self):
+        # The JVM's shutdown hook closes the server on SIGTERM.
         _terminate(self._proc)
         self._proc = None
 

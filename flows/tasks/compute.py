@@ -113,11 +113,16 @@ class PlugNetworking(base.MigrationTask):
 
 
 def _policy(task, migration, instance, subtype):
-    source = task.db.get_host(migration['source'])
-    destination = task.db.get_host(migration['destination'])
+    """(policy, link bandwidth) for the migration, and its destination's row.
+
+    Both read only what the hosts reported (features, paths): one query for the
+    two hosts, not get_host's usage and providers.
+    """
+    hosts = task.db.host_facts(migration['source'], migration['destination'])
+    source, destination = hosts[migration['source']], hosts[migration['destination']]
     return (policy.for_migration(task.conf, instance, migration['importance'],
                                  source, destination),
-            policy.link_bandwidth(source, destination))
+            policy.link_bandwidth(source, destination), destination)
 
 
 class StartMigration(base.MigrationTask):
@@ -139,13 +144,37 @@ class StartMigration(base.MigrationTask):
         job = self.compute.get_migration_job(source, instance['uuid'])
         if job['status'] in ('running', 'completed'):
             return
-        chosen, bandwidth = _policy(self, mig, instance, subtype)
+        chosen, bandwidth, dest = _policy(self, mig, instance, subtype)
         params = chosen.start_params(policy.data_mb(instance, subtype), bandwidth)
         # Hosts may keep instances at different paths; the source's hypervisor
         # defines the guest on the destination, so it must know where.
-        params['destination_instances_path'] = self.db.get_host(
-            destination)['instances_path']
-        self.compute.start_migration(source, instance, destination, subtype, params)
+        params['destination_instances_path'] = dest['instances_path']
+        try:
+            self.compute.start_migration(source, instance, destination, subtype,
+                                         params)
+        except messaging.MessagingTimeout:
+            # The answer is lost (the agent died or the broker restarted), not
+            # necessarily the job: a job that started is watched, not undone.
+            if not self._started(migration_id, source, destination, instance):
+                raise
+
+    def _started(self, migration_id, source, destination, instance):
+        uuid = instance['uuid']
+        deadline = time.monotonic() + self.conf.conductor.agent_unreachable_timeout
+        while True:
+            try:
+                job = self.compute.get_migration_job(source, uuid)
+                break
+            except messaging.MessagingTimeout:
+                if time.monotonic() > deadline:
+                    return False
+        if job['status'] in ('running', 'completed'):
+            LOG.info('Migration %s: the job runs although its start was not '
+                     'answered', migration_id)
+            return True
+        return job['status'] == 'none' and any(
+            g['uuid'] == uuid and g['power_state'] == 'running'
+            for g in self.compute.list_guests(destination))
 
     def revert(self, migration_id, instance, source, **kwargs):
         if not self.switched_over(migration_id):
@@ -166,7 +195,7 @@ class MonitorMigration(base.MigrationTask):
         mig = self.db.get_migration(migration_id)
         if mig['status'] == states.FINISHING:
             return
-        chosen, bandwidth = _policy(self, mig, instance, subtype)
+        chosen, bandwidth, _dest = _policy(self, mig, instance, subtype)
         data = policy.data_mb(instance, subtype)
         steering = policy.Steering(chosen, data, chosen.start_params(data, bandwidth))
         steering.state['post_copy'] = mig['status'] == states.POST_COPY

@@ -1,25 +1,33 @@
-"""Conductors on a Redis jobboard.
+"""Conductors on a jobboard, Redis and ZooKeeper alike.
 
 Two conductors and one PostgreSQL database, as processes: the conductor running a
-migration is killed (SIGKILL) at a step; its claim on the job expires (claims
-carry an expiry only its heartbeat renews), the other conductor claims the job and
-resumes the saved flow, within the configured bound.
+migration is killed (SIGKILL) at a step; its claim on the job expires (on Redis,
+claims carry an expiry only its heartbeat renews; on ZooKeeper, a claim is an
+ephemeral node that goes with its session, whose timeout is the expiry), the
+other conductor claims the job and resumes the saved flow, within the configured
+bound.
 
-One conductor in process (the in-process cloud) on a real Redis board: jobs are
-taken off when done, and the reaper posts a migration whose job is gone.
+One conductor in process (the in-process cloud) on a real board: jobs are taken
+off when done, and the reaper posts a migration whose job is gone.
 """
 
+import contextlib
 import datetime
 import os
+import socket
+import threading
 import time
 import uuid
 
 import pytest
+from taskflow.persistence import backends as tf_backends
+from taskflow.persistence import models as tf_models
 
 from conductor import jobboard
+from ferryman import conf as ferryman_conf
 from ferryman import local
 from ferryman.testing.cluster import Cluster
-from ferryman.testing.servers import RedisServer
+from ferryman.testing.servers import RedisServer, ZooKeeperServer
 from tests.unit.test_jobboard import _orphan, _owner_violations, _wait_terminal
 
 pytestmark = pytest.mark.functional
@@ -30,12 +38,29 @@ BOARD = {'name': 'functional', 'claim_expiry': EXPIRY, 'heartbeat_interval': 0.5
          'poll_interval': 0.2}
 # What the rest of the flow may take after the takeover, on a loaded machine.
 SLACK = 20.0
+# What claiming a lapsed job and loading its flow (board and database round trips)
+# may take before the survivor logs the claim, on a loaded machine.
+CLAIM_SLACK = 3.0
+BACKENDS = ['redis', 'zookeeper']
 
 
-@pytest.fixture(scope='module')
-def board_cluster(tmp_path_factory):
-    with Cluster(tmp_path_factory.mktemp('jobboard'), conductors=2,
-                 jobboard=BOARD) as c:
+def _earliest_takeover(kind):
+    """Seconds after its owner's death before a claim can lapse.
+
+    Redis: the last renewal was at most a heartbeat before the death. ZooKeeper:
+    the session expires once its client has been silent for the timeout, and
+    the client pings every third of it (kazoo: half its read timeout of 2/3).
+    """
+    if kind == 'redis':
+        return EXPIRY - BOARD['heartbeat_interval']
+    return EXPIRY * 2 / 3
+
+
+@pytest.fixture(scope='module', params=BACKENDS)
+def board_cluster(request, tmp_path_factory):
+    board = dict(BOARD, backend_url='%s://' % request.param)
+    with Cluster(tmp_path_factory.mktemp('jobboard-%s' % request.param),
+                 conductors=2, jobboard=board) as c:
         yield c
 
 
@@ -58,8 +83,12 @@ def _restart_conductors(cluster, **conductor):
 
 def _claimed_at(cluster, name, migration_id):
     """When the conductor's log says it claimed the migration (epoch seconds)."""
+    return _logged_at(cluster, name, 'Claimed migration %s' % migration_id)
+
+
+def _logged_at(cluster, name, text):
     with open(os.path.join(cluster.base_dir, name + '.log')) as f:
-        lines = [ln for ln in f if 'Claimed migration %s' % migration_id in ln]
+        lines = [ln for ln in f if text in ln]
     assert len(lines) == 1, lines
     return datetime.datetime.strptime(lines[0][:23],
                                       '%Y-%m-%d %H:%M:%S.%f').timestamp()
@@ -93,6 +122,9 @@ def test_killed_conductors_migration_is_taken_over(board_cluster, crash_at, timi
     died, died_at = time.monotonic(), time.time()
     assert [c.exited(n) for n in dead] == [-9], dead  # one killed, by itself
     (alive,) = [n for n in c.conductors if n not in dead]
+    # Died when its log says so: the live-migrate CLI above may return after
+    # the conductor had already reached the step and died.
+    died_at = _logged_at(c, dead[0], 'crash point %s reached' % crash_at)
 
     deadline = died + EXPIRY + SLACK
     while True:
@@ -103,15 +135,16 @@ def test_killed_conductors_migration_is_taken_over(board_cluster, crash_at, timi
         assert time.monotonic() < deadline, 'not taken over: %s\n%s' % (mig, c.logs())
         time.sleep(0.2)
     took = time.monotonic() - died
-    timings['takeover+finish %s' % crash_at.split(':')[0]] = took
+    step = '%s %s' % (c.board_kind, crash_at.split(':')[0])
+    timings['takeover+finish %s' % step] = took
     assert mig['status'] == 'completed', mig
-    # Claimed by the survivor once the dead one's claim expired (its last renewal
-    # was at most a heartbeat before its death), not before: nobody else may run
-    # it meanwhile; and soon after: the bound is the expiry plus a poll.
+    # Claimed by the survivor once the dead one's claim expired, not before:
+    # nobody else may run it meanwhile; and soon after: the bound is the expiry
+    # plus a poll.
     claimed = _claimed_at(c, alive, mig['id']) - died_at
-    timings['claim after death %s' % crash_at.split(':')[0]] = claimed
-    assert EXPIRY - BOARD['heartbeat_interval'] - 0.3 <= claimed, claimed
-    assert claimed <= EXPIRY + BOARD['poll_interval'] + 2.0, claimed
+    timings['claim after death %s' % step] = claimed
+    assert _earliest_takeover(c.board_kind) - 0.3 <= claimed, claimed
+    assert claimed <= EXPIRY + BOARD['poll_interval'] + CLAIM_SLACK, claimed
     assert c.cloud.find_guest(guest['uuid']) == {'compute2': 'running'}
     assert c.cloud.leftovers('compute1', guest['uuid']) == []
     assert c.cloud.read_disk('compute2', guest['uuid']) == 'before %s' % name
@@ -120,9 +153,10 @@ def test_killed_conductors_migration_is_taken_over(board_cluster, crash_at, timi
     _restart_conductors(c)
 
 
-@pytest.fixture(scope='module')
-def redis_server():
-    with RedisServer() as server:
+@pytest.fixture(scope='module', params=BACKENDS)
+def board_server(request):
+    with {'redis': RedisServer, 'zookeeper': ZooKeeperServer}[request.param]() \
+            as server:
         yield server
 
 
@@ -136,9 +170,9 @@ def _new_guest(cloud):
 
 
 @pytest.fixture(scope='module')
-def board_cloud(redis_server):
+def board_cloud(board_server):
     with local.LocalCloud(overrides={
-            'jobboard.backend_url': redis_server.url,
+            'jobboard.backend_url': board_server.url,
             'jobboard.name': 'cloud-%s' % uuid.uuid4().hex[:6],
             'jobboard.claim_expiry': 2.0, 'jobboard.heartbeat_interval': 0.5,
             'jobboard.poll_interval': 0.1,
@@ -170,3 +204,143 @@ def test_with_a_board_the_reaper_posts_a_migration_that_has_no_job(board_cloud):
     assert _wait_terminal(board_cloud, mig['id'])['status'] == 'completed'
     assert board_cloud.cloud.find_guest(g['uuid']) == {'compute2': 'running'}
     assert board_cloud.api.audit()['violations'] == []
+
+
+# Claims the board's server cannot hear renewed. -------------------------------------
+class _Relay(object):
+    """A TCP relay to a server that can go silent, as a network partition does:
+    connections stay open, nothing gets through (new ones neither) until it heals."""
+
+    def __init__(self, port):
+        self.target = port
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        self.passing = threading.Event()
+        self.passing.set()
+        self._socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _addr = self.listener.accept()
+                upstream = socket.create_connection(('127.0.0.1', self.target), 5)
+            except OSError:
+                return
+            self._socks += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst),
+                                 daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                self.passing.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self.passing.wait()  # what was read as the partition began waits too
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.listener.close()
+        self.passing.set()
+        for sock in self._socks:
+            sock.close()
+
+
+@pytest.fixture
+def boards(board_server):
+    """Board factory: conductors on one fresh board, with memory persistence;
+    ``port`` is where the conductor reaches the server (a relay)."""
+    made = []
+    name = 'part-%s' % uuid.uuid4().hex[:6]
+    persistence = tf_backends.fetch({'connection': 'memory://'})
+    scheme = board_server.url.split(':', 1)[0]
+
+    def make(host, expiry, interval, port=None):
+        conf = ferryman_conf.make_conf(config_files=[], overrides={
+            'host': host, 'jobboard.name': name,
+            'jobboard.backend_url': '%s://127.0.0.1:%d' % (
+                scheme, port or board_server.port),
+            'jobboard.claim_expiry': expiry, 'jobboard.heartbeat_interval': interval})
+        made.append(jobboard.Board(conf, persistence))
+        return made[-1]
+
+    yield make
+    for board in made:
+        board.close()
+
+
+def _cut_off(boards, board_server, expiry, interval):
+    """Conductor ``a`` (behind a relay) holding a claim, conductor ``b``, the job,
+    the relay and the times ``a`` reported the claim lost."""
+    relay = _Relay(board_server.port)
+    a = boards('a', expiry, interval, port=relay.port)
+    b = boards('b', expiry, interval)
+    book = tf_models.LogBook('b', uuid=str(uuid.uuid4()))
+    job = b.post(book.uuid, book, 'compute1')
+    (mine,) = [j for j in a.jobs() if j.uuid == job.uuid]
+    lost = []
+    assert a.claim(mine, on_lost=lambda: lost.append(time.monotonic()))
+    time.sleep(expiry * 1.5)  # renewed past its expiry
+    assert a.owner_of(mine) == a.owner and not lost
+    return a, b, job, mine, relay, lost
+
+
+def test_a_claim_cut_off_from_its_server_is_given_up_before_it_lapses(
+        board_server, boards, timings):
+    expiry, interval = 3.0, 0.2
+    a, b, job, mine, relay, lost = _cut_off(boards, board_server, expiry, interval)
+    try:
+        relay.passing.clear()
+        cut = time.monotonic()
+        # Given up no later than the claim can lapse for others (a renewal at most
+        # a heartbeat before the cut; ZooKeeper: the session's last ping): until
+        # then nobody else may run the job, and after it this one must not.
+        while not b.claim(job, on_lost=lambda: None):
+            assert time.monotonic() - cut < expiry + 5, 'claim never lapsed'
+            time.sleep(0.05)
+        taken = time.monotonic()
+        assert lost and lost[0] < taken, (lost, taken - cut)
+        assert not a.holds(mine)
+        timings['given up after cut %s' % b.kind] = lost[0] - cut
+        timings['taken over after cut %s' % b.kind] = taken - cut
+        relay.passing.set()
+        time.sleep(expiry * 1.5)
+        assert b.owner_of(job) == b.owner  # never renewed, or released, by ``a``
+        assert lost == lost[:1]
+    finally:
+        relay.close()
+
+
+@pytest.mark.parametrize('board_server', ['zookeeper'], indirect=True)
+def test_zookeeper_claim_given_up_but_kept_by_its_session_is_released(
+        board_server, boards):
+    # Given up after half the expiry (3 s) without a renewal; the session lasts
+    # 6 s: the relay heals in between, the session survives, and with it the
+    # claim, which ``a`` must then release itself. (On Redis a claim given up
+    # lapses by its own expiry.)
+    expiry, interval = 6.0, 0.2
+    a, b, job, mine, relay, lost = _cut_off(boards, board_server, expiry, interval)
+    try:
+        relay.passing.clear()
+        cut = time.monotonic()
+        while not lost:
+            assert time.monotonic() - cut < expiry, 'claim never given up'
+            time.sleep(0.02)
+        relay.passing.set()
+        assert lost[0] - cut < expiry - 1.0, lost[0] - cut
+        assert not a.holds(mine)
+        while not b.claim(job, on_lost=lambda: None):
+            # Released by ``a``, well before its session could have expired.
+            assert time.monotonic() - cut < expiry - 0.2, a.owner_of(mine)
+            time.sleep(0.05)
+    finally:
+        relay.close()

@@ -1,9 +1,15 @@
 import os
 import socket
+import subprocess
+import sys
+import threading
+import time
 
+from kazoo.client import KazooClient
 import pytest
 
-from ferryman.testing.servers import RabbitMQServer, RedisServer, port_open
+from ferryman.testing.servers import RabbitMQServer, RedisServer, ZooKeeperServer
+from ferryman.testing.servers import port_open
 
 pytestmark = pytest.mark.functional
 
@@ -87,5 +93,65 @@ def test_redis_start_failure_reports_log():
         server.port = busy.getsockname()[1]
         with pytest.raises(RuntimeError, match="(?s)exited.*already in use"):
             server.start(timeout=10)
+    assert server.pids == []
+    assert server.base_dir is None
+
+
+# Holds an ephemeral node in its own session until killed.
+_OWNER = """
+import sys, time
+from kazoo.client import KazooClient
+c = KazooClient(hosts=sys.argv[1], timeout=float(sys.argv[2]))
+c.start(timeout=30)
+c.create('/claim', b'mine', ephemeral=True, makepath=True)
+print('ready', flush=True)
+time.sleep(600)
+"""
+
+
+def test_zookeeper_start_stop_and_session_expiry():
+    session = 1.5
+    with ZooKeeperServer() as server:
+        assert server.url == "zookeeper://127.0.0.1:%d" % server.port
+        assert server.command("ruok") == "imok"
+        pids, base = server.pids, server.base_dir
+        assert pids
+        owner = subprocess.Popen([sys.executable, "-c", _OWNER, server.hosts,
+                                  str(session)], stdout=subprocess.PIPE, text=True)
+        watcher = KazooClient(hosts=server.hosts, timeout=10)
+        watcher.start(timeout=30)
+        try:
+            assert owner.stdout.readline() == "ready\n"
+            assert watcher.get("/claim")[0] == b"mine"
+            gone = threading.Event()
+            watcher.exists("/claim", watch=lambda _event: gone.set())
+            owner.kill()
+            killed = time.monotonic()
+            owner.wait(10)
+            # The session the client asked for, not the server's stock 4-40 s
+            # clamp: the node goes once the owner has been silent that long
+            # (its last ping was at most a third of it before the kill).
+            assert gone.wait(session + 10), "ephemeral node outlived its session"
+            took = time.monotonic() - killed
+            assert watcher.exists("/claim") is None
+            assert session * 2 / 3 - 0.2 <= took <= session + 2.0, took
+        finally:
+            owner.kill()
+            owner.wait(10)
+            watcher.stop()
+            watcher.close()
+    assert not port_open(server.port)
+    assert not [p for p in pids if _alive(p)]
+    assert not os.path.exists(base)
+
+
+def test_zookeeper_start_failure_reports_log():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        server = ZooKeeperServer()
+        server.port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match="(?s)exited.*already in use"):
+            server.start(timeout=30)
     assert server.pids == []
     assert server.base_dir is None

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from compute_agent import service as agent_service
 from conductor import drain as host_drain
+from conductor import placement
 from conductor.db import api as db_api
 from conductor.db import models
 from ferryman import exception
@@ -23,35 +24,59 @@ from ferryman.cmd import cli
 from flows import states
 
 
+DRAIN_OPTS = ('drain_interval', 'drain_max_cluster', 'drain_lease_expiry',
+              'drain_retry_interval', 'drain_capacity_attempts')
+
+
 @pytest.fixture
-def host(cloud, doomed):
-    """A fresh host (its own simulated agent) to drain, gone after the test with
-    every guest it had, wherever they went."""
-    name = 'drain-%s' % uuid.uuid4().hex[:6]
-    agent = agent_service.ComputeService(cloud.conf(name)).start()
-    cloud.agents[name] = agent
-    cloud.refresh()
+def make_host(cloud, doomed):
+    """Fresh hosts (each its own simulated agent, ``fake`` options as given) to
+    drain, gone after the test with every guest they had, wherever they went."""
+    made = []
     conf = cloud.conductor_conf
     conf.set_override('drain_interval', 0.02, group='conductor')
-    yield name
-    conf.clear_override('drain_interval', group='conductor')
-    conf.clear_override('drain_max_cluster', group='conductor')
-    doomed.extend(i['uuid'] for i in cloud.db.list_instances()
-                  if i['name'].startswith(name + '-'))
-    del cloud.agents[name]
-    agent.server.stop()
-    agent.stop()
-    rpc.cleanup(agent.conf)
-    # What stays of it (guests that could not move) must not reach other tests.
-    with cloud.db.session.begin() as s:
-        uuids = [i.uuid for i in s.scalars(sa.select(models.Instance).where(
-            models.Instance.host == name))]
-        for table in (models.Allocation, models.NestedAllocation):
-            s.execute(sa.delete(table).where(sa.or_(
-                table.host == name, table.consumer.in_(uuids))))
-        s.execute(sa.delete(models.Instance).where(models.Instance.host == name))
-        s.execute(sa.delete(models.Provider).where(models.Provider.host == name))
-        s.execute(sa.delete(models.Host).where(models.Host.name == name))
+
+    def make(**fake):
+        name = 'drain-%s' % uuid.uuid4().hex[:6]
+        agent = agent_service.ComputeService(cloud.conf(name, **{
+            'fake.%s' % k: v for k, v in fake.items()})).start()
+        cloud.agents[name] = agent
+        made.append((name, agent))
+        # Its own first report lands first: a report beside it could insert
+        # the same new host twice.
+        deadline = time.monotonic() + 30
+        while not any(h['name'] == name for h in cloud.db.list_hosts()):
+            assert time.monotonic() < deadline, 'no report from %s' % name
+            time.sleep(0.01)
+        cloud.refresh()
+        return name
+
+    yield make
+    for opt in DRAIN_OPTS:
+        conf.clear_override(opt, group='conductor')
+    for name, agent in made:
+        doomed.extend(i['uuid'] for i in cloud.db.list_instances()
+                      if i['name'].startswith(name + '-'))
+        del cloud.agents[name]
+        agent.server.stop()
+        agent.stop()
+        rpc.cleanup(agent.conf)
+        # What stays of it (guests that could not move) must not reach other
+        # tests.
+        with cloud.db.session.begin() as s:
+            uuids = [i.uuid for i in s.scalars(sa.select(models.Instance).where(
+                models.Instance.host == name))]
+            for table in (models.Allocation, models.NestedAllocation):
+                s.execute(sa.delete(table).where(sa.or_(
+                    table.host == name, table.consumer.in_(uuids))))
+            s.execute(sa.delete(models.Instance).where(models.Instance.host == name))
+            s.execute(sa.delete(models.Provider).where(models.Provider.host == name))
+            s.execute(sa.delete(models.Host).where(models.Host.name == name))
+
+
+@pytest.fixture
+def host(make_host):
+    return make_host()
 
 
 def _guests(cloud, host, n, **kwargs):
@@ -142,14 +167,21 @@ def test_guests_that_cannot_move_are_summarised_with_why(cloud, host):
     with cloud.cloud.editing(host) as state:
         state['guests'][off['uuid']]['power_state'] = 'shutoff'
     cloud.refresh()
+    cloud.conductor_conf.set_override('drain_retry_interval', 0.05,
+                                      group='conductor')
+    cloud.conductor_conf.set_override('drain_capacity_attempts', 2,
+                                      group='conductor')
     drain = _wait_done(cloud, cloud.api.drain_host(host)['id'])
     assert drain['status'] == 'done'
     assert drain['counts'] == {'pending': 0, 'migrating': 0, 'moved': 2, 'failed': 2}
     why = {u: g['error'] for u, g in drain['guests'].items() if g['status'] == 'failed'}
     assert set(why) == {huge['uuid'], off['uuid']}
+    assert 'no host could take it in 2 attempts' in why[huge['uuid']]
     assert 'No valid destination' in why[huge['uuid']]
     assert 'refused by filter capacity' in why[huge['uuid']]
+    # Not a matter of room: no second attempt.
     assert 'shutoff' in why[off['uuid']]
+    assert 'attempts' not in drain['guests'][off['uuid']]
     for g in movable:
         assert cloud.db.get_instance(g['uuid'])['host'] != host
 
@@ -163,8 +195,11 @@ def test_a_new_drainer_carries_on_a_recorded_drain(cloud, host):
         time.sleep(0.2)
         assert cloud.api.get_drain(drain['id'])['counts']['pending'] == 3
         assert all(cloud.db.get_instance(g['uuid'])['host'] == host for g in guests)
+        assert cloud.db.get_drain(drain['id'])['owner'] == manager.drainer.owner
     finally:
-        # The "restarted" conductor's drainer, from the database alone.
+        # The old conductor stops cleanly (handing its drains back); the
+        # restarted one's drainer carries on from the database alone.
+        manager.drainer.stop()
         manager.drainer = host_drain.Drainer(manager).start()
     drain = _wait_done(cloud, drain['id'])
     assert drain['counts']['moved'] == 3
@@ -191,6 +226,208 @@ def test_bad_drain_requests_are_refused_naming_the_value(cloud, host):
     _wait_done(cloud, first['id'])
     with pytest.raises(exception.DrainNotFound):
         cloud.api.get_drain('no-such-drain')
+
+
+def _owner(cloud, drain_id):
+    return cloud.db.get_drain(drain_id)['owner']
+
+
+def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
+    """Two drainers (two conductors): the one asked holds the drain; the other
+    leaves it alone until the holder dies and its lease runs out, then carries
+    it on; the dead one, were it to wake, can neither start nor write."""
+    guests = _guests(cloud, host, 3)
+    cloud.conductor_conf.set_override('drain_lease_expiry', 1.0, group='conductor')
+    manager = cloud.conductor.manager
+    first = manager.drainer
+    first.stop()  # passes by hand from here on
+    second = host_drain.Drainer(manager)
+    try:
+        drain = cloud.api.drain_host(host, max_parallel=2)
+        assert _owner(cloud, drain['id']) == first.owner
+        assert second.step() == []
+        time.sleep(0.3)
+        assert second.step() == []  # the lease still runs
+        assert all(cloud.db.get_instance(g['uuid'])['host'] == host
+                   for g in guests)
+        # The first conductor "dies" (its lease is never handed back) ...
+        time.sleep(1.0)
+        assert second.step() == [drain['id']]
+        assert _owner(cloud, drain['id']) == second.owner
+        started = cloud.api.get_drain(drain['id'])['counts']['migrating']
+        assert started == 2
+        # ... and a stale pass of it changes nothing.
+        assert first.step() == []
+        pending = next(u for u, g in cloud.db.get_drain(drain['id'])[
+            'guests'].items() if g['status'] == 'pending')
+        slot = {'drain_id': drain['id'], 'owner': first.owner, 'max_per_host': 9,
+                'max_cluster': 99}
+        with pytest.raises(db_api.NoDrainSlot) as err:
+            manager.start_migration(pending, importance='high', drain_slot=slot)
+        assert 'no longer held by %s' % first.owner in str(err.value)
+        assert cloud.db.get_instance(pending)['migration_id'] is None
+        assert cloud.db.update_drain(drain['id'], owner=first.owner,
+                                     status='done') is None
+        second.start()
+        drain = _wait_done(cloud, drain['id'])
+    finally:
+        second.stop()
+        manager.drainer = host_drain.Drainer(manager).start()
+    assert drain['counts']['moved'] == 3
+    # Handed back on a clean stop.
+    assert _owner(cloud, drain['id']) is None
+
+
+def test_limits_hold_across_drainers(cloud, make_host):
+    """Two drainers, each holding the drain of its own host, started together:
+    never more than the per-host limit leaves a host, nor more than the
+    cluster limit in flight, whichever drainer started them."""
+    hosts = [make_host(), make_host()]
+    for h in hosts:
+        _guests(cloud, h, 4)
+        cloud.cloud.inject_fault(h, 'start_migration', delay_s=0.2)
+    cloud.conductor_conf.set_override('drain_max_cluster', 3, group='conductor')
+    manager = cloud.conductor.manager
+    other = host_drain.Drainer(manager)
+    try:
+        # The second host's drain goes to the second drainer; neither may take
+        # the other's guests.
+        cloud.db.set_host_enabled(hosts[1], False)
+        with Sampler(cloud.db, hosts[0]) as seen0, \
+                Sampler(cloud.db, hosts[1]) as seen1:
+            d0 = cloud.api.drain_host(hosts[0], max_parallel=2)
+            d1 = other.drain(str(uuid.uuid4()), hosts[1], 2)
+            other.start()
+            assert _owner(cloud, d0['id']) == manager.drainer.owner
+            assert _owner(cloud, d1['id']) == other.owner
+            ends = [_wait_done(cloud, d['id']) for d in (d0, d1)]
+    finally:
+        other.stop()
+    assert [d['counts']['moved'] for d in ends] == [4, 4], ends
+    assert (seen0.max_host, seen1.max_host) == (2, 2)
+    assert max(seen0.max_cluster, seen1.max_cluster) == 3
+
+
+def test_a_start_beyond_the_limits_records_nothing(cloud, host):
+    (g,) = _guests(cloud, host, 1)
+    manager = cloud.conductor.manager
+    manager.drainer.stop()
+    try:
+        drain = cloud.api.drain_host(host)
+        for per_host, cluster, why in ((0, 99, 'leave %s, at most 0' % host),
+                                       (9, 0, 'in the cluster, at most 0')):
+            slot = {'drain_id': drain['id'], 'owner': manager.drainer.owner,
+                    'max_per_host': per_host, 'max_cluster': cluster}
+            before = len(cloud.db.list_migrations(instance=g['uuid']))
+            with pytest.raises(db_api.NoDrainSlot) as err:
+                manager.start_migration(g['uuid'], drain_slot=slot)
+            assert why in str(err.value)
+            assert len(cloud.db.list_migrations(instance=g['uuid'])) == before
+            assert cloud.db.get_instance(g['uuid'])['migration_id'] is None
+    finally:
+        manager.drainer.stop()
+        manager.drainer = host_drain.Drainer(manager).start()
+    assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
+
+
+def test_a_guest_refused_for_room_is_retried_until_a_host_has_room(cloud, make_host):
+    host = make_host()
+    big = cloud.cloud.create_guest(host, host + '-big', memory_mb=200000,
+                                   storage='volume')
+    cloud.refresh()
+    conf = cloud.conductor_conf
+    conf.set_override('drain_retry_interval', 0.3, group='conductor')
+    conf.set_override('drain_capacity_attempts', 30, group='conductor')
+    drain = cloud.api.drain_host(host)
+
+    def refused():
+        g = cloud.api.get_drain(drain['id'])['guests'][big['uuid']]
+        return g.get('attempts', 0) >= 1 and g
+
+    deadline = time.time() + 30
+    while not refused() and time.time() < deadline:
+        time.sleep(0.02)
+    g = refused()
+    assert g['status'] == 'pending' and 'refused by filter capacity' in g['error']
+    # Room appears: a bigger host comes up before the next try.
+    roomy = make_host(memory_mb=262144)
+    drain = _wait_done(cloud, drain['id'])
+    g = drain['guests'][big['uuid']]
+    assert (g['status'], g['destination'], g['error']) == ('moved', roomy, None)
+    assert 'retry_at' not in g and 1 <= g['attempts'] < 30
+    assert cloud.db.get_instance(big['uuid'])['host'] == roomy
+
+
+def test_a_guest_refused_for_room_gives_up_after_its_attempts(cloud, host):
+    huge = cloud.cloud.create_guest(host, host + '-huge', memory_mb=10 ** 7,
+                                    storage='volume')
+    cloud.refresh()
+    conf = cloud.conductor_conf
+    conf.set_override('drain_retry_interval', 0.25, group='conductor')
+    conf.set_override('drain_capacity_attempts', 3, group='conductor')
+    began = time.monotonic()
+    drain = _wait_done(cloud, cloud.api.drain_host(host)['id'])
+    took = time.monotonic() - began
+    g = drain['guests'][huge['uuid']]
+    assert g['status'] == 'failed' and g['attempts'] == 3
+    assert g['error'].startswith('no host could take it in 3 attempts: ')
+    assert 'refused by filter capacity' in g['error']
+    assert took >= 0.5  # two waits between three tries
+    assert cloud.db.get_instance(huge['uuid'])['host'] == host
+
+
+@pytest.mark.parametrize('refusal', [
+    db_api.misfit_error(placement.Misfit('capacity', 'memory_mb', 5, 1,
+                                         'memory_mb needs 5, 1 free'), 'h2', 'u'),
+    exception.InsufficientCapacity(host='h2', instance='u', resource='vcpus',
+                                   requested=4, free=0)])
+def test_a_migration_that_found_no_room_is_retried_like_a_refusal(cloud, refusal):
+    """Every candidate filled up between the choice and the claim (other drains,
+    other conductors): the failed migration counts as an attempt, not an end."""
+    conf = cloud.conductor_conf
+    conf.set_override('drain_retry_interval', 5.0, group='conductor')
+    conf.set_override('drain_capacity_attempts', 2, group='conductor')
+    try:
+        drainer = host_drain.Drainer(cloud.conductor.manager)
+        drain = {'id': 'd'}
+        guest = {'name': 'x', 'status': 'migrating', 'migration': 'm1',
+                 'destination': None, 'error': None}
+
+        def failed(mid, error):
+            return {'id': mid, 'status': states.FAILED, 'destination': 'h2',
+                    'error': error}
+
+        before = time.time()
+        drainer._follow(drain, 'u', guest, failed('m1', refusal.message))
+        assert guest['status'] == 'pending' and guest['migration'] is None
+        assert guest['attempts'] == 1 and guest['retry_at'] >= before + 5.0
+        assert guest['error'] == 'migration m1 failed: %s' % refusal.message
+        guest.update(status='migrating', migration='m2')
+        drainer._follow(drain, 'u', guest, failed('m2', refusal.message))
+        assert guest['status'] == 'failed' and guest['attempts'] == 2
+        assert guest['error'] == 'no host could take it in 2 attempts: ' \
+            'migration m2 failed: %s' % refusal.message
+        # Any other failure ends it at once.
+        other = {'name': 'y', 'status': 'migrating', 'migration': 'm3'}
+        drainer._follow(drain, 'v', other, failed('m3', 'agent on h2 said no'))
+        assert other['status'] == 'failed' and 'attempts' not in other
+        assert other['error'] == 'migration m3 failed: agent on h2 said no'
+    finally:
+        for opt in ('drain_retry_interval', 'drain_capacity_attempts'):
+            conf.clear_override(opt, group='conductor')
+
+
+def test_a_bad_lease_expiry_is_refused_naming_it(cloud):
+    conf = cloud.conductor_conf
+    conf.set_override('drain_lease_expiry', 1.0, group='conductor')
+    conf.set_override('drain_interval', 2.0, group='conductor')
+    try:
+        with pytest.raises(exception.InvalidArgument) as err:
+            host_drain.Drainer(cloud.conductor.manager)
+    finally:
+        for opt in ('drain_lease_expiry', 'drain_interval'):
+            conf.clear_override(opt, group='conductor')
+    assert 'drain_lease_expiry' in str(err.value) and '1.0' in str(err.value)
 
 
 @pytest.fixture

@@ -250,3 +250,51 @@ def test_retry_history_with_failures_survives_a_reload(tmp_path):
     assert [data for data, _ in found.results] == ['host2', 'host3']
     assert found.last_results == 'host3'
     assert found.results[0][1]['claim-resources'].check(RuntimeError)
+
+
+def test_a_flow_lists_its_saved_atoms_once(url, monkeypatch):
+    """Flow writes after the first know which atoms have rows: a process that
+    has not seen the flow saved lists them once, then never again."""
+    monkeypatch.setenv(LOG_ENV, os.devnull)
+    book_id = str(uuid.uuid4())
+    _run_steps(_backend(url), book_id)
+    flow_detail = _book(_stock(url), book_id)
+    fresh = _backend(url)  # another process's, say
+    listings = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.startswith('SELECT atomdetails.uuid'):
+            listings.append(statement)
+    sa.event.listen(fresh.engine, 'before_cursor_execute', count)
+    with contextlib.closing(fresh.get_connection()) as conn:
+        for state in (tf_states.RUNNING, tf_states.SUCCESS):
+            flow_detail.state = state
+            conn.update_flow_details(flow_detail)
+    assert len(listings) == 1
+    final = _book(_stock(url), book_id)
+    assert final.state == tf_states.SUCCESS
+    assert len(list(final)) == len(list(flow_detail))
+
+
+def test_atoms_another_writer_added_are_not_inserted_twice(url, monkeypatch):
+    """Once the flow is read back, what this process knew of its atoms is
+    forgotten: an atom another writer saved meanwhile is not inserted again
+    (the database would refuse the whole flow write)."""
+    monkeypatch.setenv(LOG_ENV, os.devnull)
+    backend = _backend(url)
+    book_id = str(uuid.uuid4())
+    _run_steps(backend, book_id)
+    other = _stock(url)
+    extra = tf_models.TaskDetail('extra', str(uuid.uuid4()))
+    with contextlib.closing(other.get_connection()) as conn:
+        flow_detail = list(conn.get_logbook(book_id))[0]
+        flow_detail.add(extra)
+        conn.update_flow_details(flow_detail)
+    other.close()
+    flow_detail = _book(backend, book_id)
+    flow_detail.state = tf_states.REVERTED
+    with contextlib.closing(backend.get_connection()) as conn:
+        conn.update_flow_details(flow_detail)
+    final = _book(_stock(url), book_id)
+    assert final.state == tf_states.REVERTED
+    assert [ad.uuid for ad in final if ad.name == 'extra'] == [extra.uuid]

@@ -129,6 +129,71 @@ def test_stall_triggers_last_resort(conf):
     assert action == policy.PAUSE and 'no progress' in why
 
 
+class _Clock(object):
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _stale_run(conf, sla, importance, post_copy_allowed):
+    """Samples that libvirt left unanswered (stale: the last figures again, their
+    clock stopped) until the stale timeout has passed on the conductor's clock."""
+    p = policy.FerrymanPolicy(conf, sla, importance,
+                              post_copy_allowed=post_copy_allowed)
+    clock = _Clock()
+    s = policy.Steering(p, 8192.0, p.start_params(8192.0, 1000.0), clock=clock)
+    frozen = _sample(memory_remaining_mb=4000.0, dirty_rate_mibps=50.0,
+                     elapsed_s=5.0)
+    assert s.next_action(frozen)[0] == policy.CONTINUE
+    actions = []
+    while clock.now < 1000.0 + conf.policy.stale_timeout + 5:
+        clock.now += 2.0
+        actions.append(s.next_action(dict(frozen, stale=True)))
+    return s, clock, frozen, actions
+
+
+@pytest.mark.parametrize('post_copy_allowed,expected', [
+    (True, policy.POST_COPY), (False, policy.ABORT)])
+def test_a_run_of_stale_samples_is_a_stall(conf, post_copy_allowed, expected):
+    # cattle/high may pause, yet a job libvirt does not answer about is not
+    # paused: post-copy ends it on the destination, else it is aborted.
+    _s, _c, _f, actions = _stale_run(conf, 'cattle', 'high', post_copy_allowed)
+    names = [a for a, _why in actions]
+    acted = [i for i, a in enumerate(names) if a != policy.CONTINUE]
+    assert [names[i] for i in acted] == [expected], actions
+    # Not before the timeout (samples every 2 s)...
+    assert (acted[0] + 1) * 2.0 > conf.policy.stale_timeout
+    assert (acted[0] + 1) * 2.0 <= conf.policy.stale_timeout + 2.0
+    assert 'unanswered for %.0f s' % ((acted[0] + 1) * 2.0) in actions[acted[0]][1]
+    # ...and once only.
+    assert all(a == policy.CONTINUE for a in names[acted[0] + 1:])
+
+
+def test_an_answer_ends_a_stale_run(conf):
+    p = policy.FerrymanPolicy(conf, 'pet', 'medium')
+    clock = _Clock()
+    s = policy.Steering(p, 8192.0, p.start_params(8192.0, 1000.0), clock=clock)
+    sample = _sample(memory_remaining_mb=4000.0, dirty_rate_mibps=50.0)
+    for _ in range(3):
+        # Stale for most of the timeout, then one answer: the count starts again.
+        clock.now += conf.policy.stale_timeout * 0.9
+        assert s.next_action(dict(sample, stale=True))[0] == policy.CONTINUE
+        assert s.next_action(sample)[0] == policy.CONTINUE
+    clock.now += conf.policy.stale_timeout * 0.9
+    assert s.next_action(dict(sample, stale=True))[0] == policy.CONTINUE
+    clock.now += conf.policy.stale_timeout * 0.2
+    assert s.next_action(dict(sample, stale=True))[0] == policy.POST_COPY
+
+
+def test_stale_timeout_is_configurable():
+    c = ferryman_conf.make_conf(config_files=[], overrides={
+        'policy.stale_timeout': 5.0})
+    _s, _c, _f, actions = _stale_run(c, 'panda', 'low', False)
+    assert [a for a, _w in actions].index(policy.ABORT) == 2  # 6 s after the answer
+
+
 def test_nova_ladder_and_timeout():
     p = policy.NovaPolicy()
     s = policy.Steering(p, 1024.0, p.start_params(1024.0, 100.0))

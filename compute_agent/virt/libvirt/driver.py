@@ -164,6 +164,7 @@ class LibvirtDriver(driver.ComputeDriver):
         self._jobs = {}
         self._jobs_lock = threading.Lock()
         self._cpu = None
+        self._capacities = {}  # (domain uuid, disk path): bytes
         lv = conf.libvirt
         self.instances_path = lv.instances_path
         self.volumes = volume_connectors.FileVolumeConnector(
@@ -273,7 +274,7 @@ class LibvirtDriver(driver.ComputeDriver):
             if (not path or not path.startswith(self.instances_path + os.sep) or
                     path.startswith(self.volumes.connections_dir + os.sep)):
                 continue  # volumes and foreign disks are not local disks
-            capacity = dom.blockInfo(path)[0]
+            capacity = self._capacity(dom, path)
             disks.append({'name': os.path.basename(path).split('.', 1)[-1],
                           'target': disk.find('target').get('dev'),
                           'format': disk.find('driver').get('type', 'raw'),
@@ -283,6 +284,19 @@ class LibvirtDriver(driver.ComputeDriver):
         return dict(meta, vcpus=vcpus, memory_mb=memory_mb, disks=disks,
                     disk_gb=sum(d['size_gb'] for d in disks),
                     power_state=power, dirty_rate_mibps=0.0)
+
+    def _capacity(self, dom, path):
+        """A disk's size. Asked of libvirt only while no migration job of ours
+        runs: blockInfo is a query job, and queries of QEMU's block layer, that
+        would compete with the job's own figures for libvirt's one query slot
+        at every report. A disk is not resized while it migrates."""
+        key = (dom.UUIDString(), path)
+        # No _jobs_lock: start_migration lists a block migration's disks under it.
+        job = self._jobs.get(key[0])
+        if key in self._capacities and job is not None and job.status == 'running':
+            return self._capacities[key]
+        capacity = self._capacities[key] = dom.blockInfo(path)[0]
+        return capacity
 
     def list_guests(self):
         guests = []
@@ -701,6 +715,8 @@ class LibvirtDriver(driver.ComputeDriver):
             self._disconnect(guest)
         with self._jobs_lock:
             self._jobs.pop(uuid, None)
+        self._capacities = {k: v for k, v in self._capacities.items()
+                            if k[0] != uuid}
 
     def post_migration_destination(self, guest, subtype):
         uuid = validate_uuid(guest['uuid'])

@@ -1,0 +1,79 @@
+"""The conductor database's cheaper reads answer as the full ones do."""
+
+import pytest
+import sqlalchemy as sa
+
+from conductor.db import api as db_api
+from ferryman import exception
+
+
+def test_hosts_read_together_equal_each_read_alone(cloud):
+    cloud.refresh()
+    names = ['compute3', 'compute1']
+    together = cloud.db.get_hosts(names + ['no-such-host'])
+    assert sorted(together) == sorted(names)
+    for name in names:
+        alone = cloud.db.get_host(name)
+        assert together[name] == alone
+
+
+def test_host_facts_are_the_reported_rows_in_one_query(cloud):
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+    sa.event.listen(cloud.db.engine, 'before_cursor_execute', count)
+    try:
+        facts = cloud.db.host_facts('compute1', 'compute2')
+    finally:
+        sa.event.remove(cloud.db.engine, 'before_cursor_execute', count)
+    assert len(statements) == 1
+    for name in ('compute1', 'compute2'):
+        full = cloud.db.get_host(name)
+        assert facts[name] == {k: full[k] for k in facts[name]}
+        assert facts[name]['features'] == full['features']
+        assert facts[name]['instances_path'] == full['instances_path']
+
+
+def test_host_facts_name_an_unknown_host(cloud):
+    with pytest.raises(exception.HostNotFound, match='nowhere'):
+        cloud.db.host_facts('compute1', 'nowhere')
+
+
+def test_a_first_report_that_lost_a_race_is_applied_over_the_winner(
+        cloud, tmp_path, monkeypatch):
+    """Two first reports of one host (an agent's cast, a second RPC worker):
+    the loser's insert fails on the name; it is applied over the winner's."""
+    db = db_api.Database('sqlite:///%s' % (tmp_path / 'race.sqlite'))
+    db.upgrade()
+    agent = cloud.agents['compute1']
+    info = agent.manager.host_info()
+    real = db_api.Database._report_host
+    calls = []
+
+    def racing(self, name, info, guests, vanish_after):
+        calls.append(name)
+        if len(calls) == 1:
+            # The winner lands first, then this report's insert collides.
+            real(self, name, dict(info, cpu_model='winner'), guests, vanish_after)
+            with self.session.begin() as s:
+                s.execute(sa.insert(db_api.models.Host).values(
+                    name=name, enabled=True))
+        return real(self, name, info, guests, vanish_after)
+    monkeypatch.setattr(db_api.Database, '_report_host', racing)
+    db.report_host('compute1', info, [])
+    assert len(calls) == 2
+    assert db.get_host('compute1')['cpu_model'] == info['cpu_model']
+
+
+def test_a_migration_read_equals_its_orm_row(cloud, guest):
+    g = guest(host='compute2')
+    mig = cloud.api.live_migrate(g['name'], host='compute3')
+    cloud.wait(mig['id'])
+    with cloud.db.session() as s:
+        orm = db_api.to_dict(s.get(db_api.models.Migration, mig['id']))
+    read = cloud.db.get_migration(mig['id'])
+    assert read == orm
+    assert read['switchover_at'].endswith('Z') and read['stats'] == orm['stats']
+    with pytest.raises(exception.MigrationNotFound, match='no-such-migration'):
+        cloud.db.get_migration('no-such-migration')
