@@ -63,6 +63,10 @@ policy_opts = [
                       'still runs pre-copy takes the class\'s last resort.'),
     cfg.FloatOpt('stall_timeout', default=60.0, min=1.0,
                  help='Seconds without progress after which the same happens.'),
+    cfg.FloatOpt('min_precopy_s', default=0.0, min=0.0,
+                 help='Seconds of copying before a prediction may switch a '
+                      'migration to post-copy or pause (timeouts still apply); '
+                      'spares short migrations a switch they barely need.'),
     cfg.FloatOpt('stale_timeout', default=30.0, min=1.0,
                  help='Seconds the hypervisor may leave a running job\'s figures '
                       'unanswered (samples marked stale) before the migration '
@@ -212,6 +216,9 @@ class FerrymanPolicy(object):
                     remaining, dirty, bw, downtime, memory) <= budget:
                 return (DOWNTIME, downtime), numbers + '; %.0f ms downtime suffices' % (
                     downtime)
+        if (self.post_copy or self.rule.pause) and t < self.conf.min_precopy_s:
+            return CONTINUE, numbers + '; pre-copy gets %.0f s first' % (
+                self.conf.min_precopy_s)
         if self.post_copy or self.rule.pause:
             return self._last_resort(numbers + '; pre-copy will not converge in time')
         if self.ladder[-1] > state['downtime_ms']:

@@ -356,20 +356,25 @@ class Database(object):
         """Record an accepted migration and lock its guest to it, atomically."""
         now = utcnow()
         with self.session.begin() as s:
-            locked = s.execute(sa.update(models.Instance).where(
-                models.Instance.uuid == values['instance_uuid'],
-                models.Instance.migration_id.is_(None)).values(
-                migration_id=values['id'])).rowcount
-            if not locked:
-                holder = s.get(models.Instance, values['instance_uuid']).migration_id
-                raise exception.InstanceAlreadyMigrating(
-                    instance=values['instance_uuid'], migration=holder)
-            mig = models.Migration(status=states.ACCEPTED, created_at=now,
-                                   updated_at=now, rollback_errors=[], progress={},
-                                   stats={}, last_known_host=values['source'],
-                                   **values)
-            s.add(mig)
+            mig = self._add_migration(s, values, now)
         return to_dict(mig)
+
+    @staticmethod
+    def _add_migration(s, values, now):
+        """Lock the guest to a new migration in ``s``; refused if it has one."""
+        locked = s.execute(sa.update(models.Instance).where(
+            models.Instance.uuid == values['instance_uuid'],
+            models.Instance.migration_id.is_(None)).values(
+            migration_id=values['id'])).rowcount
+        if not locked:
+            holder = s.get(models.Instance, values['instance_uuid']).migration_id
+            raise exception.InstanceAlreadyMigrating(
+                instance=values['instance_uuid'], migration=holder)
+        mig = models.Migration(status=states.ACCEPTED, created_at=now,
+                               updated_at=now, rollback_errors=[], progress={},
+                               stats={}, last_known_host=values['source'], **values)
+        s.add(mig)
+        return mig
 
     def get_migration(self, migration_id):
         # Flows read their migration several times per step: a prebuilt Core
@@ -673,19 +678,7 @@ class Database(object):
             if total >= max_cluster:
                 raise NoDrainSlot('%d migrations in flight in the cluster, at '
                                   'most %d' % (total, max_cluster))
-            locked = s.execute(sa.update(models.Instance).where(
-                models.Instance.uuid == values['instance_uuid'],
-                models.Instance.migration_id.is_(None)).values(
-                migration_id=values['id'])).rowcount
-            if not locked:
-                holder = s.get(models.Instance, values['instance_uuid']).migration_id
-                raise exception.InstanceAlreadyMigrating(
-                    instance=values['instance_uuid'], migration=holder)
-            mig = models.Migration(status=states.ACCEPTED, created_at=now,
-                                   updated_at=now, rollback_errors=[], progress={},
-                                   stats={}, last_known_host=values['source'],
-                                   **values)
-            s.add(mig)
+            mig = self._add_migration(s, values, now)
         return to_dict(mig)
 
     def get_migrations(self, ids):

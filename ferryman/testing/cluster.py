@@ -128,6 +128,22 @@ class Cluster(object):
         extra = self._write_conf(name + '-extra', sections)
         self._spawn(name, script, os.path.join(self.base_dir, name + '.conf'), extra)
 
+    def _starts(self, name):
+        try:
+            with open(self._logs(name)[1]) as f:
+                return f.read().count('listening on topic')
+        except OSError:
+            return 0
+
+    def restart_conductors(self, **conductor):
+        """Restart every conductor with ``conductor`` options; return once each
+        new one listens (its claim loop runs, so a takeover is by a live one)."""
+        before = {n: self._starts(n) for n in self.conductors}
+        for name in self.conductors:
+            self.restart(name, conductor=conductor)
+        self.wait_for(lambda: all(self._starts(n) > before[n]
+                                  for n in self.conductors), 'conductors started')
+
     def exited(self, name, timeout=60):
         """Wait for a service to exit by itself (a crash test); its exit code."""
         proc = self.procs[name]

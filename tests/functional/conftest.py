@@ -1,5 +1,6 @@
 import pytest
 
+from conductor.db import api as db_api
 from ferryman.testing.cluster import Cluster
 
 
@@ -9,6 +10,14 @@ def cluster(tmp_path_factory):
     starting them takes longer than all the tests that use them."""
     with Cluster(tmp_path_factory.mktemp('cluster')) as c:
         yield c
+
+
+@pytest.fixture
+def db(cluster):
+    """The conductors' database, read directly (the module's own cluster)."""
+    database = db_api.Database(cluster.database)
+    yield database
+    database.engine.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 
-from conductor.db import api as db_api
 from ferryman.testing.cluster import Cluster
 
 pytestmark = pytest.mark.functional
@@ -25,13 +24,6 @@ HOSTS = {'src1': None, 'src2': None, 'dst1': None, 'dst2': None, 'dst3': None}
 def cluster(tmp_path_factory):
     with Cluster(tmp_path_factory.mktemp('drain-cluster'), hosts=HOSTS) as c:
         yield c
-
-
-@pytest.fixture
-def db(cluster):
-    database = db_api.Database(cluster.database)
-    yield database
-    database.engine.dispose()
 
 
 def _seed(cluster, host, n):

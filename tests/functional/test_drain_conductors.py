@@ -14,7 +14,6 @@ import uuid
 
 import pytest
 
-from conductor.db import api as db_api
 from conductor import rpcapi
 from ferryman import conf as ferryman_conf
 from ferryman import rpc
@@ -39,33 +38,10 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def db(cluster):
-    database = db_api.Database(cluster.database)
-    yield database
-    database.engine.dispose()
-
-
-@pytest.fixture
 def client_conf(cluster):
     conf = ferryman_conf.make_conf(config_files=[cluster.client_conf])
     yield conf
     rpc.cleanup(conf)
-
-
-def _started(cluster, name):
-    try:
-        with open(os.path.join(cluster.base_dir, name + '.log')) as f:
-            return f.read().count('listening on topic')
-    except OSError:
-        return 0
-
-
-def _restart_conductors(cluster, **conductor):
-    before = {n: _started(cluster, n) for n in cluster.conductors}
-    for name in cluster.conductors:
-        cluster.restart(name, conductor=conductor)
-    cluster.wait_for(lambda: all(_started(cluster, n) > before[n]
-                                 for n in cluster.conductors), 'conductors started')
 
 
 def _drain_on(conf, conductor, host):
@@ -77,8 +53,8 @@ def _drain_on(conf, conductor, host):
 
 def test_two_conductors_share_the_limits_and_take_over_a_dead_ones_drain(
         cluster, db, client_conf):
-    _restart_conductors(cluster, drain_max_cluster=CLUSTER, drain_interval=0.1,
-                        drain_lease_expiry=LEASE)
+    cluster.restart_conductors(drain_max_cluster=CLUSTER, drain_interval=0.1,
+                               drain_lease_expiry=LEASE)
     tag = uuid.uuid4().hex[:4]
     guests = {}
     for host in ('src1', 'src2'):
@@ -131,4 +107,4 @@ def test_two_conductors_share_the_limits_and_take_over_a_dead_ones_drain(
             assert where.startswith('dst'), (g, where)
     rc, report = cluster.cli('audit')
     assert (rc, report['violations']) == (0, []), report
-    _restart_conductors(cluster)
+    cluster.restart_conductors()

@@ -64,23 +64,6 @@ def board_cluster(request, tmp_path_factory):
         yield c
 
 
-def _started(cluster, name):
-    try:
-        with open(os.path.join(cluster.base_dir, name + '.log')) as f:
-            return f.read().count('listening on topic')
-    except OSError:
-        return 0
-
-
-def _restart_conductors(cluster, **conductor):
-    before = {n: _started(cluster, n) for n in cluster.conductors}
-    for name in cluster.conductors:
-        cluster.restart(name, conductor=conductor)
-    # Every claim loop running before the request: the takeover is by a live one.
-    cluster.wait_for(lambda: all(_started(cluster, n) > before[n]
-                                 for n in cluster.conductors), 'conductors started')
-
-
 def _claimed_at(cluster, name, migration_id):
     """When the conductor's log says it claimed the migration (epoch seconds)."""
     return _logged_at(cluster, name, 'Claimed migration %s' % migration_id)
@@ -111,7 +94,7 @@ def test_killed_conductors_migration_is_taken_over(board_cluster, crash_at, timi
     # Both conductors die at the step: whichever claims the job dies there. The
     # step's SUCCESS is saved before it is announced, so the other one resumes
     # past it and lives.
-    _restart_conductors(c, crash_at=crash_at)
+    c.restart_conductors(crash_at=crash_at)
     c.cli('live-migrate', name, '--host', 'compute2', timeout=10)
     deadline = time.monotonic() + 60
     dead = []
@@ -150,7 +133,7 @@ def test_killed_conductors_migration_is_taken_over(board_cluster, crash_at, timi
     assert c.cloud.read_disk('compute2', guest['uuid']) == 'before %s' % name
     rc, report = c.cli('audit')
     assert (rc, report['violations']) == (0, []), report
-    _restart_conductors(c)
+    c.restart_conductors()
 
 
 @pytest.fixture(scope='module', params=BACKENDS)

@@ -32,7 +32,11 @@ SLOW_SOURCE, SLOW_MIBPS = 'host3', 5
 @pytest.fixture(scope='module')
 def lv(tmp_path_factory, timings):
     # Not named "cluster": that is the simulated cluster of conftest.py.
+    # Post-copy only where a test asks for it: QEMU 7.2's TCG guests here have
+    # come up corrupted after post-copy (and once after pre-copy), so the short
+    # migrations must not be switched by a prediction made in their first second.
     with LibvirtCluster(tmp_path_factory.mktemp('libvirt'), layout='paths',
+                        conductor_options={'policy': {'min_precopy_s': 10}},
                         agent_options={SLOW_SOURCE: {'libvirt': {
                             'live_migration_bandwidth': SLOW_MIBPS}}}) as c:
         yield c

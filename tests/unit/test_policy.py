@@ -88,6 +88,18 @@ def test_predicted_non_convergence_switches_at_once(conf):
     assert s.next_action(_sample(elapsed_s=1))[0] == policy.CONTINUE
 
 
+def test_min_precopy_defers_the_predicted_switch_only(conf):
+    conf.set_override('min_precopy_s', 10.0, group='policy')
+    try:
+        _p, s = _steer(conf, 'panda', 'low')
+        action, why = s.next_action(_sample(dirty_rate_mibps=2000.0, elapsed_s=3.0))
+        assert action == policy.CONTINUE and 'gets 10 s first' in why
+        action, _ = s.next_action(_sample(dirty_rate_mibps=2000.0, elapsed_s=10.5))
+        assert action == policy.POST_COPY
+    finally:
+        conf.clear_override('min_precopy_s', group='policy')
+
+
 def test_raises_downtime_when_that_suffices(conf):
     _p, s = _steer(conf, 'cattle', 'high')
     # Late in the copy, dirtying 90%: in time only with more than the first step.

@@ -680,7 +680,9 @@ class LibvirtDriver(driver.ComputeDriver):
             try:
                 action(dom, job)
             except libvirt.libvirtError as exc:
-                if job.status == 'running' and self._domain(uuid) is not None:
+                # The job may have ended a moment before our job thread saw it:
+                # a source domain no longer active has switched over or failed.
+                if job.status == 'running' and self._active(uuid):
                     raise
                 LOG.info('Job of %s ended before it could be steered: %s', uuid,
                          exc.get_error_message())
@@ -689,6 +691,13 @@ class LibvirtDriver(driver.ComputeDriver):
     def set_max_downtime(self, uuid, downtime_ms):
         return self._steer(uuid, lambda dom, job: dom.migrateSetMaxDowntime(
             int(downtime_ms), 0))
+
+    def _active(self, uuid):
+        dom = self._domain(uuid)
+        try:
+            return dom is not None and bool(dom.isActive())
+        except libvirt.libvirtError:
+            return False
 
     def start_post_copy(self, uuid):
         def post_copy(dom, job):
