@@ -78,6 +78,11 @@ class MigrationTask(task.Task):
         # Crash tests: the step's work is done and its result not yet saved.
         crash.reached(self.conf, self.name, crash.EXECUTED)
 
+    def guest_runs_on(self, host, uuid):
+        """Whether the host's agent says the guest runs there."""
+        return any(g['uuid'] == uuid and g['power_state'] == 'running'
+                   for g in self.compute.list_guests(host))
+
     def switched_over(self, migration_id):
         return self.db.get_migration(migration_id)['switchover_at'] is not None
 

@@ -172,9 +172,7 @@ class StartMigration(base.MigrationTask):
             LOG.info('Migration %s: the job runs although its start was not '
                      'answered', migration_id)
             return True
-        return job['status'] == 'none' and any(
-            g['uuid'] == uuid and g['power_state'] == 'running'
-            for g in self.compute.list_guests(destination))
+        return job['status'] == 'none' and self.guest_runs_on(destination, uuid)
 
     def revert(self, migration_id, instance, source, **kwargs):
         if not self.switched_over(migration_id):
@@ -231,7 +229,7 @@ class MonitorMigration(base.MigrationTask):
             if status == 'completed':
                 self.db.switch_over(migration_id, _stats(job))
                 return
-            if status == 'none' and self._runs_on(destination, uuid):
+            if status == 'none' and self.guest_runs_on(destination, uuid):
                 # The source agent lost the job (it restarted) and the guest had
                 # moved meanwhile: finished, not to be rolled back.
                 LOG.info('Migration %s: the guest already runs on %s',
@@ -252,10 +250,6 @@ class MonitorMigration(base.MigrationTask):
                 action, why = steering.next_action(job)
             if action != policy.CONTINUE:
                 self._act(migration_id, source, uuid, action, why, job)
-
-    def _runs_on(self, host, uuid):
-        return any(g['uuid'] == uuid and g['power_state'] == 'running'
-                   for g in self.compute.list_guests(host))
 
     def _act(self, migration_id, source, uuid, action, why, job):
         name = action[0] if isinstance(action, tuple) else action
