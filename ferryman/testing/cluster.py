@@ -10,6 +10,7 @@ With ``jobboard`` set, several conductors (``conductor``, ``conductor2``...) sha
 a private jobboard (Redis, or ZooKeeper) and a private PostgreSQL database.
 """
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -135,14 +136,16 @@ class Cluster(object):
         except OSError:
             return 0
 
-    def restart_conductors(self, **conductor):
-        """Restart every conductor with ``conductor`` options; return once each
-        new one listens (its claim loop runs, so a takeover is by a live one)."""
-        before = {n: self._starts(n) for n in self.conductors}
-        for name in self.conductors:
+    def restart_conductors(self, only=None, **conductor):
+        """Restart the conductors (all, or those named in ``only``) with
+        ``conductor`` options; return once each new one listens (its claim loop
+        runs, so a takeover is by a live one)."""
+        names = list(only or self.conductors)
+        before = {n: self._starts(n) for n in names}
+        for name in names:
             self.restart(name, conductor=conductor)
-        self.wait_for(lambda: all(self._starts(n) > before[n]
-                                  for n in self.conductors), 'conductors started')
+        self.wait_for(lambda: all(self._starts(n) > before[n] for n in names),
+                      'conductors started')
 
     def exited(self, name, timeout=60):
         """Wait for a service to exit by itself (a crash test); its exit code."""
@@ -161,14 +164,18 @@ class Cluster(object):
         os.makedirs(self.base_dir, exist_ok=True)
         try:
             self.rabbit = RabbitMQServer(os.path.join(self.base_dir, 'rabbitmq'))
-            self.rabbit.start()
+            servers = [self.rabbit]
             if self.jobboard is not None:
                 self.board_server = BOARD_SERVERS[self.board_kind](
                     os.path.join(self.base_dir, self.board_kind))
-                self.board_server.start()
                 self.postgresql = PostgreSQLServer(
                     os.path.join(self.base_dir, 'postgresql'))
-                self.postgresql.start()
+                servers += [self.board_server, self.postgresql]
+            # Side by side: each spends seconds waiting for its own start.
+            with concurrent.futures.ThreadPoolExecutor(len(servers)) as pool:
+                for future in [pool.submit(server.start) for server in servers]:
+                    future.result()
+            if self.postgresql is not None:
                 self.database = self.postgresql.url
             self._write_conf('client', {'DEFAULT': {
                 'transport_url': self.rabbit.url}})
@@ -227,14 +234,20 @@ class Cluster(object):
 
     def seed(self, name, host, **kwargs):
         """Boot a guest on the simulated host; return it once the conductor knows it."""
-        guest = self.cloud.create_guest(host, name, **kwargs)
+        return self.seed_many([name], host, **kwargs)[0]
+
+    def seed_many(self, names, host, **kwargs):
+        """Boot guests on the simulated host; return them once the conductor knows
+        them all (one wait for the agent's report, not one per guest)."""
+        guests = [self.cloud.create_guest(host, name, **kwargs) for name in names]
+        wanted = {g['uuid'] for g in guests}
 
         def known():
             rc, instances = self.cli('instance', 'list', timeout=10)
-            return rc == 0 and any(i['uuid'] == guest['uuid'] and i['host'] == host
-                                   for i in instances)
-        self.wait_for(known, 'guest %s reported by %s' % (name, host))
-        return guest
+            return rc == 0 and wanted <= {i['uuid'] for i in instances
+                                          if i['host'] == host}
+        self.wait_for(known, 'guests %s reported by %s' % (', '.join(names), host))
+        return guests
 
     def kill(self, *names, timeout=10):
         """SIGTERM the processes' sessions, SIGKILL after ``timeout``; reap them."""
@@ -248,6 +261,10 @@ class Cluster(object):
         return [p.returncode for p in procs]
 
     def stop(self):
+        # Throwaway services: no graceful wind-down to wait for (seconds each).
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         self.kill(*list(self.procs))
         for server in (self.rabbit, self.board_server, self.postgresql):
             if server is not None:

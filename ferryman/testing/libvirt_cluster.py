@@ -466,6 +466,36 @@ class LibvirtCluster(Cluster):
                 return None
             raise
 
+    def diagnose(self, host, guest):
+        """What a hung guest looks like on ``host``, for a failure message: its
+        state, where its vCPU is (a kernel stuck in a loop, idle waiting for a
+        timer, or dead), the tail of its serial console and of QEMU's log."""
+        lines = []
+        dom = self.domain(host, guest)
+        if dom is None:
+            return 'no domain %s on %s' % (guest.uuid, host)
+        lines.append('state %s' % (dom.state(),))
+        try:
+            import libvirt_qemu
+
+            def hmp(cmd):
+                return libvirt_qemu.qemuMonitorCommand(
+                    dom, cmd, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+            lines.append(hmp('info status').strip())
+            # Where the vCPU is, twice: a loop, a halt, or progress; and whether
+            # timer interrupts still come (IRQ 0 rising).
+            for _ in range(2):
+                regs = hmp('info registers').splitlines()
+                lines += [r for r in regs if r.startswith(('RIP', 'RSP', 'CR0'))]
+                lines += [r for r in hmp('info irq').splitlines()[:3] if r]
+                time.sleep(1)
+        except Exception as exc:  # a diagnosis never hides the failure itself
+            lines.append('monitor: %s' % exc)
+        h = self.hosts[host]
+        qemu_log = h.path('/var/log/libvirt/qemu/%s.log' % guest.name)
+        lines.append(_tail([self.serial_log(host, guest), qemu_log], lines=15))
+        return '\n'.join(lines)
+
     def where(self, guest):
         """{host: libvirt state} of every host that has a domain for the guest."""
         found = {}

@@ -25,6 +25,7 @@ import pytest
 import flows
 from conductor import rpcapi as conductor_rpcapi
 from ferryman import conf as ferryman_conf
+from ferryman import rpc
 from ferryman.testing.cluster import Cluster
 
 pytestmark = pytest.mark.functional
@@ -83,7 +84,11 @@ def chaos(tmp_path_factory):
         conf = ferryman_conf.make_conf(config_files=[], overrides={
             'transport_url': c.rabbit.url, 'rpc_response_timeout': RPC_TIMEOUT})
         c.api = conductor_rpcapi.ConductorAPI(conf)
-        yield c
+        try:
+            yield c
+        finally:
+            # Else its connection retries the stopped broker for the rest of the run.
+            rpc.cleanup(conf)
 
 
 @pytest.fixture(scope='module')

@@ -28,8 +28,8 @@ def cluster(tmp_path_factory):
 
 def _seed(cluster, host, n):
     tag = uuid.uuid4().hex[:4]
-    return [cluster.seed('%s-%s-%d' % (host, tag, i), host, storage='volume',
-                         memory_mb=512) for i in range(n)]
+    return cluster.seed_many(['%s-%s-%d' % (host, tag, i) for i in range(n)], host,
+                             storage='volume', memory_mb=512)
 
 
 @contextlib.contextmanager

@@ -58,9 +58,9 @@ def test_two_conductors_share_the_limits_and_take_over_a_dead_ones_drain(
     tag = uuid.uuid4().hex[:4]
     guests = {}
     for host in ('src1', 'src2'):
-        guests[host] = [cluster.seed('%s-%s-%d' % (host, tag, i), host,
-                                     storage='volume', memory_mb=512)
-                        for i in range(GUESTS)]
+        guests[host] = cluster.seed_many(
+            ['%s-%s-%d' % (host, tag, i) for i in range(GUESTS)], host,
+            storage='volume', memory_mb=512)
         # Each copy holds its source a while: the limits show.
         cluster.cloud.inject_fault(host, 'start_migration', delay_s=0.5)
     # Neither source takes the other's guests.

@@ -13,6 +13,7 @@ off when done, and the reaper posts a migration whose job is gone.
 
 import contextlib
 import datetime
+import json
 import os
 import socket
 import threading
@@ -56,11 +57,26 @@ def _earliest_takeover(kind):
     return EXPIRY * 2 / 3
 
 
-@pytest.fixture(scope='module', params=BACKENDS)
-def board_cluster(request, tmp_path_factory):
-    board = dict(BOARD, backend_url='%s://' % request.param)
-    with Cluster(tmp_path_factory.mktemp('jobboard-%s' % request.param),
-                 conductors=2, jobboard=board) as c:
+@contextlib.contextmanager
+def _board_cluster(tmp_path_factory, kind):
+    base = tmp_path_factory.mktemp('jobboard-%s' % kind)
+    crash_file = os.path.join(str(base), 'crash.json')
+    board = dict(BOARD, backend_url='%s://' % kind)
+    with Cluster(base, conductors=2, jobboard=board,
+                 options={'conductor': {'crash_file': crash_file}}) as c:
+        c.crash_file = crash_file
+        yield c
+
+
+@pytest.fixture(scope='module')
+def redis_cluster(tmp_path_factory):
+    with _board_cluster(tmp_path_factory, 'redis') as c:
+        yield c
+
+
+@pytest.fixture(scope='module')
+def zookeeper_cluster(tmp_path_factory):
+    with _board_cluster(tmp_path_factory, 'zookeeper') as c:
         yield c
 
 
@@ -82,26 +98,38 @@ def _migration_of(cluster, guest_uuid):
     return migs[-1] if rc == 0 and migs else None
 
 
-@pytest.mark.parametrize('crash_at', [
-    'claim-resources:SUCCESS',
-    'start-migration:SUCCESS',
-    'post-migration-source:SUCCESS',
-])
-def test_killed_conductors_migration_is_taken_over(board_cluster, crash_at, timings):
-    c = board_cluster
+@pytest.mark.parametrize('crash_at', ['claim-resources:SUCCESS',
+                                      'start-migration:SUCCESS',
+                                      'post-migration-source:SUCCESS'])
+def test_killed_conductors_migration_is_taken_over_on_redis(redis_cluster, crash_at,
+                                                            timings):
+    _taken_over(redis_cluster, crash_at, timings)
+
+
+def test_killed_conductors_migration_is_taken_over_on_zookeeper(zookeeper_cluster,
+                                                                timings):
+    # The takeover does not depend on the step: killed mid-copy only.
+    _taken_over(zookeeper_cluster, 'start-migration:SUCCESS', timings)
+
+
+def _taken_over(c, crash_at, timings):
     name = 'board-%s' % uuid.uuid4().hex[:6]
     guest = c.seed(name, 'compute1', memory_mb=512, data='before %s' % name)
-    # Both conductors die at the step: whichever claims the job dies there. The
-    # step's SUCCESS is saved before it is announced, so the other one resumes
-    # past it and lives.
-    c.restart_conductors(crash_at=crash_at)
-    c.cli('live-migrate', name, '--host', 'compute2', timeout=10)
-    deadline = time.monotonic() + 60
-    dead = []
-    while not dead:
-        dead = [n for n in c.conductors if c.procs[n].poll() is not None]
-        assert time.monotonic() < deadline, 'no conductor reached %s' % crash_at
-        time.sleep(0.05)
+    # Both conductors read the crash file: whichever claims the job dies at the
+    # step. The step's SUCCESS is saved before it is announced, so the other one
+    # resumes past it and lives.
+    with open(c.crash_file, 'w') as f:
+        json.dump({crash_at: 'self'}, f)
+    try:
+        c.cli('live-migrate', name, '--host', 'compute2', timeout=10)
+        deadline = time.monotonic() + 60
+        dead = []
+        while not dead:
+            dead = [n for n in c.conductors if c.procs[n].poll() is not None]
+            assert time.monotonic() < deadline, 'no conductor reached %s' % crash_at
+            time.sleep(0.05)
+    finally:
+        os.unlink(c.crash_file)
     died, died_at = time.monotonic(), time.time()
     assert [c.exited(n) for n in dead] == [-9], dead  # one killed, by itself
     (alive,) = [n for n in c.conductors if n not in dead]
@@ -133,7 +161,7 @@ def test_killed_conductors_migration_is_taken_over(board_cluster, crash_at, timi
     assert c.cloud.read_disk('compute2', guest['uuid']) == 'before %s' % name
     rc, report = c.cli('audit')
     assert (rc, report['violations']) == (0, []), report
-    c.restart_conductors()
+    c.restart_conductors(only=dead)
 
 
 @pytest.fixture(scope='module', params=BACKENDS)

@@ -67,11 +67,12 @@ def unique(prefix):
     return '%s-%s' % (prefix, uuid.uuid4().hex[:6])
 
 
-def wait_for(what, predicate, timeout=60):
+def wait_for(what, predicate, timeout=60, explain=None):
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError('timed out after %ss waiting for %s' % (timeout, what))
+            raise AssertionError('timed out after %ss waiting for %s%s' % (
+                timeout, what, '\n' + explain() if explain else ''))
         time.sleep(0.1)
 
 
@@ -95,7 +96,8 @@ def assert_moved(lv, guest, source, dest, before):
     assert lv.where(guest) == {dest: RUNNING}
     assert lv.domain(dest, guest).isPersistent()
     on_source = lv.beats(source, guest)
-    wait_for('heartbeats on %s' % dest, lambda: len(lv.beats(dest, guest)) >= 4)
+    wait_for('heartbeats on %s' % dest, lambda: len(lv.beats(dest, guest)) >= 4,
+             explain=lambda: lv.diagnose(dest, guest))
     on_dest = lv.beats(dest, guest)
     # The same counter goes on: no reboot, at most a line cut in two at switch-over.
     assert max(on_source) >= before
