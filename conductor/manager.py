@@ -52,6 +52,8 @@ class ConductorManager(object):
         task_base.bind(task_base.Services(conf, self.db, self.compute))
         self.runner = flow_runner.FlowRunner(conf, self.db)
         self.drainer = host_drain.Drainer(self)
+        # A slot freed is a slot a drain may use now, not at its next look.
+        self.runner.on_finished.append(lambda _mid: self.drainer.wake())
 
     def stop(self):
         self.drainer.stop()

@@ -78,6 +78,8 @@ class FlowRunner(object):
         self._stopping = threading.Event()
         self._threads = []
         self._orphans = {}  # migration id -> monotonic time first seen ownerless
+        # Called with the migration id whenever a flow run here ends (however).
+        self.on_finished = []
 
     def start(self):
         """Take up work left by earlier conductors, then keep looking for it."""
@@ -116,8 +118,17 @@ class FlowRunner(object):
     def _start(self, migration_id, source, engine, store):
         future = self.executor.submit(self._run, migration_id, source, engine, store)
         self.futures[migration_id] = future
-        future.add_done_callback(lambda _f: self.futures.pop(migration_id, None))
+        future.add_done_callback(lambda _f: self._finished(migration_id))
         return future
+
+    def _finished(self, migration_id):
+        self.futures.pop(migration_id, None)
+        for listener in self.on_finished:
+            try:
+                listener(migration_id)
+            except Exception:
+                LOG.exception('Listener of the end of migration %s failed',
+                              migration_id)
 
     def _load(self, conn, mig):
         """(engine, store) from the migration's saved flow; None (the migration

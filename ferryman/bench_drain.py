@@ -88,7 +88,8 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
                  'conductor.workers': workers,
                  'conductor.max_outbound_per_host': max_parallel,
                  'conductor.drain_max_cluster': max_cluster,
-                 'conductor.drain_interval': 0.05,
+                 # Passes come when a migration ends (and every second).
+                 'conductor.drain_interval': 1.0,
                  # A hundred agents in one process: a few RPC workers each, not
                  # oslo.messaging's 64 (thousands of threads load the machine).
                  'executor_thread_pool_size': 4,

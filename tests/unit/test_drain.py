@@ -159,6 +159,21 @@ def test_drain_respects_the_cluster_limit(cloud, host):
     assert seen.max_cluster == 1
 
 
+def test_a_migration_that_ends_wakes_the_drainer(cloud, host):
+    # The drainer looks only every minute: the drain ends in seconds only if
+    # each migration's end starts the next one at once.
+    _guests(cloud, host, 3)
+    conf = cloud.conductor_conf
+    conf.set_override('drain_interval', 60.0, group='conductor')
+    conf.set_override('drain_lease_expiry', 120.0, group='conductor')
+    drainer = cloud.conductor.manager.drainer
+    drainer.wake()  # the pass waiting out the old interval now waits the new one
+    time.sleep(0.1)
+    drain = _wait_done(cloud, cloud.api.drain_host(host, max_parallel=1)['id'],
+                       timeout=30)
+    assert drain['counts']['moved'] == 3, drain
+
+
 def test_guests_that_cannot_move_are_summarised_with_why(cloud, host):
     movable = _guests(cloud, host, 2)
     huge = cloud.cloud.create_guest(host, host + '-huge', memory_mb=10 ** 7,
