@@ -169,6 +169,19 @@ def _print_drain(drain):
           'migrating, %d pending' % (drain['id'], drain['host'], drain['status'],
                                      drain['total'], c['moved'], c['failed'],
                                      c['migrating'], c['pending']))
+    if drain['status'] == 'running' and drain.get('owner'):
+        # With several conductors: which one advances it, and until when at
+        # least (a dead owner's drain is taken over once its lease lapses).
+        print('Advanced by %s, lease until %s' % (
+            drain['owner'], drain.get('lease_expires_at')))
+    waiting = [(g['name'], uuid, g) for uuid, g in drain['guests'].items()
+               if g['status'] == 'pending' and g.get('attempts')]
+    if waiting:
+        print('Waiting for room:')
+        for name, uuid, g in sorted(waiting):
+            print('  %s (%s): %d attempt%s so far, last: %s' % (
+                name, uuid, g['attempts'], 's' if g['attempts'] > 1 else '',
+                g['error']))
     failed = _drain_rows(drain, ('failed',))
     if failed:
         # Plain lines: the reasons are long, a table would cut them.

@@ -505,3 +505,20 @@ def test_overcommit_check_sees_a_provider_over_capacity(cloud, host):
                                 memory_mb=10 ** 7, disk_gb=0))
     assert [o[:2] for o in bench_drain.overcommit(cloud.db) if o[0] == host] == [
         (host, 'memory_mb')]
+
+
+def test_cli_shows_a_running_drains_owner_and_guests_waiting_for_room(capsys):
+    guests = {
+        'u1': {'name': 'g1', 'status': 'pending', 'migration': None,
+               'destination': None, 'error': 'no host has room', 'attempts': 2},
+        'u2': {'name': 'g2', 'status': 'moved', 'migration': 'm2',
+               'destination': 'h2', 'error': None}}
+    cli._print_drain(host_drain.with_counts({
+        'id': 'd1', 'host': 'h1', 'status': 'running', 'guests': guests,
+        'owner': 'conductor.42.abcd', 'lease_expires_at': '2026-01-01T00:00:30Z'}))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ('Drain d1 of h1: running; 2 guests: 1 moved, 0 could not '
+                      'move, 0 migrating, 1 pending')
+    assert out[1] == 'Advanced by conductor.42.abcd, lease until 2026-01-01T00:00:30Z'
+    assert out[2:] == ['Waiting for room:',
+                       '  g1 (u1): 2 attempts so far, last: no host has room']
