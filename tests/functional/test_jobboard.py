@@ -45,125 +45,6 @@ CLAIM_SLACK = 3.0
 BACKENDS = ['redis', 'zookeeper']
 
 
-def _earliest_takeover(kind):
-    """Seconds after its owner's death before a claim can lapse.
-
-    Redis: the last renewal was at most a heartbeat before the death. ZooKeeper:
-    the session expires once its client has been silent for the timeout, and
-    the client pings every third of it (kazoo: half its read timeout of 2/3).
-    """
-    if kind == 'redis':
-        return EXPIRY - BOARD['heartbeat_interval']
-    return EXPIRY * 2 / 3
-
-
-@contextlib.contextmanager
-def _board_cluster(tmp_path_factory, kind):
-    base = tmp_path_factory.mktemp('jobboard-%s' % kind)
-    crash_file = os.path.join(str(base), 'crash.json')
-    board = dict(BOARD, backend_url='%s://' % kind)
-    with Cluster(base, conductors=2, jobboard=board,
-                 options={'conductor': {'crash_file': crash_file}}) as c:
-        c.crash_file = crash_file
-        yield c
-
-
-@pytest.fixture(scope='module')
-def redis_cluster(tmp_path_factory):
-    with _board_cluster(tmp_path_factory, 'redis') as c:
-        yield c
-
-
-@pytest.fixture(scope='module')
-def zookeeper_cluster(tmp_path_factory):
-    with _board_cluster(tmp_path_factory, 'zookeeper') as c:
-        yield c
-
-
-def _claimed_at(cluster, name, migration_id):
-    """When the conductor's log says it claimed the migration (epoch seconds)."""
-    return _logged_at(cluster, name, 'Claimed migration %s' % migration_id)
-
-
-def _logged_at(cluster, name, text):
-    with open(os.path.join(cluster.base_dir, name + '.log')) as f:
-        lines = [ln for ln in f if text in ln]
-    assert len(lines) == 1, lines
-    return datetime.datetime.strptime(lines[0][:23],
-                                      '%Y-%m-%d %H:%M:%S.%f').timestamp()
-
-
-def _migration_of(cluster, guest_uuid):
-    rc, migs = cluster.cli('migration', 'list', '--instance', guest_uuid, timeout=10)
-    return migs[-1] if rc == 0 and migs else None
-
-
-@pytest.mark.parametrize('crash_at', ['claim-resources:SUCCESS',
-                                      'start-migration:SUCCESS',
-                                      'post-migration-source:SUCCESS'])
-def test_killed_conductors_migration_is_taken_over_on_redis(redis_cluster, crash_at,
-                                                            timings):
-    _taken_over(redis_cluster, crash_at, timings)
-
-
-def test_killed_conductors_migration_is_taken_over_on_zookeeper(zookeeper_cluster,
-                                                                timings):
-    # The takeover does not depend on the step: killed mid-copy only.
-    _taken_over(zookeeper_cluster, 'start-migration:SUCCESS', timings)
-
-
-def _taken_over(c, crash_at, timings):
-    name = 'board-%s' % uuid.uuid4().hex[:6]
-    guest = c.seed(name, 'compute1', memory_mb=512, data='before %s' % name)
-    # Both conductors read the crash file: whichever claims the job dies at the
-    # step. The step's SUCCESS is saved before it is announced, so the other one
-    # resumes past it and lives.
-    with open(c.crash_file, 'w') as f:
-        json.dump({crash_at: 'self'}, f)
-    try:
-        c.cli('live-migrate', name, '--host', 'compute2', timeout=10)
-        deadline = time.monotonic() + 60
-        dead = []
-        while not dead:
-            dead = [n for n in c.conductors if c.procs[n].poll() is not None]
-            assert time.monotonic() < deadline, 'no conductor reached %s' % crash_at
-            time.sleep(0.05)
-    finally:
-        os.unlink(c.crash_file)
-    died, died_at = time.monotonic(), time.time()
-    assert [c.exited(n) for n in dead] == [-9], dead  # one killed, by itself
-    (alive,) = [n for n in c.conductors if n not in dead]
-    # Died when its log says so: the live-migrate CLI above may return after
-    # the conductor had already reached the step and died.
-    died_at = _logged_at(c, dead[0], 'crash point %s reached' % crash_at)
-
-    deadline = died + EXPIRY + SLACK
-    while True:
-        assert c.procs[alive].poll() is None, c.logs()
-        mig = _migration_of(c, guest['uuid'])
-        if mig and mig['status'] in TERMINAL:
-            break
-        assert time.monotonic() < deadline, 'not taken over: %s\n%s' % (mig, c.logs())
-        time.sleep(0.2)
-    took = time.monotonic() - died
-    step = '%s %s' % (c.board_kind, crash_at.split(':')[0])
-    timings['takeover+finish %s' % step] = took
-    assert mig['status'] == 'completed', mig
-    # Claimed by the survivor once the dead one's claim expired, not before:
-    # nobody else may run it meanwhile; and soon after: the bound is the expiry
-    # plus a poll.
-    claimed = _claimed_at(c, alive, mig['id']) - died_at
-    timings['claim after death %s' % step] = claimed
-    assert _earliest_takeover(c.board_kind) - 0.3 <= claimed, claimed
-    assert claimed <= EXPIRY + BOARD['poll_interval'] + CLAIM_SLACK, claimed
-    assert c.cloud.find_guest(guest['uuid']) == {'compute2': 'running'}
-    assert c.cloud.leftovers('compute1', guest['uuid']) == []
-    assert c.cloud.read_disk('compute2', guest['uuid']) == 'before %s' % name
-    rc, report = c.cli('audit')
-    assert (rc, report['violations']) == (0, []), report
-    c.restart_conductors(only=dead)
-
-
 @pytest.fixture(scope='module', params=BACKENDS)
 def board_server(request):
     with {'redis': RedisServer, 'zookeeper': ZooKeeperServer}[request.param]() \
@@ -355,3 +236,130 @@ def test_zookeeper_claim_given_up_but_kept_by_its_session_is_released(
             time.sleep(0.05)
     finally:
         relay.close()
+
+
+# Conductor processes killed with a job claimed. ---------------------------------
+
+
+def _earliest_takeover(kind):
+    """Seconds after its owner's death before a claim can lapse.
+
+    Redis: the last renewal was at most a heartbeat before the death. ZooKeeper:
+    the session expires once its client has been silent for the timeout, and
+    the client pings every third of it (kazoo: half its read timeout of 2/3).
+    """
+    if kind == 'redis':
+        return EXPIRY - BOARD['heartbeat_interval']
+    return EXPIRY * 2 / 3
+
+
+@pytest.fixture(scope='module')
+def board_cluster(tmp_path_factory):
+    """Two conductors on a board of the kind asked for: one cluster at a time
+    (an idle one would load the machine under the next one's timings)."""
+    live = {}
+
+    def get(kind):
+        if kind not in live:
+            for stack in live.values():
+                stack.close()
+            live.clear()
+            base = tmp_path_factory.mktemp('jobboard-%s' % kind)
+            crash_file = os.path.join(str(base), 'crash.json')
+            board = dict(BOARD, backend_url='%s://' % kind)
+            stack = contextlib.ExitStack()
+            c = stack.enter_context(Cluster(
+                base, conductors=2, jobboard=board,
+                options={'conductor': {'crash_file': crash_file}}))
+            c.crash_file = crash_file
+            live[kind] = stack
+            get.cluster = c
+        return get.cluster
+
+    yield get
+    for stack in live.values():
+        stack.close()
+
+
+def _claimed_at(cluster, name, migration_id):
+    """When the conductor's log says it claimed the migration (epoch seconds)."""
+    return _logged_at(cluster, name, 'Claimed migration %s' % migration_id)
+
+
+def _logged_at(cluster, name, text):
+    with open(os.path.join(cluster.base_dir, name + '.log')) as f:
+        lines = [ln for ln in f if text in ln]
+    assert len(lines) == 1, lines
+    return datetime.datetime.strptime(lines[0][:23],
+                                      '%Y-%m-%d %H:%M:%S.%f').timestamp()
+
+
+def _migration_of(cluster, guest_uuid):
+    rc, migs = cluster.cli('migration', 'list', '--instance', guest_uuid, timeout=10)
+    return migs[-1] if rc == 0 and migs else None
+
+
+@pytest.mark.parametrize('crash_at', ['claim-resources:SUCCESS',
+                                      'start-migration:SUCCESS',
+                                      'post-migration-source:SUCCESS'])
+def test_killed_conductors_migration_is_taken_over_on_redis(board_cluster, crash_at,
+                                                            timings):
+    _taken_over(board_cluster('redis'), crash_at, timings)
+
+
+def test_killed_conductors_migration_is_taken_over_on_zookeeper(board_cluster,
+                                                                timings):
+    # The takeover does not depend on the step: killed mid-copy only.
+    _taken_over(board_cluster('zookeeper'), 'start-migration:SUCCESS', timings)
+
+
+def _taken_over(c, crash_at, timings):
+    name = 'board-%s' % uuid.uuid4().hex[:6]
+    guest = c.seed(name, 'compute1', memory_mb=512, data='before %s' % name)
+    # Both conductors read the crash file: whichever claims the job dies at the
+    # step. The step's SUCCESS is saved before it is announced, so the other one
+    # resumes past it and lives.
+    with open(c.crash_file, 'w') as f:
+        json.dump({crash_at: 'self'}, f)
+    try:
+        c.cli('live-migrate', name, '--host', 'compute2', timeout=10)
+        deadline = time.monotonic() + 60
+        dead = []
+        while not dead:
+            dead = [n for n in c.conductors if c.procs[n].poll() is not None]
+            assert time.monotonic() < deadline, 'no conductor reached %s' % crash_at
+            time.sleep(0.05)
+    finally:
+        os.unlink(c.crash_file)
+    died, died_at = time.monotonic(), time.time()
+    assert [c.exited(n) for n in dead] == [-9], dead  # one killed, by itself
+    (alive,) = [n for n in c.conductors if n not in dead]
+    # Died when its log says so: the live-migrate CLI above may return after
+    # the conductor had already reached the step and died.
+    died_at = _logged_at(c, dead[0], 'crash point %s reached' % crash_at)
+
+    deadline = died + EXPIRY + SLACK
+    while True:
+        assert c.procs[alive].poll() is None, c.logs()
+        mig = _migration_of(c, guest['uuid'])
+        if mig and mig['status'] in TERMINAL:
+            break
+        assert time.monotonic() < deadline, 'not taken over: %s\n%s' % (mig, c.logs())
+        time.sleep(0.2)
+    took = time.monotonic() - died
+    step = '%s %s' % (c.board_kind, crash_at.split(':')[0])
+    timings['takeover+finish %s' % step] = took
+    assert mig['status'] == 'completed', mig
+    # Claimed by the survivor once the dead one's claim expired, not before:
+    # nobody else may run it meanwhile; and soon after: the bound is the expiry
+    # plus a poll.
+    claimed = _claimed_at(c, alive, mig['id']) - died_at
+    timings['claim after death %s' % step] = claimed
+    assert _earliest_takeover(c.board_kind) - 0.3 <= claimed, claimed
+    assert claimed <= EXPIRY + BOARD['poll_interval'] + CLAIM_SLACK, claimed
+    assert c.cloud.find_guest(guest['uuid']) == {'compute2': 'running'}
+    assert c.cloud.leftovers('compute1', guest['uuid']) == []
+    assert c.cloud.read_disk('compute2', guest['uuid']) == 'before %s' % name
+    rc, report = c.cli('audit')
+    assert (rc, report['violations']) == (0, []), report
+    c.restart_conductors(only=dead)
