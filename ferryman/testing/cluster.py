@@ -249,23 +249,21 @@ class Cluster(object):
         self.wait_for(known, 'guests %s reported by %s' % (', '.join(names), host))
         return guests
 
-    def kill(self, *names, timeout=10):
-        """SIGTERM the processes' sessions, SIGKILL after ``timeout``; reap them."""
+    def kill(self, *names, timeout=10, sig=signal.SIGTERM):
+        """Signal the processes' sessions (SIGTERM: SIGKILL after ``timeout``);
+        reap them."""
         procs = [self.procs.pop(n) for n in names if n in self.procs]
         # Signalled together: each service takes a few seconds to wind down.
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, sig)
         for proc in procs:
             _terminate(proc, timeout)
         return [p.returncode for p in procs]
 
     def stop(self):
         # Throwaway services: no graceful wind-down to wait for (seconds each).
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        self.kill(*list(self.procs))
+        self.kill(*list(self.procs), sig=signal.SIGKILL)
         for server in (self.rabbit, self.board_server, self.postgresql):
             if server is not None:
                 server.stop()

@@ -166,9 +166,6 @@ def test_a_migration_that_ends_wakes_the_drainer(cloud, host):
     conf = cloud.conductor_conf
     conf.set_override('drain_interval', 60.0, group='conductor')
     conf.set_override('drain_lease_expiry', 120.0, group='conductor')
-    drainer = cloud.conductor.manager.drainer
-    drainer.wake()  # the pass waiting out the old interval now waits the new one
-    time.sleep(0.1)
     drain = _wait_done(cloud, cloud.api.drain_host(host, max_parallel=1)['id'],
                        timeout=30)
     assert drain['counts']['moved'] == 3, drain
