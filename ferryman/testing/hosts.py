@@ -27,8 +27,11 @@ INSTANCES_PATH = '/var/lib/ferryman/instances'
 SHARED_PATH = '/var/lib/ferryman/shared'
 LIBVIRTD = '/usr/sbin/libvirtd'
 # Migration (and NBD) listen ports come from these; give each host its own range
-# because all hosts share one network namespace.
-PORT_BASE, PORTS_PER_HOST = 49152, 16
+# because all hosts share one network namespace. Below the kernel's ephemeral range
+# (32768-60999; libvirt's default 49152 is inside it) and above rabbitmqctl's
+# (servers.py), so no test server is given one of them and no client still retrying
+# a stopped server's port can connect to a QEMU waiting for its migration stream.
+PORT_BASE, PORTS_PER_HOST = 31000, 16
 
 LIBVIRTD_CONF = '''\
 host_uuid = "{host_uuid}"
@@ -399,10 +402,15 @@ def domain_xml(name, memory_mib, kernel, initrd, cmdline, disk_path=None, uuid=N
         disk = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
                 "<source file=%s/><target dev='vda' bus='virtio'/></disk>"
                 % quoteattr(disk_path))
+    # ACPI and APIC, as every cloud guest has. Without them the kernel finds no
+    # IOAPIC, HPET or PM timer, marks the TSC unstable and keeps time by counting PIT
+    # ticks through the legacy PIC: a guest whose clock stops after a migration (all
+    # CI failures of this kind had that platform) cannot sleep, so it stops beating.
     return '''<domain type='qemu'>
   <name>{name}</name>{uuid}
   <memory unit='MiB'>{memory}</memory>
   <vcpu>1</vcpu>{metadata}
+  <features><acpi/><apic/></features>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel}</kernel>

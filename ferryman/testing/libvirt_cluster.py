@@ -55,6 +55,11 @@ VOLUME_DIR = SHARED_PATH + '/volumes'
 CONNECTIONS_PATH = '/var/lib/ferryman/connections'
 SHARED_HOSTS = ('host2', 'host3')  # their instance directory is shared
 LAYOUTS = ('mounted', 'paths')
+# Log lines that never explain a failure: debug chatter, and what libvirtd says of a
+# host without dnsmasq, D-Bus, DMI, cgroups or a resolvable hostname at every start.
+LOG_NOISE = re.compile(
+    r' DEBUG |alembic\.runtime| (dnsmasqCaps|virGDBus|networkStateInitialize|udevGet'
+    r'|virCgroupDetect|virGetHostnameImpl)|dmidecode')
 HEARTBEAT = re.compile(r'^%s (\d+)$' % guest_image.HEARTBEAT, re.M)
 
 
@@ -259,12 +264,22 @@ class LibvirtCluster(Cluster):
             self.rabbit.stop()
             self.rabbit = None
 
-    def logs(self, *names, lines=40):
-        """Tails of the named services' logs (default: all), for failure messages."""
+    def logs(self, *names, lines=25):
+        """Tails of the named services' logs (default: all), for failure messages:
+        the lines that can explain one (CI shows little of a failure's output)."""
         names = names or list(self.procs) + list(HOST_NAMES)
         paths = [p for n in dict.fromkeys(names) for p in self._logs(n)]
         paths += [h.log for h in self.hosts if h.name in names]
-        return _tail(paths, lines)
+        out = []
+        for path in paths:
+            try:
+                with open(path, errors='replace') as f:
+                    kept = [line for line in f.read().splitlines()
+                            if not LOG_NOISE.search(line)]
+            except OSError:
+                continue
+            out.append('==> %s <==\n%s' % (path, '\n'.join(kept[-lines:])))
+        return '\n'.join(out) or '(no log output)'
 
     # The conductor's API. ----------------------------------------------------------
     @property
