@@ -254,10 +254,13 @@ class Drainer(object):
             return False
         slot = {'drain_id': drain['id'], 'owner': self.owner,
                 'max_per_host': drain['max_parallel'],
-                'max_cluster': self.conf.drain_max_cluster}
+                'max_cluster': self.conf.drain_max_cluster,
+                'lease': self.conf.drain_lease_expiry}
         try:
             mig = self.manager.start_migration(uuid, importance='high',
                                                drain_slot=slot)
+        except db_api.NoDrainSlot:
+            raise  # no room now, or not ours: the guest waits; not its failure
         except exception.InstanceAlreadyMigrating as exc:
             # Someone else started one since we looked: follow it.
             guest.update(status=MIGRATING, migration=exc.kwargs['migration'])

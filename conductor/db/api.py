@@ -648,12 +648,16 @@ class Database(object):
                 owner=None, lease_expires_at=None)).rowcount
 
     def create_drain_migration(self, values, drain_id, owner, max_per_host,
-                               max_cluster):
+                               max_cluster, lease=None):
         """create_migration() for a drain, only while there is room: in the same
         transaction, under one lock for every conductor, the migrations in flight
         leaving the source and in the whole cluster are counted and must stay
         below the limits, and the drain must still be ``owner``'s. Raise
-        NoDrainSlot (nothing recorded) otherwise."""
+        NoDrainSlot (nothing recorded) otherwise.
+
+        With ``lease`` (seconds), a lease that ran out while no other drainer
+        took the drain is renewed rather than refused: a pass slower than the
+        lease (a loaded conductor, many drains) keeps its drains."""
         now = utcnow()
         with self._slot_lock, self.session.begin() as s:
             if self.engine.dialect.name == 'postgresql':
@@ -661,11 +665,17 @@ class Database(object):
                 # to the end of the transaction.
                 s.execute(sa.text('SELECT pg_advisory_xact_lock(:key)'),
                           {'key': DRAIN_SLOT_LOCK})
-            drain = s.get(models.Drain, drain_id)
-            if drain is None or drain.owner != owner or \
-                    drain.lease_expires_at is None or drain.lease_expires_at < now:
+            # Locked: a drainer taking it over waits for (or skips) this row.
+            drain = s.get(models.Drain, drain_id, with_for_update=True)
+            lapsed = drain is not None and (drain.lease_expires_at is None or
+                                            drain.lease_expires_at < now)
+            if drain is None or drain.owner != owner or (lapsed and not lease):
                 raise NoDrainSlot('drain %s is no longer held by %s' % (
                     drain_id, owner))
+            if lapsed:
+                LOG.info('Drain %s of %s: lease ran out mid-pass and nobody took '
+                         'it over; renewed', drain_id, drain.host)
+                drain.lease_expires_at = _later(now, lease)
             by_source = dict(s.execute(sa.select(
                 models.Migration.source, sa.func.count()).where(
                 models.Migration.status.in_(states.ACTIVE)).group_by(

@@ -290,6 +290,68 @@ def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
     assert _owner(cloud, drain['id']) is None
 
 
+def test_a_pass_slower_than_its_lease_keeps_its_drain(cloud, host):
+    """A lease that ran out mid-pass, with no other drainer taking the drain,
+    is renewed by the next start instead of refusing it (a loaded conductor
+    lost every guest of its drains that way)."""
+    (g,) = _guests(cloud, host, 1)
+    cloud.conductor_conf.set_override('drain_lease_expiry', 1.0, group='conductor')
+    manager = cloud.conductor.manager
+    manager.drainer.stop()
+    try:
+        drain = cloud.api.drain_host(host)
+        time.sleep(1.2)
+        slot = {'drain_id': drain['id'], 'owner': manager.drainer.owner,
+                'max_per_host': 9, 'max_cluster': 99}
+        # Without a lease to renew it with, a lapsed lease still refuses.
+        with pytest.raises(db_api.NoDrainSlot) as err:
+            manager.start_migration(g['uuid'], importance='high', drain_slot=slot)
+        assert 'no longer held' in str(err.value)
+        mig = manager.start_migration(g['uuid'], importance='high',
+                                      drain_slot=dict(slot, lease=1.0))
+        assert mig['instance_uuid'] == g['uuid']
+        row = cloud.db.get_drain(drain['id'])
+        assert row['owner'] == manager.drainer.owner
+        assert row['lease_expires_at'] > db_api.utcnow().isoformat()
+        manager.runner.wait(mig['id'])
+    finally:
+        manager.drainer.stop()
+        manager.drainer = host_drain.Drainer(manager).start()
+    assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
+
+
+def test_no_slot_at_the_start_is_not_a_failed_request(cloud, host, monkeypatch):
+    """A start refused for room (another conductor took the last slot since the
+    pass counted) leaves the guest waiting: it is no failed request of its own,
+    however often it happens."""
+    (g,) = _guests(cloud, host, 1)
+    manager = cloud.conductor.manager
+    manager.drainer.stop()
+    real = cloud.db.create_drain_migration
+    refused = []
+
+    def no_room(values, **slot):
+        if len(refused) < host_drain.REQUEST_TRIES + 1:
+            refused.append(values['instance_uuid'])
+            raise db_api.NoDrainSlot('1 migrations leave %s, at most 1' % host)
+        return real(values, **slot)
+    monkeypatch.setattr(cloud.db, 'create_drain_migration', no_room)
+    drainer = host_drain.Drainer(manager)
+    try:
+        drain = drainer.drain(str(uuid.uuid4()), host)
+        for _ in range(host_drain.REQUEST_TRIES + 1):
+            drainer.step()
+        guest = cloud.db.get_drain(drain['id'])['guests'][g['uuid']]
+        assert guest['status'] == host_drain.PENDING, guest
+        assert 'tries' not in guest
+        assert len(refused) == host_drain.REQUEST_TRIES + 1
+        drainer.start()
+        assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
+    finally:
+        drainer.stop()
+        manager.drainer = host_drain.Drainer(manager).start()
+
+
 def test_limits_hold_across_drainers(cloud, make_host):
     """Two drainers, each holding the drain of its own host, started together:
     never more than the per-host limit leaves a host, nor more than the
