@@ -231,7 +231,9 @@ class Database(object):
     def _providers(self, s, host=None, only=None):
         """Host -> its nested providers (dicts), each with what is used of it
         (of ``host``, or of the hosts in ``only``, when given)."""
-        q = sa.select(models.Provider).order_by(models.Provider.name)
+        # Core rows, not ORM objects: the scheduler reads every host's providers
+        # for every request.
+        q = sa.select(models.Provider.__table__).order_by(models.Provider.name)
         uq = sa.select(models.NestedAllocation.provider,
                        models.NestedAllocation.resources)
         if host is not None:
@@ -244,16 +246,16 @@ class Database(object):
         for provider, resources in s.execute(uq):
             used[provider].update(resources)
         out = collections.defaultdict(list)
-        for p in s.scalars(q):
-            d = to_dict(p)
+        for p in s.execute(q):
+            d = _row_dict(p)
             d['used'] = dict(used[p.name])
             out[p.host].append(d)
         return out
 
     def _host_dicts(self, s, hosts, down_after, one=None, only=None):
-        """Hosts as dicts with their usage, nested providers and outbound
-        migrations: a few grouped queries whatever the number of hosts (those
-        named in ``only``, or ``one``, when given)."""
+        """Hosts (rows of their table) as dicts with their usage, nested
+        providers and outbound migrations: a few grouped queries whatever the
+        number of hosts (those named in ``only``, or ``one``, when given)."""
         if one is not None:
             only = [one]
         usage_q = sa.select(models.Allocation.host, *[sa.func.coalesce(
@@ -272,7 +274,7 @@ class Database(object):
         now = utcnow()
         result = []
         for host in hosts:
-            out = to_dict(host)
+            out = _row_dict(host)
             out['used'] = usage.get(host.name, dict.fromkeys(RESOURCES, 0))
             out['up'] = (now - host.last_seen).total_seconds() <= down_after
             out['migrations_out'] = outbound.get(host.name, 0)
@@ -283,7 +285,8 @@ class Database(object):
 
     def get_host(self, name, down_after=60):
         with self.session() as s:
-            host = s.get(models.Host, name)
+            host = s.execute(sa.select(models.Host.__table__).where(
+                models.Host.name == name)).first()
             if host is None:
                 raise exception.HostNotFound(host=name)
             return self._host_dicts(s, [host], down_after, one=name)[0]
@@ -292,7 +295,7 @@ class Database(object):
         """Host name -> the host as get_host gives it, for those of ``names``
         that exist, read together (one set of grouped queries)."""
         with self.session() as s:
-            rows = s.scalars(sa.select(models.Host).where(
+            rows = s.execute(sa.select(models.Host.__table__).where(
                 models.Host.name.in_(names))).all()
             return {h['name']: h for h in self._host_dicts(
                 s, rows, down_after, only=[r.name for r in rows])}
@@ -311,7 +314,8 @@ class Database(object):
 
     def list_hosts(self, down_after=60):
         with self.session() as s:
-            hosts = s.scalars(sa.select(models.Host).order_by(models.Host.name)).all()
+            hosts = s.execute(sa.select(models.Host.__table__).order_by(
+                models.Host.name)).all()
             return self._host_dicts(s, hosts, down_after)
 
     def set_host_enabled(self, name, enabled, reason=None):
