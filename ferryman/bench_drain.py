@@ -23,6 +23,7 @@ import time
 
 from conductor import drain as host_drain
 from conductor import placement
+from conductor.db import api as db_api
 from ferryman import exception
 from ferryman import local
 from flows import states
@@ -34,9 +35,6 @@ def _whole(name, value, least):
             name=name, value=value,
             reason='expected a whole number of at least %d' % least)
     return value
-
-
-_EPOCH = datetime.datetime(1970, 1, 1)  # the database's times are naive UTC
 
 
 def _parse(ts):
@@ -117,7 +115,7 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
                 dirty_rate_mibps=0.0)['uuid'])
         cloud.refresh()
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
-        started, started_at = time.monotonic(), time.time()
+        started, started_at = time.monotonic(), db_api.utcnow()
         drains = [cloud.api.drain_host(h, max_parallel=max_parallel)['id']
                   for h in sources]
         deadline = started + timeout
@@ -135,8 +133,9 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
         migs = [m for m in cloud.db.list_migrations() if m['importance'] == 'high']
         done = [m for m in migs if m['status'] == states.COMPLETED]
         # To the last completion, as recorded: not to the poll that noticed it.
-        wall = max([(_parse(m['updated_at']) - _EPOCH).total_seconds()
-                    for m in migs] or [time.time()]) - started_at
+        # (On the database's clock, the one its times are recorded by.)
+        wall = (max([_parse(m['updated_at']) for m in migs] or [db_api.utcnow()])
+                - started_at).total_seconds()
         latency = [(_parse(m['updated_at']) - _parse(m['created_at'])).total_seconds()
                    for m in done]
         over = overcommit(cloud.db)

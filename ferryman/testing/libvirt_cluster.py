@@ -270,16 +270,7 @@ class LibvirtCluster(Cluster):
         names = names or list(self.procs) + list(HOST_NAMES)
         paths = [p for n in dict.fromkeys(names) for p in self._logs(n)]
         paths += [h.log for h in self.hosts if h.name in names]
-        out = []
-        for path in paths:
-            try:
-                with open(path, errors='replace') as f:
-                    kept = [line for line in f.read().splitlines()
-                            if not LOG_NOISE.search(line)]
-            except OSError:
-                continue
-            out.append('==> %s <==\n%s' % (path, '\n'.join(kept[-lines:])))
-        return '\n'.join(out) or '(no log output)'
+        return _tail(paths, lines, skip=LOG_NOISE)
 
     # The conductor's API. ----------------------------------------------------------
     @property

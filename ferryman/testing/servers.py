@@ -62,12 +62,15 @@ def port_open(port, host=HOST, timeout=0.5):
         return False
 
 
-def _tail(paths, lines=40):
+def _tail(paths, lines=40, skip=None):
+    """The last ``lines`` of each file, leaving out lines ``skip`` (a compiled
+    pattern) finds."""
     out = []
     for path in paths:
         try:
             with open(path, errors="replace") as f:
-                text = f.read().splitlines()[-lines:]
+                text = [line for line in f.read().splitlines()
+                        if skip is None or not skip.search(line)][-lines:]
         except OSError:
             continue
         out.append("==> %s <==\n%s" % (path, "\n".join(text)))
