@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from compute_agent import pci
+
 compute_group = cfg.OptGroup('compute', title='Compute agent')
 
 compute_opts = [
@@ -128,8 +130,9 @@ def register_opts(conf):
     conf.register_opts(compute_opts, group=compute_group.name)
     conf.register_opts(fake_opts, group=fake_group.name)
     conf.register_opts(libvirt_opts, group=libvirt_group.name)
+    pci.register_opts(conf)
 
 
 def list_opts():
     return [(compute_group, compute_opts), (fake_group, fake_opts),
-            (libvirt_group, libvirt_opts)]
+            (libvirt_group, libvirt_opts)] + pci.list_opts()

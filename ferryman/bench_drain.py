@@ -1,16 +1,18 @@
 """ferryman bench drain: many hosts drained at once by one conductor.
 
-One conductor and ``hosts`` simulated agents in this process (zero-length copies).
+One conductor in this process and ``hosts`` simulated agents (zero-length
+copies): over RabbitMQ the agents run in ``agent_processes`` processes of their
+own, so this process's CPU and RSS are the conductor's; over the in-process
+transport they share this process.
 The guests are spread over the first half of the hosts; every one of those hosts
 is drained at once, so each guest is live-migrated once, scheduled onto the other
 half, under the drain limits (per host ``max_parallel``, in the cluster
 ``max_cluster``). Printed: migrations orchestrated per second (completed over the
 wall time from the first drain request to the last completion), median and p99
-time from request to completed, the process's CPU seconds and peak RSS (the
-agents run in this process too, so both are upper bounds for the conductor), and
-an overcommit check: no provider (host, NUMA cell, PCI device) holds more than
-its capacity, every guest is on exactly one host, the one on record, and
-``ferryman audit`` finds nothing.
+time from request to completed, the conductor's CPU seconds and peak RSS, the
+agents' CPU seconds, and an overcommit check: no provider (host, NUMA cell, PCI
+device) holds more than its capacity, every guest is on exactly one host, the
+one on record, and ``ferryman audit`` finds nothing.
 """
 
 import collections
@@ -77,7 +79,14 @@ def _misplaced(cloud, uuids):
 
 
 def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
-        as_json=False, rabbitmq=False, timeout=3600.0):
+        as_json=False, rabbitmq=False, agent_processes=None, timeout=3600.0):
+    if agent_processes is None:
+        agent_processes = 2 if rabbitmq else 0
+    _whole('agent_processes', agent_processes, 0)
+    if agent_processes and not rabbitmq:
+        raise exception.InvalidArgument(
+            name='agent_processes', value=agent_processes,
+            reason='agents in other processes need RabbitMQ (--rabbitmq)')
     _whole('hosts', hosts, 2)
     _whole('guests', guests, 1)
     host_drain.validate_max_parallel(max_parallel)
@@ -106,7 +115,8 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
             overrides['transport_url'] = broker.url
             transport = 'RabbitMQ on loopback'
         cloud = stack.enter_context(local.LocalCloud(
-            hosts=dict.fromkeys(names), overrides=overrides))
+            hosts=dict.fromkeys(names), overrides=overrides,
+            agent_processes=agent_processes))
         made = []
         for i in range(guests):
             host = sources[i % len(sources)]
@@ -115,6 +125,7 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
                 dirty_rate_mibps=0.0)['uuid'])
         cloud.refresh()
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        agents_cpu0 = cloud.pool.cpu_s() if cloud.pool else 0.0
         started, started_at = time.monotonic(), db_api.utcnow()
         drains = [cloud.api.drain_host(h, max_parallel=max_parallel)['id']
                   for h in sources]
@@ -130,6 +141,7 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
                 raise exception.FerrymanError('drains not done in %s s' % timeout)
             time.sleep(1.0)
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        agents_cpu = (cloud.pool.cpu_s() - agents_cpu0) if cloud.pool else None
         migs = [m for m in cloud.db.list_migrations() if m['importance'] == 'high']
         done = [m for m in migs if m['status'] == states.COMPLETED]
         # To the last completion, as recorded: not to the poll that noticed it.
@@ -148,6 +160,7 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
         'transport': transport, 'hosts': hosts, 'guests': guests,
         'drained_hosts': len(sources), 'max_parallel_per_host': max_parallel,
         'max_cluster': max_cluster, 'workers': workers,
+        'agent_processes': agent_processes,
         'migrations_completed': len(done), 'migrations_failed': len(migs) - len(done),
         'guests_not_moved': sum(failed.values()),
         'wall_s': wall,
@@ -158,6 +171,7 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
         'cpu_s': (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime -
                                                         usage0.ru_stime),
         'peak_rss_mb': usage1.ru_maxrss / 1024.0,
+        'agents_cpu_s': agents_cpu,
         'overcommitted_providers': [list(o) for o in over],
         'guests_misplaced': len(misplaced),
         'audit_violations': len(violations),
@@ -169,9 +183,10 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
         print(json.dumps(report, indent=2))
         return report
     print('drain of %d of %d hosts, %d guests, at most %d per host and %d in the '
-          'cluster, %d flow workers, zero-length copies, %s' % (
+          'cluster, %d flow workers, zero-length copies, %s, agents %s' % (
               len(sources), hosts, guests, max_parallel, max_cluster, workers,
-              transport))
+              transport, 'in %d processes of their own' % agent_processes
+              if agent_processes else 'in the conductor\'s process'))
     print('  migrations completed   %d (failed %d, guests not moved %d)' % (
         len(done), report['migrations_failed'], report['guests_not_moved']))
     print('  wall time              %.1f s' % wall)
@@ -180,8 +195,11 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
     if latency:
         print('  request -> completed   median %.3f s, p99 %.3f s' % (
             lat['median'], lat['p99']))
-    print('  CPU (whole process)    %.1f s' % report['cpu_s'])
-    print('  peak RSS               %.0f MiB' % report['peak_rss_mb'])
+    who = 'conductor' if agent_processes else 'conductor + agents'
+    print('  CPU, %-19s%.1f s' % (who, report['cpu_s']))
+    print('  peak RSS, %-14s%.0f MiB' % (who, report['peak_rss_mb']))
+    if agents_cpu is not None:
+        print('  CPU, agents            %.1f s' % agents_cpu)
     print('  overcommitted providers %d, guests misplaced %d, audit violations %d'
           % (len(over), len(misplaced), len(violations)))
     for text, n in failed.most_common(5):

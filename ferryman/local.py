@@ -2,7 +2,8 @@
 
 One conductor and N compute agents with the simulated driver, talking over the
 in-process transport, with sqlite in a private directory. Separate processes over
-RabbitMQ are the functional tests' business, not this module's.
+RabbitMQ are the functional tests' business, not this module's, except for scale
+runs, whose agents may run in a few processes of their own (``agent_processes``).
 """
 
 import logging
@@ -10,10 +11,12 @@ import os
 import shutil
 import tempfile
 
+from compute_agent import rpcapi as compute_rpcapi
 from compute_agent import service as agent_service
 from compute_agent.virt import fake
 from conductor import rpcapi as conductor_rpcapi
 from conductor import service as conductor_service
+from ferryman import agent_pool
 from ferryman import conf as ferryman_conf
 from ferryman import rpc
 
@@ -40,7 +43,7 @@ def quiet_messaging_logs():
 
 class LocalCloud(object):
 
-    def __init__(self, hosts=None, base_dir=None, overrides=None):
+    def __init__(self, hosts=None, base_dir=None, overrides=None, agent_processes=0):
         self.hosts = dict(DEMO_HOSTS if hosts is None else hosts)
         self._own_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix='ferryman-')
@@ -56,6 +59,8 @@ class LocalCloud(object):
         self.overrides.update(overrides or {})
         self.conductor = None
         self.agents = {}
+        self.agent_processes = agent_processes
+        self.pool = None
         self.cloud = fake.FakeCloud(os.path.join(self.base_dir, 'fake'))
 
     def conf(self, host, **extra):
@@ -63,16 +68,28 @@ class LocalCloud(object):
         return ferryman_conf.make_conf(config_files=[], overrides=overrides)
 
     def start(self):
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self):
         quiet_messaging_logs()
         self.conductor_conf = self.conf('conductor')
         self.conductor = conductor_service.ConductorService(self.conductor_conf).start()
+        self.api = conductor_rpcapi.ConductorAPI(self.conductor_conf)
+        if self.agent_processes:
+            self.pool = agent_pool.AgentPool(self.hosts, self.overrides,
+                                             self.agent_processes).start()
+            self.compute = compute_rpcapi.ComputeAPI(self.conductor_conf)
+            return self
         for host, shared in self.hosts.items():
             extra = {}
             if shared:
                 extra['fake.instances_path'] = os.path.join(self.base_dir, shared)
             agent_conf = self.conf(host, **extra)
             self.agents[host] = agent_service.ComputeService(agent_conf).start()
-        self.api = conductor_rpcapi.ConductorAPI(self.conductor_conf)
         return self
 
     @property
@@ -92,6 +109,11 @@ class LocalCloud(object):
             self.db.report_host(agent.host, agent.manager.host_info(),
                                 agent.manager.driver.list_guests(),
                                 vanish_after=vanish_after)
+        if self.pool is not None:
+            for host in sorted(self.hosts):
+                self.db.report_host(host, self.compute.get_host_info(host),
+                                    self.compute.list_guests(host),
+                                    vanish_after=vanish_after)
 
     def seed_demo_guests(self):
         guests = {}
@@ -107,6 +129,9 @@ class LocalCloud(object):
         return self.api.get_migration(migration_id)
 
     def stop(self):
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
         services = list(self.agents.values())
         if self.conductor is not None:
             services.append(self.conductor)

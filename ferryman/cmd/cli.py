@@ -111,7 +111,8 @@ def cmd_bench_drain(args):
     report = bench_drain.run(hosts=args.hosts, guests=args.guests,
                              max_parallel=args.max_parallel,
                              max_cluster=args.max_cluster, workers=args.workers,
-                             as_json=args.json, rabbitmq=args.rabbitmq)
+                             as_json=args.json, rabbitmq=args.rabbitmq,
+                             agent_processes=args.agent_processes)
     return 0 if report['ok'] else 1
 
 
@@ -441,6 +442,9 @@ def build_parser():
                    help='flows the conductor runs at once')
     p.add_argument('--rabbitmq', action='store_true',
                    help='over a private RabbitMQ node, not the in-process transport')
+    p.add_argument('--agent-processes', type=int, metavar='N',
+                   help='processes the simulated agents run in (RabbitMQ only; '
+                   'default 2 with --rabbitmq; 0: in the conductor\'s process)')
 
     host = sub.add_parser('host', help='hypervisor hosts').add_subparsers(
         dest='host_command', metavar='ACTION', required=True)

@@ -8,13 +8,20 @@ from oslo_log import log as logging
 
 import ferryman  # noqa: F401
 from ferryman import conf as ferryman_conf
+from ferryman import exception
 
 
 def run(name, make_service, argv=None):
     conf = ferryman_conf.make_conf(argv if argv is not None else sys.argv[1:])
     logging.setup(conf, 'ferryman')
     log = logging.getLogger(name)
-    service = make_service(conf).start()
+    try:
+        service = make_service(conf).start()
+    except exception.InvalidArgument as exc:
+        # A bad setting: one line naming it, not a traceback.
+        log.error('%s: %s', name, exc)
+        print('%s: %s' % (name, exc), file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def _signal(signum, _frame):

@@ -27,6 +27,30 @@ TERMINAL = ('completed', 'failed', 'cancelled', 'error')
 # The source of the abort, post-copy and agent-restart tests: capped so that a
 # migration from it is still copying when a test acts on it.
 SLOW_SOURCE, SLOW_MIBPS = 'host3', 5
+SYS_PCI = '/sys/bus/pci/devices'
+
+
+def sysfs_pci():
+    """{address: (vendor, product)} of this machine's PCI devices, as the kernel
+    lists them: what the test hosts' libvirtd should find."""
+    out = {}
+    for address in os.listdir(SYS_PCI):
+        ids = [read(os.path.join(SYS_PCI, address, f)).strip()[2:]
+               for f in ('vendor', 'device')]
+        out[address] = tuple(ids)
+    return out
+
+
+def first_pci_model():
+    return sorted(sysfs_pci().values())[0]
+
+
+# host1 offers every PCI device on a physical network; host2 only one model's.
+PCI_SPECS = {
+    'host1': '{"address": "*", "physical_network": "physnet1"}',
+    'host2': '[{"vendor_id": "%s", "product_id": "%s", "traits": "CUSTOM_BENCH"}]'
+             % first_pci_model() if os.path.isdir(SYS_PCI) else '[]',
+}
 
 
 @pytest.fixture(scope='module')
@@ -37,8 +61,11 @@ def lv(tmp_path_factory, timings):
     # migrations must not be switched by a prediction made in their first second.
     with LibvirtCluster(tmp_path_factory.mktemp('libvirt'), layout='paths',
                         conductor_options={'policy': {'min_precopy_s': 10}},
-                        agent_options={SLOW_SOURCE: {'libvirt': {
-                            'live_migration_bandwidth': SLOW_MIBPS}}}) as c:
+                        agent_options=dict(
+                            {SLOW_SOURCE: {'libvirt': {
+                                'live_migration_bandwidth': SLOW_MIBPS}}},
+                            **{h: {'pci': {'device_spec': spec}}
+                               for h, spec in PCI_SPECS.items()})) as c:
         yield c
         timings.update(c.timings)
 
@@ -115,6 +142,23 @@ def assert_reads_marker(lv, guest, host):
     line = '%s %s' % (guest_image.DISK, guest.marker)
     wait_for('marker read back on %s' % host,
              lambda: line in read(lv.serial_log(host, guest)))
+
+
+def test_hosts_offer_the_pci_devices_their_specs_match(lv):
+    found = sysfs_pci()
+    assert found, 'this machine lists no PCI devices in %s' % SYS_PCI
+    model = first_pci_model()
+    rc, hosts = lv.cli('host', 'list')
+    assert rc == 0, hosts
+    pci = {h['name']: {p['name']: p for p in h['providers'] if p['kind'] == 'pci'}
+           for h in hosts}
+    assert sorted(pci['host1']) == sorted('host1/pci/' + a for a in found)
+    assert all(p['traits'] == ['CUSTOM_PHYSNET_PHYSNET1'] and
+               p['inventory'] == {'PCI_DEVICE': 1} for p in pci['host1'].values())
+    assert sorted(pci['host2']) == sorted(
+        'host2/pci/' + a for a, ids in found.items() if ids == model)
+    assert all(p['traits'] == ['CUSTOM_BENCH'] for p in pci['host2'].values())
+    assert pci['host3'] == {}
 
 
 def test_block_migration(lv, guests, timings):

@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 
 from oslo_log import log as logging
 
+from compute_agent import pci
 from compute_agent.virt import driver
 from compute_agent.virt.libvirt import volumes as volume_connectors
 from ferryman import exception
@@ -169,6 +170,8 @@ class LibvirtDriver(driver.ComputeDriver):
         self.instances_path = lv.instances_path
         self.volumes = volume_connectors.FileVolumeConnector(
             lv.volume_dir, lv.connections_dir)
+        # Checked here: an agent with a bad spec must not start at all.
+        self.pci_specs = pci.parse_specs(conf.pci.device_spec)
 
     # Connection, re-opened after libvirtd restarts. ----------------------------------
     @property
@@ -223,8 +226,20 @@ class LibvirtDriver(driver.ComputeDriver):
                 'instances_path': self.instances_path,
                 'features': {'bandwidth_mibps':
                              self.conf.libvirt.live_migration_bandwidth},
-                # Nested providers: NUMA cells; PCI devices are not reported yet.
-                'numa_cells': self._numa_cells(), 'pci_devices': []}
+                # Nested providers: NUMA cells, and the PCI devices offered.
+                'numa_cells': self._numa_cells(), 'pci_devices': self._pci_devices()}
+
+    def _pci_devices(self):
+        if not self.pci_specs:
+            return []
+        # Listed on every report: devices come and go (hot plug, SR-IOV VFs).
+        found = []
+        for dev in self.conn.listAllDevices(
+                libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
+            parsed = pci.parse_nodedev(dev.XMLDesc(0))
+            if parsed is not None:
+                found.append(parsed)
+        return pci.offered(found, self.pci_specs)
 
     def _numa_cells(self):
         if getattr(self, '_cells', None) is None:

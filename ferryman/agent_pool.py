@@ -1,0 +1,136 @@
+"""Simulated compute agents in processes of their own, for scale runs.
+
+A hundred agents inside the conductor's interpreter measure mostly their own
+threads fighting over its lock; a few agent processes over RabbitMQ leave the
+conductor's process to the conductor. Each process serves a slice of the hosts
+with the simulated driver on a shared state directory (the hypervisors' data
+plane, see :mod:`compute_agent.virt.fake`), reads its orders as one JSON line on
+stdin, says ``ready`` on stdout, and stops when stdin closes, so it never
+outlives the run that started it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from ferryman import exception
+
+READY = 'ready'
+
+
+def _cpu_s(pid):
+    """User and system CPU seconds of a live process, from /proc."""
+    with open('/proc/%d/stat' % pid) as f:
+        # Fields after the command name, which may hold spaces: utime, stime
+        # are the 12th and 13th of them.
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+class AgentPool(object):
+    """``processes`` processes serving ``hosts`` between them, configured with
+    ``overrides`` (as :class:`ferryman.local.LocalCloud`'s); ``shared``: {host:
+    shared instance directory name or None}."""
+
+    def __init__(self, hosts, overrides, processes=2, log_dir=None,
+                 ready_timeout=120.0):
+        if isinstance(processes, bool) or not isinstance(processes, int) \
+                or processes < 1:
+            raise exception.InvalidArgument(
+                name='agent processes', value=processes,
+                reason='expected a whole number of at least 1')
+        if not overrides.get('transport_url', '').startswith('rabbit://'):
+            raise exception.InvalidArgument(
+                name='transport_url', value=overrides.get('transport_url'),
+                reason='agents in other processes need a broker (rabbit://)')
+        self.hosts = dict(hosts)
+        self.overrides = dict(overrides)
+        self.processes = min(processes, max(1, len(self.hosts)))
+        self.log_dir = log_dir or overrides['state_path']
+        self.ready_timeout = ready_timeout
+        self.procs = []
+
+    def start(self):
+        names = sorted(self.hosts)
+        try:
+            for i in range(self.processes):
+                part = {h: self.hosts[h] for h in names[i::self.processes]}
+                log = open(os.path.join(self.log_dir, 'agents-%d.log' % i), 'ab')
+                proc = subprocess.Popen(
+                    [sys.executable, '-m', 'ferryman.agent_pool'],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                    text=True)
+                log.close()
+                self.procs.append(proc)
+                proc.stdin.write(json.dumps({'hosts': part,
+                                             'overrides': self.overrides}) + '\n')
+                proc.stdin.flush()
+            for i, proc in enumerate(self.procs):
+                line = proc.stdout.readline().strip()
+                if line != READY:
+                    raise exception.FerrymanError(
+                        'agent process %d did not start (said %r, exit %s); see %s'
+                        % (i, line, proc.poll(),
+                           os.path.join(self.log_dir, 'agents-%d.log' % i)))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def cpu_s(self):
+        """CPU seconds the agent processes have used so far."""
+        return sum(_cpu_s(p.pid) for p in self.procs if p.poll() is None)
+
+    def stop(self, timeout=30.0):
+        for proc in self.procs:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main():
+    from compute_agent import service as agent_service
+    from ferryman import conf as ferryman_conf
+    from ferryman import local
+    from ferryman import rpc
+
+    orders = json.loads(sys.stdin.readline())
+    local.quiet_messaging_logs()
+    base = orders['overrides']['state_path']
+    services = []
+    for host, shared in sorted(orders['hosts'].items()):
+        extra = {}
+        if shared:
+            extra['fake.instances_path'] = os.path.join(base, shared)
+        conf = ferryman_conf.make_conf(config_files=[], overrides=dict(
+            orders['overrides'], host=host, **extra))
+        services.append(agent_service.ComputeService(conf).start())
+    print(READY, flush=True)
+    # The parent closes stdin to stop us, or dies, which closes it too.
+    sys.stdin.read()
+    for service in services:
+        service.server.stop()
+    for service in services:
+        service.stop()
+        rpc.cleanup(service.conf)
+
+
+if __name__ == '__main__':
+    main()
