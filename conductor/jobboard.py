@@ -15,6 +15,7 @@ session may yet survive such an outage, keeping the claim: the heartbeat release
 it once the server answers again.
 """
 
+import logging as std_logging
 import os
 import re
 import threading
@@ -22,6 +23,7 @@ import time
 import urllib.parse
 import uuid as uuidlib
 
+from kazoo import client as kazoo_client
 from kazoo import exceptions as kazoo_exc
 from oslo_log import log as logging
 import redis
@@ -35,6 +37,20 @@ from taskflow.utils import misc as tf_misc
 from ferryman import exception
 
 LOG = logging.getLogger(__name__)
+
+
+class _KazooLog(std_logging.LoggerAdapter):
+    """kazoo's logger, noting the session timeout the server granted: kazoo only
+    logs it (as a session is created), it keeps no record of it."""
+
+    granted_ms = None
+
+    def log(self, level, msg, *args, **kwargs):
+        if isinstance(msg, str) and msg.startswith('Session created') \
+                and len(args) >= 3 and isinstance(args[2], int):
+            self.granted_ms = args[2]
+        super().log(level, msg, *args, **kwargs)
+
 
 NAME_RE = re.compile(r'^[A-Za-z0-9._-]{1,64}$')
 JOB_PREFIX = 'migration-'
@@ -151,13 +167,24 @@ class Board(object):
         self.io_timeout = max(0.5, self.expiry / 4.0)
         self._zk = None
         kwargs = {}
+        self.session_s = None
         if self.kind == 'zookeeper':
             # Our client, passed to the board: the board's reads wait for a
             # reconnection without bound, the heartbeat's must not.
-            self._zk = kwargs['client'] = kazoo_utils.make_client(self.spec)
+            self._zk_log = _KazooLog(std_logging.getLogger('kazoo.client'), {})
+            self._zk = kwargs['client'] = kazoo_client.KazooClient(
+                hosts=self.spec['hosts'], timeout=self.spec['timeout'],
+                logger=self._zk_log)
         self._board = tf_jobs.fetch(conf.jobboard.name, dict(self.spec),
                                     persistence=persistence, **kwargs)
         self._board.connect()
+        if self._zk is not None:
+            try:
+                self._check_session()
+            except Exception:
+                self._board.close()
+                kazoo_utils.finalize_client(self._zk)
+                raise
         self._redis = None
         if self.kind == 'redis':
             # A client of our own: the board's is private to TaskFlow.
@@ -176,6 +203,32 @@ class Board(object):
         self._beat = threading.Thread(target=self._heartbeat, daemon=True,
                                       name='jobboard-heartbeat')
         self._beat.start()
+
+    def _check_session(self):
+        # The server clamps a session's timeout to its own bounds (by default
+        # 2 to 20 ticks): a claim would then outlive a dead conductor longer
+        # than claim_expiry promises, unnoticed.
+        granted = self._zk_log.granted_ms
+        if granted is None:
+            LOG.warning('ZooKeeper did not say which session timeout it granted; '
+                        'claims are assumed to last claim_expiry (%.1f s)',
+                        self.expiry)
+            return
+        self.session_s = granted / 1000.0
+        if self.session_s > self.expiry + 0.001:
+            raise exception.InvalidArgument(
+                name='[jobboard] claim_expiry', value=self.expiry,
+                reason='ZooKeeper at %s grants sessions of no less than %.1f s, '
+                       'so a dead conductor\'s claims would outlive claim_expiry: '
+                       'raise claim_expiry to %.1f s or lower the server\'s '
+                       'minSessionTimeout' % (self.spec['hosts'], self.session_s,
+                                              self.session_s))
+        if self.session_s < self.expiry - 0.001:
+            LOG.warning('ZooKeeper at %s grants sessions of at most %.1f s, less '
+                        'than claim_expiry (%.1f s): a claim is lost after %.1f s '
+                        'without the server (raise its maxSessionTimeout)',
+                        self.spec['hosts'], self.session_s, self.expiry,
+                        self.session_s)
 
     # Jobs. --------------------------------------------------------------------------
     def post(self, migration_id, book, source):

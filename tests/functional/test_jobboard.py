@@ -26,6 +26,7 @@ from taskflow.persistence import models as tf_models
 
 from conductor import jobboard
 from ferryman import conf as ferryman_conf
+from ferryman import exception
 from ferryman import local
 from ferryman.testing.cluster import Cluster
 from ferryman.testing.servers import RedisServer, ZooKeeperServer
@@ -363,3 +364,31 @@ def _taken_over(c, crash_at, timings):
     rc, report = c.cli('audit')
     assert (rc, report['violations']) == (0, []), report
     c.restart_conductors(only=dead)
+
+
+def test_zookeeper_sessions_are_checked_against_the_claim_expiry(caplog):
+    """The server bounds session timeouts (6 to 10 s here): a claim expiry below
+    them is refused, naming it, since claims would outlive a dead conductor
+    longer than promised; one above them is taken with a warning."""
+    persistence = tf_backends.fetch({'connection': 'memory://'})
+    with ZooKeeperServer(min_session=6.0, max_session=10.0) as server:
+        def board(expiry):
+            conf = ferryman_conf.make_conf(config_files=[], overrides={
+                'host': 'zk-bounds', 'jobboard.name': 'bounds',
+                'jobboard.backend_url': server.url,
+                'jobboard.claim_expiry': expiry,
+                'jobboard.heartbeat_interval': 1.0})
+            return jobboard.Board(conf, persistence)
+
+        within = board(8.0)
+        assert within.session_s == 8.0
+        within.close()
+        with pytest.raises(exception.InvalidArgument) as err:
+            board(2.0)
+        assert "Invalid value 2.0 for [jobboard] claim_expiry" in str(err.value)
+        assert 'no less than 6.0 s' in str(err.value)
+        caplog.clear()
+        above = board(20.0)
+        assert above.session_s == 10.0
+        above.close()
+        assert 'grants sessions of at most 10.0 s' in caplog.text

@@ -548,7 +548,8 @@ def test_drain_counts_match_the_database(cloud, host):
 @pytest.mark.parametrize('kwargs,named', [
     ({'hosts': 1}, 'hosts'), ({'guests': 0}, 'guests'),
     ({'max_parallel': 0}, 'max_parallel'), ({'max_cluster': 'many'}, 'max_cluster'),
-    ({'workers': True}, 'workers')])
+    ({'workers': True}, 'workers'), ({'agent_processes': -1}, 'agent_processes'),
+    ({'agent_processes': 2}, 'agent_processes')])
 def test_bench_drain_refuses_bad_sizes_before_starting(kwargs, named):
     from ferryman import bench_drain
     with pytest.raises(exception.InvalidArgument) as err:
@@ -581,3 +582,15 @@ def test_cli_shows_a_running_drains_owner_and_guests_waiting_for_room(capsys):
     assert out[1] == 'Advanced by conductor.42.abcd, lease until 2026-01-01T00:00:30Z'
     assert out[2:] == ['Waiting for room:',
                        '  g1 (u1): 2 attempts so far, last: no host has room']
+
+
+@pytest.mark.parametrize('processes,url,named', [
+    (0, 'rabbit://u:p@127.0.0.1:5672/', 'agent processes'),
+    (1.5, 'rabbit://u:p@127.0.0.1:5672/', 'agent processes'),
+    (2, 'kombu+memory://localhost//', 'transport_url')])
+def test_agent_pool_refuses_what_it_cannot_run(tmp_path, processes, url, named):
+    from ferryman import agent_pool
+    with pytest.raises(exception.InvalidArgument) as err:
+        agent_pool.AgentPool({'h1': None}, {'transport_url': url,
+                                            'state_path': str(tmp_path)}, processes)
+    assert named in str(err.value)
