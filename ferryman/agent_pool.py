@@ -11,6 +11,7 @@ outlives the run that started it.
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -57,7 +58,7 @@ class AgentPool(object):
         try:
             for i in range(self.processes):
                 part = {h: self.hosts[h] for h in names[i::self.processes]}
-                log = open(os.path.join(self.log_dir, 'agents-%d.log' % i), 'ab')
+                log = open(self._log(i), 'ab')
                 proc = subprocess.Popen(
                     [sys.executable, '-m', 'ferryman.agent_pool'],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -67,17 +68,27 @@ class AgentPool(object):
                 proc.stdin.write(json.dumps({'hosts': part,
                                              'overrides': self.overrides}) + '\n')
                 proc.stdin.flush()
+            deadline = time.monotonic() + self.ready_timeout
             for i, proc in enumerate(self.procs):
+                ready, _, _ = select.select(
+                    [proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    proc.kill()
                 line = proc.stdout.readline().strip()
                 if line != READY:
+                    # The log's directory may go with the cloud: quote its end.
+                    with open(self._log(i), errors='replace') as f:
+                        tail = f.read()[-2000:]
                     raise exception.FerrymanError(
-                        'agent process %d did not start (said %r, exit %s); see %s'
-                        % (i, line, proc.poll(),
-                           os.path.join(self.log_dir, 'agents-%d.log' % i)))
+                        'agent process %d did not start (said %r, exit %s); the '
+                        'end of its log:\n%s' % (i, line, proc.wait(), tail))
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _log(self, i):
+        return os.path.join(self.log_dir, 'agents-%d.log' % i)
 
     def cpu_s(self):
         """CPU seconds the agent processes have used so far."""

@@ -594,3 +594,16 @@ def test_agent_pool_refuses_what_it_cannot_run(tmp_path, processes, url, named):
         agent_pool.AgentPool({'h1': None}, {'transport_url': url,
                                             'state_path': str(tmp_path)}, processes)
     assert named in str(err.value)
+
+
+def test_an_agent_process_that_cannot_start_says_why(tmp_path):
+    from ferryman import agent_pool
+    pool = agent_pool.AgentPool(
+        {'h1': None}, {'transport_url': 'rabbit://u:p@127.0.0.1:9/',
+                       'state_path': str(tmp_path),
+                       'compute.virt_driver': 'no-such-driver'}, 1)
+    with pytest.raises(exception.FerrymanError) as err:
+        pool.start()
+    assert 'agent process 0 did not start' in str(err.value)
+    assert 'no-such-driver' in str(err.value)
+    assert pool.procs == []
