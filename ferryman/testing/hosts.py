@@ -396,7 +396,11 @@ def create_disk(host, path, size_mib=64):
 
 
 def domain_xml(name, memory_mib, kernel, initrd, cmdline, disk_path=None, uuid=None,
-               metadata_xml=None):
+               metadata_xml=None, numa=False):
+    """``numa``: the guest gets one NUMA cell holding its vCPU and memory, as a
+    flavor with a NUMA topology gives it."""
+    cpu = ("\n  <cpu><numa><cell id='0' cpus='0' memory='%d' unit='MiB'/></numa></cpu>"
+           % int(memory_mib)) if numa else ''
     disk = ''
     if disk_path:
         disk = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
@@ -409,7 +413,7 @@ def domain_xml(name, memory_mib, kernel, initrd, cmdline, disk_path=None, uuid=N
     return '''<domain type='qemu'>
   <name>{name}</name>{uuid}
   <memory unit='MiB'>{memory}</memory>
-  <vcpu>1</vcpu>{metadata}
+  <vcpu>1</vcpu>{cpu}{metadata}
   <features><acpi/><apic/></features>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
@@ -427,7 +431,7 @@ def domain_xml(name, memory_mib, kernel, initrd, cmdline, disk_path=None, uuid=N
   </devices>
 </domain>'''.format(
         name=escape(name), memory=int(memory_mib), kernel=escape(kernel),
-        initrd=escape(initrd), cmdline=escape(cmdline), disk=disk,
+        initrd=escape(initrd), cmdline=escape(cmdline), disk=disk, cpu=cpu,
         uuid='\n  <uuid>%s</uuid>' % uuid if uuid else '',
         metadata='\n  <metadata>%s</metadata>' % metadata_xml if metadata_xml else '',
         serial=quoteattr(_serial_path(name)))

@@ -368,7 +368,7 @@ class LibvirtCluster(Cluster):
     # Guests. -----------------------------------------------------------------------
     def boot_guest(self, host, name=None, storage='local', memory_mib=256,
                    dirty_mib=0, marker=None, disk_size_mib=32, sla_class='pet',
-                   readonly=False, wait=True):
+                   readonly=False, wait=True, numa=False):
         """Boot a Ferryman guest on ``host`` and wait for its heartbeats (and the
         conductor's record of it).
 
@@ -380,7 +380,8 @@ class LibvirtCluster(Cluster):
         ``readonly``: a read-only disk (libvirt refuses to copy one in a block
         migration). ``marker``: a writable disk gets it written to its first
         sector by the guest at boot; a read-only one has it there from the start,
-        and the guest prints it at boot.
+        and the guest prints it at boot. ``numa``: one guest NUMA cell, as a
+        flavor with a NUMA topology gives.
         """
         h = self.hosts[host]
         uuid = str(uuidlib.uuid4())  # lowercase, as the driver wants
@@ -404,7 +405,8 @@ class LibvirtCluster(Cluster):
         xml = domain_xml(name, memory_mib, self.image.kernel, self.image.initrd,
                          guest_image.cmdline(dirty_mib, None if readonly else marker),
                          disk, uuid, metadata_xml(uuid, name, storage, sla_class,
-                                                  [volume] if volume else ()))
+                                                  [volume] if volume else ()),
+                         numa=numa)
         # cache=none, as a disk on shared storage must have for libvirt to migrate it.
         xml = xml.replace("<driver name='qemu' type='qcow2'/>",
                           "<driver name='qemu' type='qcow2' cache='none'/>")

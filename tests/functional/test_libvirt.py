@@ -207,9 +207,19 @@ def test_file_level_migration(lv, guests, timings):
     assert_reads_marker(lv, g, 'host3')
 
 
+def numa_use(lv):
+    """{host: MEMORY_MB its NUMA cells hold for guests}, as the conductor counts."""
+    rc, hosts = lv.cli('host', 'list')
+    assert rc == 0, hosts
+    return {h['name']: sum(p['used'].get('MEMORY_MB', 0) for p in h['providers']
+                           if p['kind'] == 'numa') for h in hosts}
+
+
 def test_block_storage_migration(lv, guests, timings):
+    # The guest has a NUMA cell: what it holds of its host's cell moves with it.
     marker = unique('vol')
-    g = guests('host1', storage='volume', marker=marker)
+    g = guests('host1', storage='volume', marker=marker, numa=True)
+    assert numa_use(lv) == {'host1': g.memory_mib, 'host2': 0, 'host3': 0}
     link = lv.connection(g.volume)
     assert lv.exists('host1', link) and not lv.exists('host3', link)
     assert lv.exists('host1', g.instance_dir)
@@ -228,6 +238,7 @@ def test_block_storage_migration(lv, guests, timings):
     assert lv.hosts['host3'].check_output(['readlink', link]).strip() == volume
     assert not lv.exists('host1', link)
     assert not lv.exists('host1', g.instance_dir)
+    assert numa_use(lv) == {'host1': 0, 'host2': 0, 'host3': g.memory_mib}
     assert_reads_marker(lv, g, 'host3')
 
 

@@ -38,3 +38,21 @@ def test_metadata_escapes_xml():
     with pytest.raises(exception.InvalidArgument):
         driver.metadata_xml('0b5e6a5a-6b0a-4c51-8d2c-3f1b2a9e0c11', 'n',
                             volumes=['../x'])
+
+
+def test_a_guests_numa_cells_are_read_from_its_domain_xml():
+    dom = ET.fromstring(
+        "<domain><cpu><numa>"
+        "<cell id='0' cpus='0-3,^2' memory='1048576' unit='KiB'/>"
+        "<cell id='1' cpus='2,4-5' memory='2' unit='GiB'/>"
+        "<cell id='2' cpus='6' memory='536870912'/>"
+        "</numa></cpu></domain>")
+    # No unit means KiB, as libvirt reads it.
+    assert driver.guest_numa_topology(dom) == [
+        {'vcpus': 3, 'memory_mb': 1024}, {'vcpus': 3, 'memory_mb': 2048},
+        {'vcpus': 1, 'memory_mb': 512 * 1024}]
+    assert driver.guest_numa_topology(ET.fromstring('<domain><vcpu>2</vcpu>'
+                                                    '</domain>')) == []
+    odd = ET.fromstring("<domain><cpu><numa><cell id='0' cpus='0' memory='1' "
+                        "unit='parsecs'/></numa></cpu></domain>")
+    assert driver.guest_numa_topology(odd) == []

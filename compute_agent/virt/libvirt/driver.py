@@ -102,6 +102,44 @@ def numa_cells(capabilities_xml):
     return cells
 
 
+# libvirt's memory units (its "scaled integer"), in bytes.
+_MEMORY_UNITS = dict(
+    [(u, 1) for u in ('b', 'bytes')] +
+    [(u, 1000 ** i) for i, u in enumerate(('KB', 'MB', 'GB', 'TB'), 1)] +
+    [(u, 1024 ** i) for i, us in enumerate((('k', 'KiB'), ('M', 'MiB'),
+                                            ('G', 'GiB'), ('T', 'TiB')), 1)
+     for u in us])
+
+
+def _cpu_set(spec):
+    """The CPUs of a libvirt cpuset ("0-3,^2,5")."""
+    cpus = set()
+    for part in (p.strip() for p in spec.split(',') if p.strip()):
+        exclude = part.startswith('^')
+        first, _, last = part.lstrip('^').partition('-')
+        ids = set(range(int(first), int(last or first) + 1))
+        cpus = cpus - ids if exclude else cpus | ids
+    return cpus
+
+
+def guest_numa_topology(domain):
+    """The guest's NUMA cells from its domain XML (``<cpu><numa><cell>``):
+    [{vcpus, memory_mb}], what its flavor asked for, as the conductor counts it
+    on the host's cells; [] for a guest without a NUMA topology."""
+    cells = []
+    for cell in domain.findall('./cpu/numa/cell'):
+        unit = cell.get('unit', 'KiB')
+        if unit not in _MEMORY_UNITS:
+            # libvirt writes KiB; a report must not fail over one guest.
+            LOG.warning('NUMA cell memory unit %r not understood: the guest is '
+                        'counted on the host, not on its cells', unit)
+            return []
+        memory = int(cell.get('memory')) * _MEMORY_UNITS[unit]
+        cells.append({'vcpus': len(_cpu_set(cell.get('cpus', ''))),
+                      'memory_mb': memory // 1024 ** 2})
+    return cells
+
+
 def validate_path(what, value):
     if not isinstance(value, str) or not os.path.isabs(value) or \
             os.path.normpath(value) != value or any(c in value for c in '\0\n'):
@@ -296,6 +334,9 @@ class LibvirtDriver(driver.ComputeDriver):
                           'size_bytes': capacity,
                           'size_gb': -(-capacity // 1024 ** 3)})
         power = self._POWER.get(state, 'unknown')
+        numa = guest_numa_topology(root)
+        if numa:
+            meta = dict(meta, numa_topology=numa)
         return dict(meta, vcpus=vcpus, memory_mb=memory_mb, disks=disks,
                     disk_gb=sum(d['size_gb'] for d in disks),
                     power_state=power, dirty_rate_mibps=0.0)
