@@ -22,6 +22,7 @@ from taskflow.persistence import models as tf_models
 import flows
 from conductor.db import api as db_api
 from conductor import persistence
+from ferryman import exception
 from flows import states
 
 STEPS = 4
@@ -298,3 +299,26 @@ def test_atoms_another_writer_added_are_not_inserted_twice(url, monkeypatch):
     final = _book(_stock(url), book_id)
     assert final.state == tf_states.REVERTED
     assert [ad.uuid for ad in final if ad.name == 'extra'] == [extra.uuid]
+
+
+def test_bench_persistence_measures_all_three_modes_and_the_engine_alone(capsys):
+    from ferryman import bench_persistence
+    report = bench_persistence.run(migrations=2)
+    out = capsys.readouterr().out
+    assert 'TaskFlow alone (serial engine, 11 no-op tasks' in out, out
+    assert report['tasks_per_flow'] == 11
+    sql = report['sql_per_migration']
+    # Only the durable flow saves atoms; the bare calls touch no flow at all.
+    assert sql['durable']['statements'] > sql['in-memory']['statements'] > \
+        sql['bare']['statements']
+    assert sql['durable']['commits'] > sql['in-memory']['commits']
+    assert all(report['median_ms'][m] > 0 for m in bench_persistence.MODES)
+    assert 0 < report['cpu_engine_alone_ms'] < report['cpu_median_ms']['in-memory']
+
+
+@pytest.mark.parametrize('migrations', [0, -1, 2.5, True, '3'])
+def test_bench_persistence_refuses_a_bad_count(migrations):
+    from ferryman import bench_persistence
+    with pytest.raises(exception.InvalidArgument) as err:
+        bench_persistence.run(migrations=migrations)
+    assert repr(migrations) in str(err.value)
