@@ -31,9 +31,9 @@ def _cpu_s(pid):
 
 
 class AgentPool(object):
-    """``processes`` processes serving ``hosts`` between them, configured with
-    ``overrides`` (as :class:`ferryman.local.LocalCloud`'s); ``shared``: {host:
-    shared instance directory name or None}."""
+    """``processes`` processes serving ``hosts`` ({host: name of the instance
+    directory it shares, or None}) between them, configured with ``overrides``
+    (as :class:`ferryman.local.LocalCloud`'s)."""
 
     def __init__(self, hosts, overrides, processes=2, log_dir=None,
                  ready_timeout=120.0):
@@ -117,30 +117,16 @@ class AgentPool(object):
 
 
 def main():
-    from compute_agent import service as agent_service
-    from ferryman import conf as ferryman_conf
     from ferryman import local
-    from ferryman import rpc
 
     orders = json.loads(sys.stdin.readline())
     local.quiet_messaging_logs()
-    base = orders['overrides']['state_path']
-    services = []
-    for host, shared in sorted(orders['hosts'].items()):
-        extra = {}
-        if shared:
-            extra['fake.instances_path'] = os.path.join(base, shared)
-        conf = ferryman_conf.make_conf(config_files=[], overrides=dict(
-            orders['overrides'], host=host, **extra))
-        services.append(agent_service.ComputeService(conf).start())
+    services = [local.start_agent(orders['overrides'], host, shared)
+                for host, shared in sorted(orders['hosts'].items())]
     print(READY, flush=True)
     # The parent closes stdin to stop us, or dies, which closes it too.
     sys.stdin.read()
-    for service in services:
-        service.server.stop()
-    for service in services:
-        service.stop()
-        rpc.cleanup(service.conf)
+    local.stop_services(services)
 
 
 if __name__ == '__main__':

@@ -41,6 +41,26 @@ def quiet_messaging_logs():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def start_agent(overrides, host, shared=None):
+    """A simulated host's agent, started; ``shared``: the name of the instance
+    directory it shares with other hosts (under ``state_path``), or None."""
+    extra = {}
+    if shared:
+        extra['fake.instances_path'] = os.path.join(overrides['state_path'], shared)
+    conf = ferryman_conf.make_conf(config_files=[], overrides=dict(
+        overrides, host=host, **extra))
+    return agent_service.ComputeService(conf).start()
+
+
+def stop_services(services):
+    # Each RPC server takes a poll period to stop: stop them all, then wait.
+    for service in services:
+        service.server.stop()
+    for service in services:
+        service.stop()
+        rpc.cleanup(service.conf)
+
+
 class LocalCloud(object):
 
     def __init__(self, hosts=None, base_dir=None, overrides=None, agent_processes=0):
@@ -85,11 +105,7 @@ class LocalCloud(object):
             self.compute = compute_rpcapi.ComputeAPI(self.conductor_conf)
             return self
         for host, shared in self.hosts.items():
-            extra = {}
-            if shared:
-                extra['fake.instances_path'] = os.path.join(self.base_dir, shared)
-            agent_conf = self.conf(host, **extra)
-            self.agents[host] = agent_service.ComputeService(agent_conf).start()
+            self.agents[host] = start_agent(self.overrides, host, shared)
         return self
 
     @property
@@ -135,12 +151,7 @@ class LocalCloud(object):
         services = list(self.agents.values())
         if self.conductor is not None:
             services.append(self.conductor)
-        # Each RPC server takes a poll period to stop: stop them all, then wait.
-        for service in services:
-            service.server.stop()
-        for service in services:
-            service.stop()
-            rpc.cleanup(service.conf)
+        stop_services(services)
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
