@@ -113,6 +113,17 @@ libvirt_opts = [
                       'busy or dying QEMU holds them, and the agent then answers '
                       'with its last figures (marked stale) rather than hold the '
                       'conductor\'s call.'),
+    cfg.StrOpt('tcg_memory_copy', default='auto', choices=[
+        ('auto', 'paused where the QEMU is older than 9.0'),
+        ('paused', 'always paused'),
+        ('live', 'live, for a QEMU known to carry the fix')],
+        help='How the memory of a TCG guest (domain type qemu, no KVM) is '
+             'copied. QEMU before 9.0 loses writes a TCG guest makes while its '
+             'memory is copied live (its dirty-page sync leaves stale TCG TLB '
+             'entries that skip dirty logging; fixed upstream by "physmem: Fix '
+             'migration dirty bitmap coherency with TCG memory access"): the '
+             'guest arrives with corrupted memory. A paused copy stops the '
+             'guest for the whole copy instead. KVM guests are not affected.'),
     cfg.BoolOpt('trust_shared_storage', default=False,
                 help='Live-migrate guests whose instance directory (file-level) '
                      'or volumes (block-storage) Ferryman\'s probe proved shared, '

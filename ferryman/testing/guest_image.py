@@ -28,6 +28,7 @@ KERNEL_GLOB = '/boot/vmlinuz-*cloud-amd64'
 VIRTIO_MODULES = ('virtio_pci', 'virtio_blk')
 
 HEARTBEAT = 'ferryman-heartbeat'
+BOOT = 'ferryman-boot'
 DISK = 'ferryman-disk:'
 DISK_WRITTEN = 'ferryman-disk-written:'
 

@@ -61,6 +61,11 @@ LOG_NOISE = re.compile(
     r' DEBUG |alembic\.runtime| (dnsmasqCaps|virGDBus|networkStateInitialize|udevGet'
     r'|virCgroupDetect|virGetHostnameImpl)|dmidecode')
 HEARTBEAT = re.compile(r'^%s (\d+)$' % guest_image.HEARTBEAT, re.M)
+# What a guest kernel prints when it dies or finds its memory corrupted, and what
+# the test guest's /init prints when it boots again.
+CONSOLE_FAULTS = re.compile(
+    r'Kernel panic|Oops|BUG:|general protection|stack-protector|invalid opcode|'
+    r'soft lockup|segfault|' + re.escape(guest_image.BOOT))
 
 
 def read(path):
@@ -74,6 +79,39 @@ def read(path):
 def beats_in(path):
     """The heartbeat counters in a serial log, in order."""
     return [int(n) for n in HEARTBEAT.findall(read(path))]
+
+
+def console_faults(text):
+    """The fault markers in a stretch of guest console, in order, once each."""
+    return list(dict.fromkeys(CONSOLE_FAULTS.findall(text)))
+
+
+def check_guest_alive(log, last_beat, offset=0, beats=6, timeout=60):
+    """After a move (or a rolled-back one): the guest's console from ``offset``
+    goes on counting heartbeats from ``last_beat`` without a gap, for ``beats``
+    more, with no kernel fault and no reboot. Returns None, or why not with the
+    console (for an assertion's message)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = read(log)[offset:]
+        seen = [int(n) for n in HEARTBEAT.findall(text)]
+        faults = console_faults(text)
+        if faults or len(seen) >= beats or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    problems = []
+    if faults:
+        problems.append('console shows %s' % ', '.join(faults))
+    if len(seen) < beats:
+        problems.append('%d heartbeats in %ss, not %d' % (len(seen), timeout, beats))
+    if seen and not last_beat < seen[0] <= last_beat + 2:
+        problems.append('heartbeat went from %d to %d' % (last_beat, seen[0]))
+    if seen != list(range(seen[0], seen[0] + len(seen))) if seen else False:
+        problems.append('heartbeats out of order: %s' % seen[:20])
+    if not problems:
+        return None
+    return '%s; console %s from offset %d:\n%s' % (
+        '; '.join(problems), log, offset, text[-4000:])
 
 
 class Guest(object):

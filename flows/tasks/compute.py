@@ -150,13 +150,22 @@ class StartMigration(base.MigrationTask):
         # defines the guest on the destination, so it must know where.
         params['destination_instances_path'] = dest['instances_path']
         try:
-            self.compute.start_migration(source, instance, destination, subtype,
-                                         params)
+            job = self.compute.start_migration(source, instance, destination,
+                                               subtype, params)
         except messaging.MessagingTimeout:
             # The answer is lost (the agent died or the broker restarted), not
             # necessarily the job: a job that started is watched, not undone.
             if not self._started(migration_id, source, destination, instance):
                 raise
+            return
+        if (job or {}).get('paused_copy'):
+            # The hypervisor cannot copy this guest live without corrupting it:
+            # its whole copy is downtime, which the history must show.
+            self.db.add_task_event(migration_id, c.START_MIGRATION, 'DECISION',
+                                   host=source, error=None, details={
+                                       'action': policy.PAUSE,
+                                       'why': 'paused for the whole copy: %s' %
+                                              job['paused_copy']})
 
     def _started(self, migration_id, source, destination, instance):
         uuid = instance['uuid']
@@ -226,6 +235,9 @@ class MonitorMigration(base.MigrationTask):
                 lost = None
             wait_s = self.conf.conductor.monitor_interval
             status = job['status']
+            # Paused by the hypervisor's agent (a paused copy) or by us earlier.
+            steering.state['paused'] = steering.state['paused'] or bool(
+                job.get('paused'))
             if status == 'completed':
                 self.db.switch_over(migration_id, _stats(job))
                 return

@@ -17,8 +17,11 @@ import uuid
 import libvirt
 import pytest
 
+from compute_agent.virt.libvirt import driver
+from flows import constants as c
 from ferryman.testing import guest_image
-from ferryman.testing.libvirt_cluster import VOLUME_DIR, LibvirtCluster, read
+from ferryman.testing.libvirt_cluster import (
+    HEARTBEAT, VOLUME_DIR, LibvirtCluster, check_guest_alive, read)
 
 pytestmark = pytest.mark.functional
 
@@ -119,20 +122,39 @@ def record(timings, key, mig, started):
 
 
 def assert_moved(lv, guest, source, dest, before):
-    """Runs on dest only, persistent there, the same boot's heartbeat goes on."""
+    """Runs on dest only, persistent there, and alive: the same boot's heartbeat
+    goes on without a gap, and its console shows no kernel fault and no reboot
+    (a guest whose memory arrived corrupted dies within seconds, or limps on)."""
     assert lv.where(guest) == {dest: RUNNING}
     assert lv.domain(dest, guest).isPersistent()
     on_source = lv.beats(source, guest)
-    wait_for('heartbeats on %s' % dest, lambda: len(lv.beats(dest, guest)) >= 4,
-             explain=lambda: lv.diagnose(dest, guest))
-    on_dest = lv.beats(dest, guest)
-    # The same counter goes on: no reboot, at most a line cut in two at switch-over.
     assert max(on_source) >= before
-    assert max(on_source) < on_dest[0] <= max(on_source) + 2, (on_source[-3:],
-                                                               on_dest[:3])
-    assert on_dest == list(range(on_dest[0], on_dest[0] + len(on_dest)))
-    assert 'ferryman-boot' not in read(lv.serial_log(dest, guest))
+    trouble = check_guest_alive(lv.serial_log(dest, guest), max(on_source))
+    assert trouble is None, 'after the move to %s: %s' % (dest, trouble)
     lv.wait_instance(guest.uuid, dest)
+
+
+def assert_alive_where_it_was(lv, guest, host, since):
+    """After a rolled-back move: the guest goes on on ``host`` (console from
+    offset ``since``, taken before the move) without a fault."""
+    before = read(lv.serial_log(host, guest))[:since]
+    # A line cut at the offset counts on neither side.
+    last = max(int(n) for n in HEARTBEAT.findall(before[:before.rfind('\n') + 1]))
+    trouble = check_guest_alive(lv.serial_log(host, guest), last, offset=since)
+    assert trouble is None, 'after the rollback on %s: %s' % (host, trouble)
+
+
+def paused_copy(lv, mig):
+    """The history's record that the guest was paused for its whole copy, or None."""
+    return next((e['details'] for e in lv.api.get_task_history(mig['id'])
+                 if e['state'] == 'DECISION' and e['atom'] == c.START_MIGRATION),
+                None)
+
+
+def copies_paused(lv, host):
+    """Whether the agent of ``host`` copies its (TCG) guests paused: see
+    [libvirt] tcg_memory_copy."""
+    return lv.hosts[host].conn.getVersion() < driver.TCG_LIVE_COPY_FIXED
 
 
 def assert_reads_marker(lv, guest, host):
@@ -176,6 +198,10 @@ def test_block_migration(lv, guests, timings):
     assert (mig['source'], mig['destination']) == ('host1', 'host2')
     assert mig['stats']['total_time_s'] > 0
     assert_moved(lv, g, 'host1', 'host2', before)
+    decision = paused_copy(lv, mig)
+    assert bool(decision) == copies_paused(lv, 'host1'), decision
+    if decision:
+        assert decision['action'] == 'pause' and 'TCG' in decision['why'], decision
     assert not lv.exists('host1', g.instance_dir)
     # The copy on host2, at host2's own instance path...
     disk = lv.instance_dir('host2', g) + '/disk.root'
@@ -262,8 +288,11 @@ def test_abort_keeps_guest_on_source(lv, guests, timings):
         assert status == 'running', why(lv, lv.api.get_migration(mig['id']))
         return (dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE and
                 (dom.jobStats().get('memory_processed') or 0) > 0)
+    since = len(read(lv.serial_log(source, g)))
     wait_for('libvirt job copying memory', copying)
-    assert lv.where(g) == {source: RUNNING, dest: libvirt.VIR_DOMAIN_PAUSED}
+    # A paused copy stops the guest until the copy ends or is aborted.
+    assert lv.where(g) == {source: (libvirt.VIR_DOMAIN_PAUSED if copies_paused(
+        lv, source) else RUNNING), dest: libvirt.VIR_DOMAIN_PAUSED}
 
     t1 = time.monotonic()
     rc, mig = lv.cli('migration', 'abort', mig['id'], '--wait')
@@ -276,8 +305,7 @@ def test_abort_keeps_guest_on_source(lv, guests, timings):
     assert lv.where(g) == {source: RUNNING}
     assert not lv.exists(dest, lv.instance_dir(dest, g))
     assert lv.exists(source, g.disk)
-    n = max(lv.beats(source, g))
-    wait_for('heartbeats on %s' % source, lambda: max(lv.beats(source, g)) >= n + 2)
+    assert_alive_where_it_was(lv, g, source, since)
     assert 'ferryman-boot' not in read(lv.serial_log(dest, g))
     inst = lv.wait_instance(g.uuid, source)
     assert inst['migration_id'] is None
@@ -286,6 +314,7 @@ def test_abort_keeps_guest_on_source(lv, guests, timings):
 def test_failure_at_destination_rolls_back(lv, guests, timings):
     g = guests('host1', dirty_mib=8)
     lv.inject_fault('host2', 'create_local_disks')
+    since = len(read(lv.serial_log('host1', g)))
 
     t0 = time.monotonic()
     mig = lv.migrate(g.uuid, 'host2')
@@ -297,8 +326,7 @@ def test_failure_at_destination_rolls_back(lv, guests, timings):
     assert lv.where(g) == {'host1': RUNNING}
     assert lv.exists('host1', g.disk)
     assert not lv.exists('host2', lv.instance_dir('host2', g))
-    n = len(lv.beats('host1', g))
-    wait_for('heartbeats on host1', lambda: len(lv.beats('host1', g)) >= n + 2)
+    assert_alive_where_it_was(lv, g, 'host1', since)
     inst = lv.instance(g.uuid)
     assert (inst['host'], inst['migration_id']) == ('host1', None)
 
@@ -315,6 +343,9 @@ def test_policy_finishes_a_throttled_guest_by_post_copy(lv, guests, timings):
     # the second one, so the policy can tell at ~30-45 s, far from the
     # completion (150 s) and stall (60 s) timeouts: the switch must come from
     # the prediction, which its reason shows.
+    # On a QEMU older than 9.0 a TCG guest is never copied live (issue #12): it
+    # is paused for the whole copy, so there is nothing to steer and post-copy,
+    # which would bring it up corrupted, is never used.
     g = guests(SLOW_SOURCE, memory_mib=256, dirty_mib=64)
     before = max(lv.beats(SLOW_SOURCE, g))
     t0 = time.monotonic()
@@ -323,11 +354,13 @@ def test_policy_finishes_a_throttled_guest_by_post_copy(lv, guests, timings):
     assert (mig['status'], mig['subtype']) == ('completed', 'file-level'), why(lv, mig)
     decisions = [e['details'] for e in lv.api.get_task_history(mig['id'])
                  if e['state'] == 'DECISION']
-    assert [d['action'] for d in decisions][-1:] == ['post-copy'], decisions
-    assert 'dirty' in decisions[-1]['why'], decisions
-    assert 'will not converge' in decisions[-1]['why'], decisions
-    # The guest goes on on host2 with its memory intact: a corrupted page would
-    # crash its kernel or stop its heartbeat.
+    if copies_paused(lv, SLOW_SOURCE):
+        assert [d['action'] for d in decisions] == ['pause'], decisions
+        assert 'TCG' in decisions[0]['why'], decisions
+    else:
+        assert [d['action'] for d in decisions][-1:] == ['post-copy'], decisions
+        assert 'dirty' in decisions[-1]['why'], decisions
+        assert 'will not converge' in decisions[-1]['why'], decisions
     assert_moved(lv, g, SLOW_SOURCE, 'host2', before)
 
 

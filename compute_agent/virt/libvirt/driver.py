@@ -32,6 +32,9 @@ _UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
                       r'[0-9a-f]{12}$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$')
 MIB = 1024 * 1024
+# The first QEMU whose dirty-page sync keeps TCG's TLB coherent (see
+# [libvirt] tcg_memory_copy): older ones lose a TCG guest's writes in a live copy.
+TCG_LIVE_COPY_FIXED = 9000000
 
 
 def _import_libvirt():
@@ -190,6 +193,7 @@ class _Job(object):
         self.aborted = False
         self.post_copy = False
         self.paused = False
+        self.paused_copy = None  # why the guest is paused for the whole copy
         self.stats_call = None  # a jobStats() call still waiting on libvirt
 
 
@@ -517,9 +521,12 @@ class LibvirtDriver(driver.ComputeDriver):
             if dom is None:
                 raise exception.InstanceNotFound(instance=uuid)
             lv = self.conf.libvirt
-            flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
-                     libvirt.VIR_MIGRATE_PERSIST_DEST |
+            paused_copy = self._paused_copy_reason(dom)
+            flags = (libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST |
                      libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+            if not paused_copy:
+                # Without LIVE libvirt pauses the guest before copying its memory.
+                flags |= libvirt.VIR_MIGRATE_LIVE
             inbound = lv.live_migration_inbound_uri
             mparams = {libvirt.VIR_MIGRATE_PARAM_URI:
                        inbound % destination if '%s' in inbound else inbound}
@@ -530,9 +537,10 @@ class LibvirtDriver(driver.ComputeDriver):
             bandwidth = params.get('bandwidth_mibps') or lv.live_migration_bandwidth
             if bandwidth:
                 mparams[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth)
-            if params.get('post_copy'):
+            # Both need a guest that runs while its memory is copied.
+            if params.get('post_copy') and not paused_copy:
                 flags |= libvirt.VIR_MIGRATE_POSTCOPY
-            if params.get('auto_converge'):
+            if params.get('auto_converge') and not paused_copy:
                 flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
             if params.get('compressed'):
                 flags |= libvirt.VIR_MIGRATE_COMPRESSED
@@ -552,8 +560,12 @@ class LibvirtDriver(driver.ComputeDriver):
                                       args=(uuid, dom, dest_uri, mparams, flags),
                                       daemon=True)
             job = self._jobs[uuid] = _Job(uuid, thread)
+            if paused_copy:
+                LOG.warning('Migration of %s copies its memory with the guest '
+                            'paused: %s', uuid, paused_copy)
+                job.paused, job.paused_copy = True, paused_copy
             thread.start()
-        if params.get('max_downtime_ms'):
+        if params.get('max_downtime_ms') and not paused_copy:
             # Not a migrate parameter: set on the job once libvirt has it. The job
             # runs whatever happens here, so a failure is only logged.
             try:
@@ -563,6 +575,21 @@ class LibvirtDriver(driver.ComputeDriver):
                 LOG.warning('Cannot set the downtime of %s: %s', uuid,
                             exc.get_error_message())
         return self._job_stats(job)
+
+    def _paused_copy_reason(self, dom):
+        """Why this guest's memory must be copied with the guest paused, or None
+        when a live copy is sound."""
+        mode = self.conf.libvirt.tcg_memory_copy
+        if mode == 'live' or ET.fromstring(dom.XMLDesc(0)).get('type') != 'qemu':
+            return None  # KVM logs dirty pages in the kernel, not in TCG's TLB
+        if mode == 'paused':
+            return 'a TCG guest, and [libvirt] tcg_memory_copy is paused'
+        version = self.conn.getVersion()
+        if version >= TCG_LIVE_COPY_FIXED:
+            return None
+        return ('a TCG guest on QEMU %d.%d.%d, whose live copy loses writes the '
+                'guest makes meanwhile (fixed in QEMU 9.0)' % (
+                    version // 1000000, version // 1000 % 1000, version % 1000))
 
     def _dest_xml(self, dom, uuid, dest_path):
         """The domain as the destination must define it: every file of the
@@ -626,7 +653,8 @@ class LibvirtDriver(driver.ComputeDriver):
     def _job_stats(self, job):
         out = {'status': job.status, 'error': job.error,
                'elapsed_s': time.monotonic() - job.started,
-               'post_copy': job.post_copy, 'paused': job.paused}
+               'post_copy': job.post_copy, 'paused': job.paused,
+               'paused_copy': job.paused_copy}
         if job.status == 'running':
             stats = self._fetch_job_stats(job)
             out['stale'] = stats is None
