@@ -14,6 +14,7 @@ from compute_agent import faults
 from compute_agent import virt
 from conductor import rpcapi as conductor_rpcapi
 from ferryman import exception
+from ferryman import schemas
 
 LOG = logging.getLogger(__name__)
 
@@ -35,9 +36,11 @@ def _subtype(subtype):
 
 
 def step(fn):
-    """An RPC step of the conductor's: may be made to fail for tests."""
+    """An RPC step of the conductor's: its arguments pass their schema before
+    anything acts on them; may be made to fail for tests."""
     @functools.wraps(fn)
     def wrapper(self, ctxt, **kwargs):
+        schemas.check(schemas.AGENT_SERVICE, fn.__name__, kwargs)
         fault = faults.check_file(self.conf.compute.fault_injection_file,
                                   fn.__name__, self.host)
         result = fn(self, ctxt, **kwargs)
@@ -77,8 +80,10 @@ class ComputeManager(object):
         self.driver.cleanup_host()
 
     def report(self):
-        self.conductor.report_host(self.host, self.host_info(),
-                                   self.driver.list_guests())
+        # A guest the conductor would refuse is left out (and logged) here, so
+        # one odd domain does not cost its host every report.
+        self.conductor.report_host(self.host, self.host_info(), schemas.valid_guests(
+            self.driver.list_guests(), self.host))
 
     def _report_loop(self):
         while not self._stop.is_set():

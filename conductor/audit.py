@@ -9,7 +9,10 @@
   more than its inventory allows;
 - no migration in a non-terminal state without a live owner;
 - nothing left behind (instance directories, volume connections, ports) on a host
-  that does not run the guest.
+  that does not run the guest;
+- every record can be interpreted: a host or guest row holding a value that
+  cannot (written by hand, or before reports were checked) is a violation, and
+  is left out of the other checks rather than break them.
 
 Hosts involved in a migration in flight are allowed the in-between states it
 implies (an incoming guest, a prepared destination); nothing else is excused.
@@ -20,6 +23,7 @@ import collections
 from oslo_log import log as logging
 
 from conductor import placement
+from ferryman import schemas
 from flows import states
 
 LOG = logging.getLogger(__name__)
@@ -35,7 +39,22 @@ def run(db, compute, hosts, owned):
     live owner (flows this conductor runs or queues for a slot; with a jobboard,
     jobs claimed by any conductor or waiting on the board to be claimed)."""
     violations = []
-    instances = {i['uuid']: i for i in db.list_instances()}
+    instances, unreadable = {}, set()
+    for inst in db.list_instances():
+        problems = schemas.problems('instance', inst)
+        if problems:
+            unreadable.add(inst['uuid'])
+            violations.append(('record', 'guest %s (%s): its record cannot be '
+                               'interpreted: %s' % (schemas.shown(inst['name']),
+                                                    inst['uuid'],
+                                                    '; '.join(problems))))
+        else:
+            instances[inst['uuid']] = inst
+    for host in hosts:
+        if host.get('problems'):
+            violations.append(('record', 'host %s: its record cannot be '
+                               'interpreted: %s' % (host['name'],
+                                                    '; '.join(host['problems']))))
     active = [m for m in db.list_migrations() if m['status'] in states.ACTIVE]
     in_flight = {m['instance_uuid']: m for m in active}
     inventories = {}
@@ -83,7 +102,7 @@ def run(db, compute, hosts, owned):
     # Disk is compared nowhere: a guest on shared storage uses no host disk, which
     # only the storage probe of a migration reveals.
     held = {(a['consumer'], a['host']): {r: a[r] for r in COMPARED}
-            for a in db.allocations()}
+            for a in db.allocations() if a['consumer'] not in unreadable}
     expected = {k: {r: v[r] for r in COMPARED} for k, v in expected.items()}
     for key, amounts in held.items():
         consumer, host = key
@@ -102,7 +121,9 @@ def run(db, compute, hosts, owned):
             violations.append(('allocation', 'guest %s has no allocation on its '
                                'host %s' % (consumer, host)))
 
-    violations.extend(_nested(db.nested_allocations(), instances, active, hosts))
+    violations.extend(_nested([n for n in db.nested_allocations()
+                               if n['consumer'] not in unreadable],
+                              instances, active, hosts))
 
     # Owners.
     for mig in active:
@@ -141,7 +162,12 @@ def run(db, compute, hosts, owned):
 def _nested(rows, instances, active, hosts):
     """Violations of nested allocations ``rows`` (NUMA cells, PCI devices)."""
     out = []
-    providers = {p['name']: (h, p) for h in hosts for p in h.get('providers') or []}
+    # A host whose record cannot be interpreted has no capacity to check against
+    # (its own violation says why).
+    providers = {p['name']: (h, p) for h in hosts if not h.get('problems')
+                 for p in h.get('providers') or []}
+    unknown = {p['name'] for h in hosts if h.get('problems')
+               for p in h.get('providers') or []}
     migrations = {m['id']: m for m in active}
     # Who may hold what where: a guest on its host; a migration in flight on
     # its source (the guest's source side), its guest on its destination.
@@ -154,6 +180,8 @@ def _nested(rows, instances, active, hosts):
     for row in rows:
         consumer, host, name = row['consumer'], row['host'], row['provider']
         resources = row['resources']
+        if name in unknown or schemas.problems('resources', resources):
+            continue  # its host's record violation names it
         used[name].update(resources)
         where = providers.get(name)
         if where is None or where[0]['name'] != host:
@@ -175,8 +203,9 @@ def _nested(rows, instances, active, hosts):
                 placement.PCI_DEVICE, 0)
     # Every guest settled on its host holds what its flavor asks for there.
     moving = {m['instance_uuid'] for m in active}
+    bad_hosts = {h['name'] for h in hosts if h.get('problems')}
     for uuid, inst in instances.items():
-        if uuid in moving:
+        if uuid in moving or inst['host'] in bad_hosts:
             continue
         cells = len(inst.get('numa_topology') or [])
         devices = sum(int(r['count']) for r in inst.get('pci_requests') or [])

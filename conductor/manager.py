@@ -13,13 +13,12 @@ from conductor import runner as flow_runner
 from conductor import scheduler
 from conductor.db import api as db_api
 from ferryman import exception
+from ferryman import schemas
 from flows import selection
 from flows import states
 from flows.tasks import base as task_base
 
 LOG = logging.getLogger(__name__)
-
-STATUSES = states.ACTIVE + states.TERMINAL
 
 
 def _str(name, value, optional=False):
@@ -64,6 +63,7 @@ class ConductorManager(object):
         return self.conf.conductor.host_down_after
 
     # Migrations. -------------------------------------------------------------------
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def live_migrate(self, ctxt, instance, host=None, block_migration='auto',
                      force=False, importance='medium'):
         return self.start_migration(instance, host, block_migration, force,
@@ -77,12 +77,17 @@ class ConductorManager(object):
         so a refused request changes nothing. ``drain_slot`` (a drain's) records
         it only within the drain limits (Database.create_drain_migration).
         """
+        # Drains come here too, not through live_migrate's schema.
         _str('instance', instance)
         _str('host', host, optional=True)
         _bool('force', force)
         policy.validate('importance', importance, policy.IMPORTANCE)
         requested = selection.normalize_block_migration(block_migration)
         inst = self.db.get_instance(instance)
+        unreadable = schemas.problems('instance', inst)
+        if unreadable:
+            raise exception.RecordUnreadable(what='instance %s' % inst['uuid'],
+                                             problems='; '.join(unreadable))
         if inst['power_state'] != 'running':
             raise exception.InstanceNotRunning(instance=instance,
                                                power_state=inst['power_state'])
@@ -96,6 +101,9 @@ class ConductorManager(object):
         source = hosts.get(inst['host'])
         if source is None:
             raise exception.HostNotFound(host=inst['host'])
+        if source['problems']:
+            raise exception.RecordUnreadable(what='host %s' % source['name'],
+                                             problems='; '.join(source['problems']))
         if not source['up']:
             raise exception.HostUnavailable(
                 host=source['name'], reason='the source agent has not reported '
@@ -197,11 +205,12 @@ class ConductorManager(object):
         return selection.choose_subtype(requested, facts, inst['uuid'],
                                         dest['name'])
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def abort_migration(self, ctxt, migration):
         """Ask a migration to stop; it ends in cancelled with the guest on the
         source. Before the copy it simply never starts; during it the job is
         aborted and everything rolled back. Past switch-over it is too late."""
-        mig = self.db.get_migration(_str('migration', migration))
+        mig = self.db.get_migration(migration)
         if mig['status'] in states.TERMINAL:
             raise exception.CannotAbort(migration=migration,
                                         reason='it is already %s' % mig['status'])
@@ -212,33 +221,33 @@ class ConductorManager(object):
         LOG.info('Migration %s: abort requested', migration)
         return self.db.update_migration(migration, cancel_requested=True)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def force_complete_migration(self, ctxt, migration):
         """Finish now: post-copy where the policy and hosts allow it, else pause
         the guest until the copy completes."""
-        mig = self.db.get_migration(_str('migration', migration))
+        mig = self.db.get_migration(migration)
         if mig['status'] not in (states.ACCEPTED, states.PREPARING, states.RUNNING):
             raise exception.CannotForceComplete(
                 migration=migration, reason='it is %s' % mig['status'])
         LOG.info('Migration %s: force-complete requested', migration)
         return self.db.update_migration(migration, force_complete_requested=True)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def get_migration(self, ctxt, migration):
-        return self.db.get_migration(_str('migration', migration))
+        return self.db.get_migration(migration)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_migrations(self, ctxt, instance=None, status=None, host=None):
         if instance is not None:
-            instance = self.db.get_instance(_str('instance', instance))['uuid']
-        if status is not None and status not in STATUSES:
-            raise exception.InvalidArgument(
-                name='status', value=status,
-                reason='expected one of %s' % ', '.join(STATUSES))
-        _str('host', host, optional=True)
+            instance = self.db.get_instance(instance)['uuid']
         return self.db.list_migrations(instance=instance, status=status, host=host)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def get_task_history(self, ctxt, migration):
-        self.db.get_migration(_str('migration', migration))
+        self.db.get_migration(migration)
         return self.db.get_task_history(migration)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def audit(self, ctxt):
         """Check every invariant against the hosts; list what is violated."""
         hosts = self.db.list_hosts(self._down_after)
@@ -251,37 +260,50 @@ class ConductorManager(object):
                     if m['status'] in states.ACTIVE])}
 
     # Host drains. ------------------------------------------------------------------
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def drain_host(self, ctxt, host, max_parallel=None):
         """Disable the host and live-migrate every guest off it (importance high),
         at most ``max_parallel`` at once (default [conductor] drain_max_per_host)
         and while fewer than [conductor] drain_max_cluster run in the cluster;
         returns the drain at once."""
         host_drain.validate_max_parallel(max_parallel)
-        return self.drainer.drain(str(uuidlib.uuid4()), _str('host', host),
+        return self.drainer.drain(str(uuidlib.uuid4()), host,
                                   max_parallel)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def get_drain(self, ctxt, drain):
-        return host_drain.with_counts(self.db.get_drain(_str('drain', drain)))
+        return host_drain.with_counts(self.db.get_drain(drain))
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_drains(self, ctxt, host=None):
-        return [host_drain.with_counts(d) for d in self.db.list_drains(
-            host=_str('host', host, optional=True))]
+        return [host_drain.with_counts(d) for d in self.db.list_drains(host=host)]
 
     # Hosts and guests. -------------------------------------------------------------
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_hosts(self, ctxt):
         return self.db.list_hosts(self._down_after)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_instances(self, ctxt, host=None):
-        return self.db.list_instances(host=_str('host', host, optional=True))
+        return self.db.list_instances(host=host)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def set_host_enabled(self, ctxt, host, enabled, reason=None):
-        self.db.set_host_enabled(_str('host', host), _bool('enabled', enabled),
-                                 _str('reason', reason, optional=True))
+        self.db.set_host_enabled(host, enabled, reason)
         return self.db.get_host(host, self._down_after)
 
     def report_host(self, ctxt, host, info, guests):
+        """Take in what an agent reports about its host and guests, once it
+        passes the report's schema (refusals are logged: a cast has nobody to
+        answer to); the report speaks for ``host`` alone (Database.report_host)."""
         try:
-            self.db.report_host(_str('host', host), info, guests,
+            schemas.check(schemas.CONDUCTOR_SERVICE, 'report_host',
+                          {'host': host, 'info': info, 'guests': guests},
+                          sender=host)
+        except exception.InvalidArgument:
+            return
+        try:
+            self.db.report_host(host, info, guests,
                                 vanish_after=self.conf.conductor.vanished_guest_grace)
         except Exception:  # a cast: nobody else would see the error
-            LOG.exception('Bad report from host %r', host)
+            LOG.exception('Report from host %s not taken in', host)

@@ -11,8 +11,8 @@ from ferryman import exception
 from flows import states
 
 # In the order they run; a forced host skips those in CAPACITY_FILTERS.
-FILTERS = ('same-host', 'enabled', 'up', 'hypervisor', 'cpu', 'capacity', 'numa',
-           'pci')
+FILTERS = ('same-host', 'record', 'enabled', 'up', 'hypervisor', 'cpu', 'capacity',
+           'numa', 'pci')
 CAPACITY_FILTERS = ('capacity', 'numa', 'pci')
 
 
@@ -51,6 +51,11 @@ def refusal(instance, source, host, force=False):
 def _refusal(instance, source, host, force):
     if host['name'] == source['name']:
         return 'same-host', exception.DestinationSameAsSource(host=host['name'])
+    if host.get('problems'):
+        # Nothing else can be judged on values that cannot be interpreted.
+        return 'record', exception.HostUnavailable(
+            host=host['name'], reason='its record cannot be interpreted: %s' %
+            '; '.join(host['problems']))
     if not host['enabled']:
         return 'enabled', exception.HostUnavailable(
             host=host['name'], reason='disabled (%s)' % (

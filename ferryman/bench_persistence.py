@@ -26,6 +26,7 @@ import contextlib
 import json
 import statistics
 import time
+import uuid
 
 import sqlalchemy as sa
 import taskflow.engines
@@ -63,8 +64,8 @@ def _bare(cloud, guest, source, destination):
     compute = cloud.conductor.manager.compute
     src = cloud.db.get_host(source)
     info = {k: src[k] for k in ('hypervisor_type', 'cpu_model', 'cpu_features')}
-    for probe in range(2):
-        token = 'bench%d' % probe
+    for _probe in range(2):
+        token = uuid.uuid4().hex  # what the conductor sends (agents check it)
         compute.check_destination(destination, guest, info, token)
         compute.check_source(source, guest['uuid'], token)
         compute.remove_probe(destination, token)

@@ -77,6 +77,11 @@ class IncompatibleHost(Conflict):
     msg_fmt = "Host %(host)r is incompatible with instance %(instance)r: %(reason)s"
 
 
+class RecordUnreadable(Conflict):
+    msg_fmt = ("The record of %(what)s cannot be interpreted (%(problems)s); `ferryman "
+               "audit` lists it, and its host's next valid report replaces it.")
+
+
 class StorageMismatch(Invalid):
     msg_fmt = ("block_migration=%(requested)r contradicts the storage of instance "
                "%(instance)r towards %(host)r: %(reason)s")

@@ -19,6 +19,7 @@ from conductor import service as conductor_service
 from ferryman import agent_pool
 from ferryman import conf as ferryman_conf
 from ferryman import rpc
+from ferryman import schemas
 
 IN_PROCESS_URL = 'kombu+memory://localhost//'
 
@@ -121,15 +122,21 @@ class LocalCloud(object):
         """
         if vanish_after is None:
             vanish_after = self.conductor_conf.conductor.vanished_guest_grace
+
+        def take(host, info, guests):
+            # The check the conductor's report_host makes: what the drivers
+            # report must pass it.
+            schemas.check(schemas.CONDUCTOR_SERVICE, 'report_host', {
+                'host': host, 'info': info, 'guests': guests})
+            self.db.report_host(host, info, guests, vanish_after=vanish_after)
+
         for agent in self.agents.values():
-            self.db.report_host(agent.host, agent.manager.host_info(),
-                                agent.manager.driver.list_guests(),
-                                vanish_after=vanish_after)
+            take(agent.host, agent.manager.host_info(),
+                 agent.manager.driver.list_guests())
         if self.pool is not None:
             for host in sorted(self.hosts):
-                self.db.report_host(host, self.compute.get_host_info(host),
-                                    self.compute.list_guests(host),
-                                    vanish_after=vanish_after)
+                take(host, self.compute.get_host_info(host),
+                     self.compute.list_guests(host))
 
     def seed_demo_guests(self):
         guests = {}

@@ -271,7 +271,7 @@ class FakeDriver(driver.ComputeDriver):
 
     def get_host_info(self):
         info = dict(self.cloud.load(self.host)['info'])
-        info['features'] = {'bandwidth_mibps': info['bandwidth_mibps']}
+        info['features'] = {'bandwidth_mibps': info.pop('bandwidth_mibps')}
         f = self.conf.fake
         # Nested providers, as configured now: cells split the host evenly.
         info['numa_cells'] = [{'id': i, 'vcpus': info['vcpus'] // f.numa_cells,
@@ -487,7 +487,7 @@ class FakeDriver(driver.ComputeDriver):
         return None
 
     def _model(self, guest, dest_state, subtype, params):
-        bandwidth = min(self.get_host_info()['bandwidth_mibps'],
+        bandwidth = min(self.cloud.load(self.host)['info']['bandwidth_mibps'],
                         dest_state['info']['bandwidth_mibps'])
         if params.get('bandwidth_mibps'):
             bandwidth = min(bandwidth, float(params['bandwidth_mibps']))

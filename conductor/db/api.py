@@ -18,6 +18,7 @@ from sqlalchemy import orm
 from conductor import placement
 from conductor.db import models
 from ferryman import exception
+from ferryman import schemas
 from flows import states
 
 LOG = logging.getLogger(__name__)
@@ -117,11 +118,14 @@ class Database(object):
 
     # Hosts. ------------------------------------------------------------------------
     def report_host(self, name, info, guests, vanish_after=None):
-        """Record what an agent reports: capacity, nested providers, and guests
-        not known before (with their allocations).
+        """Record what an agent reports (checked against its schema already):
+        capacity, nested providers, its guests, and guests not known before
+        (with their allocations).
 
-        Reports never move a known guest: a report gathered before a switch-over
-        could arrive after it; only migrations change an instance's host.
+        A report speaks for its own host only: it never moves a known guest (a
+        report gathered before a switch-over could arrive after it; only
+        migrations change an instance's host), nor rewrites one recorded on
+        another host.
         """
         try:
             self._report_host(name, info, guests, vanish_after)
@@ -149,6 +153,8 @@ class Database(object):
             for guest in guests:
                 inst = s.get(models.Instance, guest['uuid'])
                 new = inst is None
+                if not self._owns(s, name, guest, inst):
+                    continue
                 if new:
                     inst = models.Instance(uuid=guest['uuid'], host=name)
                     s.add(inst)
@@ -165,6 +171,27 @@ class Database(object):
             if vanish_after is not None:
                 self._forget_vanished(s, name, {g['uuid'] for g in guests},
                                       vanish_after)
+
+    @staticmethod
+    def _owns(s, host, guest, inst):
+        """Whether ``host``'s report may describe the guest: one not known yet,
+        or recorded on ``host``. A guest arriving in a migration the conductor
+        knows is expected there and left to the migration; any other is logged
+        and left as it is (the audit checks where it runs)."""
+        if inst is None:
+            if s.get(models.Migration, guest['uuid']) is None:
+                return True
+            LOG.warning('Host %s reports a guest %s, the id of a migration: '
+                        'ignored', host, guest['uuid'])
+            return False
+        if inst.host == host:
+            return True
+        mig = inst.migration_id and s.get(models.Migration, inst.migration_id)
+        if not (mig and mig.destination == host):
+            LOG.warning('Host %s reports guest %s (%s), which is recorded on %s: '
+                        'its record is left as it is', host, inst.uuid, inst.name,
+                        inst.host)
+        return False
 
     def _forget_vanished(self, s, host, reported, vanish_after):
         """Guests gone from their host (deleted outside Ferryman) stop holding
@@ -243,12 +270,20 @@ class Database(object):
             q = q.where(models.Provider.host.in_(only))
             uq = uq.where(models.NestedAllocation.host.in_(only))
         used = collections.defaultdict(collections.Counter)
+        unreadable = collections.defaultdict(list)
         for provider, resources in s.execute(uq):
-            used[provider].update(resources)
+            if schemas.problems('resources', resources):
+                unreadable[provider].append(schemas.shown(resources))
+            else:
+                used[provider].update(resources)
         out = collections.defaultdict(list)
         for p in s.execute(q):
             d = _row_dict(p)
             d['used'] = dict(used[p.name])
+            d['problems'] = ['provider %s: %s' % (p.name, text) for text in
+                             schemas.problems('provider', d)] + [
+                'provider %s: an allocation of %s on it cannot be interpreted' % (
+                    p.name, r) for r in unreadable[p.name]]
             out[p.host].append(d)
         return out
 
@@ -279,7 +314,13 @@ class Database(object):
             out['up'] = (now - host.last_seen).total_seconds() <= down_after
             out['migrations_out'] = outbound.get(host.name, 0)
             out['providers'] = providers.get(host.name, [])
-            out['capacity'] = {r: placement.capacity(out, r) for r in RESOURCES}
+            # A row nothing can interpret (written by hand, or before reports
+            # were checked) is listed with its problems, its capacity none: the
+            # scheduler's record filter refuses it, the audit reports it.
+            out['problems'] = schemas.problems('host', out) + [
+                text for p in out['providers'] for text in p['problems']]
+            out['capacity'] = {r: 0 if out['problems'] else
+                               placement.capacity(out, r) for r in RESOURCES}
             result.append(out)
         return result
 

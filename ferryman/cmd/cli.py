@@ -127,6 +127,11 @@ def cmd_host_list(args):
              '%s/%s' % (h['used']['memory_mb'], h['memory_mb']),
              '%s/%s' % (h['used']['disk_gb'], h['disk_gb']), h['migrations_out']]
             for h in hosts])
+    for h in hosts:
+        if h.get('problems'):
+            print('Host %s: its record cannot be interpreted (no migrations go '
+                  'there; see ferryman audit): %s' % (
+                      h['name'], '; '.join(h['problems'])))
 
 
 def _set_enabled(args, enabled):
@@ -548,7 +553,25 @@ def main(argv=None):
                   'ferryman-conductor running and transport_url right?)'
                   % args.timeout, file=sys.stderr)
             return 3
-        raise
+        # Anything else is a failure to report, never a traceback to print.
+        name, message = _unexpected(exc)
+        if args.json:
+            _print_json({'error': name, 'message': message})
+        else:
+            print('Error: %s: %s' % (name, message), file=sys.stderr)
+        return 4
+
+
+def _unexpected(exc):
+    """(error name, its message) without any traceback: a remote error's
+    message carries the conductor's traceback after its first line."""
+    import oslo_messaging
+    if isinstance(exc, oslo_messaging.RemoteError):
+        name, message = exc.exc_type, str(exc.value)
+    else:
+        name, message = _error_name(exc), str(exc)
+    lines = message.strip().splitlines()
+    return name, (lines[0] if lines else '')
 
 
 if __name__ == '__main__':
