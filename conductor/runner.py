@@ -19,12 +19,16 @@ import futurist
 from oslo_log import log as logging
 import taskflow.engines
 from taskflow import exceptions as tf_exc
+from taskflow import states as tf_states
+from taskflow import storage as tf_storage
+from taskflow.persistence.backends import impl_memory
 from taskflow.persistence import models as tf_models
 
 import flows
 from conductor import history
 from conductor import jobboard
 from conductor import persistence
+from flows import constants
 from flows import states
 
 LOG = logging.getLogger(__name__)
@@ -42,6 +46,23 @@ def _subtype_runs_on(subtype):
     # Building a flow costs a few ms (atoms inspect their signatures); which
     # side each atom acts on is fixed by the subtype's factory.
     return _runs_on(flows.build(subtype))
+
+
+def _saved_store(flow_detail, mig):
+    """The store a flow was saved with; ValueError when it holds no usable one."""
+    stores = [ad.results for ad in flow_detail
+              if ad.name == tf_storage.Storage.injector_name]
+    if len(stores) != 1 or not isinstance(stores[0], dict):
+        raise ValueError('no store was saved')
+    store = stores[0]
+    missing = sorted(set(constants.STORE_KEYS) - set(store))
+    if missing:
+        raise ValueError('its store lacks %s' % ', '.join(missing))
+    if store[constants.MIGRATION_ID] != mig['id'] \
+            or store[constants.SUBTYPE] not in flows.FACTORIES:
+        raise ValueError('its store names migration %r, subtype %r' % (
+            store[constants.MIGRATION_ID], store[constants.SUBTYPE]))
+    return store
 
 
 def _runs_on(flow):
@@ -98,13 +119,28 @@ class FlowRunner(object):
             return self._slots[host]
 
     def save(self, migration, store):
-        """Save the migration's flow (so it outlives this process); its engine."""
+        """Save the migration's flow (so it outlives this process); its engine.
+
+        All of it in one transaction: TaskFlow's load_from_factory writes the
+        book and flow, then the factory, then the store, and a conductor killed
+        between them left a flow no restart could run. Built first by TaskFlow
+        in memory, the book is saved whole, so a crash leaves either the whole
+        flow or none (then the migration, recorded just before, had done
+        nothing: _load fails it). The engine is loaded from what was saved,
+        as a resume loads it.
+        """
         factory = flows.FACTORIES[migration['subtype']]
         # The book is named and keyed by the migration: found again on resume.
         book = tf_models.LogBook('migration-%s' % migration['id'],
                                  uuid=migration['id'])
-        engine = taskflow.engines.load_from_factory(
-            factory, store=store, book=book, backend=self.backend, engine='serial')
+        taskflow.engines.load_from_factory(
+            factory, store=store, book=book,
+            backend=impl_memory.MemoryBackend(), engine='serial')
+        with contextlib.closing(self.backend.get_connection()) as conn:
+            conn.save_logbook(book)
+        (flow_detail,) = book
+        engine = taskflow.engines.load_from_detail(
+            flow_detail, backend=self.backend, engine='serial')
         return book, engine
 
     def submit(self, migration, store):
@@ -131,26 +167,52 @@ class FlowRunner(object):
                               migration_id)
 
     def _load(self, conn, mig):
-        """(engine, store) from the migration's saved flow; None (the migration
-        failed) when none was saved."""
+        """(engine, store) from the migration's saved flow; None when it cannot
+        run from it, and the migration has ended (see _unreadable)."""
         try:
             book = conn.get_logbook(mig['id'])
-            (flow_detail,) = list(book)
-        except (tf_exc.NotFound, ValueError):
-            LOG.warning('Migration %s has no saved flow; failing it', mig['id'])
-            self.db.advance(mig['id'], 'fail',
-                            error='the conductor stopped before its flow '
-                                  'was saved; nothing had been done')
-            return None
-        store = flow_detail.find(
-            [ad.uuid for ad in flow_detail
-             if ad.name.startswith('_TaskFlow_')][0]).results
-        engine = taskflow.engines.load_from_detail(
-            flow_detail, backend=self.backend, engine='serial')
+        except tf_exc.NotFound:
+            book = None
+        if book is None or not len(book):
+            return self._unreadable(mig, None, 'the conductor stopped before its '
+                                    'flow was saved')
+        try:
+            (flow_detail,) = book
+            store = _saved_store(flow_detail, mig)
+            engine = taskflow.engines.load_from_detail(
+                flow_detail, backend=self.backend, engine='serial')
+        except Exception as exc:
+            # Saved by an older conductor (in several writes) or damaged: not
+            # worth a crash loop that would hold every other migration too.
+            return self._unreadable(mig, book, 'its saved flow cannot be read '
+                                    '(%s)' % (str(exc) or type(exc).__name__))
         return engine, store
 
+    def _unreadable(self, mig, book, why):
+        """End a migration that cannot run from its saved flow; None.
+
+        Nothing done (no step of its flow began): failed, the guest unlocked and
+        any claim released. Otherwise nothing can tell what to undo or finish:
+        error, for an operator.
+        """
+        begun = mig['status'] != states.ACCEPTED or any(
+            ad.state not in (None, tf_states.PENDING)
+            for fd in (book or ()) for ad in fd
+            if ad.name != tf_storage.Storage.injector_name)
+        if begun:
+            event, error = 'error', '%s; it had begun: check its hosts' % why
+        else:
+            event, error = 'fail', '%s; nothing had been done' % why
+        LOG.error('Migration %s (%s): %s', mig['id'], mig['status'], error)
+        if not begun:
+            self.db.unclaim(mig['id'])
+        self.db.add_task_event(mig['id'], constants.MIGRATION_SENTINEL,
+                               tf_states.FAILURE, host='conductor', error=error)
+        self.db.advance(mig['id'], event, error=error)
+        return None
+
     def resume(self, mig):
-        """Run a migration from its saved flow here; False if it had none."""
+        """Run a migration from its saved flow here; False if it cannot be."""
         with contextlib.closing(self.backend.get_connection()) as conn:
             loaded = self._load(conn, mig)
         if loaded is None:
@@ -166,11 +228,20 @@ class FlowRunner(object):
         A flow resumes where its saved state left it: the task that was running
         runs again (tasks ask the agents what is true before acting), a rollback
         that was under way goes on. A migration whose flow was never saved had
-        changed nothing yet: it fails.
+        changed nothing yet: it fails. One that cannot be resumed now (the
+        database failing, say) never stops the others: the reaper tries again.
         """
-        return [mig['id'] for mig in self.db.list_migrations()
-                if mig['status'] not in states.TERMINAL
-                and mig['id'] not in self.futures and self.resume(mig)]
+        resumed = []
+        for mig in self.db.list_migrations():
+            if mig['status'] in states.TERMINAL or mig['id'] in self.futures:
+                continue
+            try:
+                if self.resume(mig):
+                    resumed.append(mig['id'])
+            except Exception:
+                LOG.exception('Cannot resume migration %s; the reaper will try '
+                              'again', mig['id'])
+        return resumed
 
     # Jobboard. ----------------------------------------------------------------------
     def _claim_loop(self):
@@ -306,10 +377,10 @@ class FlowRunner(object):
                 book = conn.get_logbook(mig['id'])
             except tf_exc.NotFound:
                 book = None
-        if book is None or not list(book):
-            self.db.advance(mig['id'], 'fail',
-                            error='the conductor stopped before its flow was '
-                                  'saved; nothing had been done')
+        if book is None or not len(book):
+            # Whoever claims the job would find no flow to run either.
+            self._unreadable(mig, None, 'the conductor stopped before its flow '
+                             'was saved')
             return
         self.board.post(mig['id'], book, mig['source'])
 
