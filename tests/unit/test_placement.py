@@ -530,6 +530,32 @@ def test_every_candidate_failing_rolls_back_everything(cloud, guest):
         assert cloud.cloud.leftovers(host, g['uuid']) == []
 
 
+def test_no_further_attempt_after_an_abort_during_a_failing_one(cloud, guest):
+    g = guest('compute1', 'local', memory_mb=1024)
+    first, second = _order(cloud, g)[:2]
+    # Each candidate's preparation is held (the abort lands then), then fails.
+    for host in (first, second):
+        cloud.cloud.inject_fault(host, 'create_local_disks', times=1, delay_s=1.0)
+        cloud.cloud.inject_fault(host, 'plug_networking')
+    before = {h['name']: h['used'] for h in cloud.api.list_hosts()}
+    mig = cloud.api.live_migrate(g['name'])
+    _running_atom(cloud, mig['id'], c.CREATE_LOCAL_DISKS)
+    cloud.api.abort_migration(mig['id'])
+    mig = cloud.wait(mig['id'])
+    assert mig['status'] == states.CANCELLED, (mig['status'], mig['error'])
+    assert mig['destination'] == first
+    events = cloud.api.get_task_history(mig['id'])
+    assert [e['host'] for e in events if e['state'] == 'ATTEMPT'] == [first]
+    assert (c.DESTINATION_RETRY, 'RETRYING') not in {
+        (e['atom'], e['state']) for e in events}
+    # The second candidate was never asked anything.
+    assert cloud.cloud.load(second)['faults']['create_local_disks']['times'] == 1
+    assert {h['name']: h['used'] for h in cloud.api.list_hosts()} == before
+    assert cloud.cloud.find_guest(g['uuid']) == {'compute1': 'running'}
+    for host in (first, second):
+        assert cloud.cloud.leftovers(host, g['uuid']) == []
+
+
 def test_attempts_end_at_the_configured_limit(cloud, guest):
     g = guest('compute1', 'local')
     first, second = _order(cloud, g)[:2]
