@@ -116,8 +116,8 @@ def test_failure_at_each_step_rolls_back(cloud, guest, subtype, step, where):
 @pytest.mark.parametrize('subtype', sorted(ROUTES))
 @pytest.mark.parametrize('step', ['post_migration_source',
                                   'post_migration_destination'])
-def test_failure_after_switch_over_is_error_never_rollback(cloud, guest, undo_calls,
-                                                          subtype, step):
+def test_failure_after_switch_over_is_error_never_rollback(
+        cloud, guest, undo_calls, subtype, step):
     src, dest, storage = ROUTES[subtype]
     g = guest(src, storage, memory_mb=1024)
     cloud.cloud.inject_fault(src if step.endswith('source') else dest, step)
