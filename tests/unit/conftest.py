@@ -105,3 +105,24 @@ def _overriding(cloud, overrides):
         for name, _value, group in overrides:
             agent.clear_override(name, group=group)
         cloud.refresh()
+
+
+# What the conductor asks agents to remove before switch-over.
+UNDO_STEPS = ('delete_local_disks', 'disconnect_volumes', 'unplug_networking',
+              'abort_migration')
+
+
+@pytest.fixture
+def undo_calls(cloud, monkeypatch):
+    """The undo steps the conductor asks of agents during the test, as (step,
+    host, guest uuid); each call still goes through."""
+    calls = []
+    compute = cloud.conductor.manager.compute
+    for name in UNDO_STEPS:
+        def spy(host, what, *args, _real=getattr(compute, name), _name=name,
+                **kwargs):
+            calls.append((_name, host, what['uuid'] if isinstance(what, dict)
+                          else what))
+            return _real(host, what, *args, **kwargs)
+        monkeypatch.setattr(compute, name, spy)
+    return calls

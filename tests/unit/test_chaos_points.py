@@ -42,13 +42,28 @@ def test_crash_file_kills_the_named_process_at_its_point_only(tmp_path):
         victim.wait()
 
 
-def test_crash_points_off_or_unreadable_kill_nothing(tmp_path):
-    conf = _conf(tmp_path, crash_file=str(tmp_path / 'missing.json'))
-    crash.reached(conf, 'start-migration', 'EXECUTED')  # no file yet
-    (tmp_path / 'half.json').write_text('{"start-migr')
-    conf.set_override('crash_file', str(tmp_path / 'half.json'), group='conductor')
-    crash.reached(conf, 'start-migration', 'EXECUTED')
-    crash.reached(None, 'start-migration', 'EXECUTED')
+def test_crash_points_off_or_unreadable_kill_nothing(tmp_path, caplog):
+    victim = subprocess.Popen(['sleep', '60'])
+    try:
+        point = {'start-migration:EXECUTED': victim.pid}
+        path = tmp_path / 'crash.json'
+        conf = _conf(tmp_path, crash_file=str(path))
+        crash.reached(conf, 'start-migration', 'EXECUTED')  # no file yet
+        # Half-written by a test: read as nothing, and said so.
+        path.write_text(json.dumps(point)[:-1])
+        crash.reached(conf, 'start-migration', 'EXECUTED')
+        assert 'not a JSON object yet' in caplog.text
+        crash.reached(None, 'start-migration', 'EXECUTED')
+        time.sleep(0.1)
+        assert victim.poll() is None
+        # The same conf reads the file again at the next transition: once whole,
+        # the point kills (so the calls above had their chance to).
+        path.write_text(json.dumps(point))
+        crash.reached(conf, 'start-migration', 'EXECUTED')
+        assert victim.wait(5) == -signal.SIGKILL
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def test_agent_kill_fault_is_consumed_once_and_returned(tmp_path):

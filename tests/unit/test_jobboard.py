@@ -55,14 +55,15 @@ def test_zookeeper_url():
     ({'backend_url': 'redis://:pw@host?ssl=1'}, 'backend_url', 'redis://:***@host?ssl=1'),
     ({'backend_url': 'zookeeper://zk/a b'}, 'backend_url', 'zookeeper://zk/a b'),
     ({'name': 'a/b'}, 'name', 'a/b'),
-    ({'claim_expiry': 10.0, 'heartbeat_interval': 6.0}, 'heartbeat_interval', '6.0'),
+    ({'claim_expiry': 10.0, 'heartbeat_interval': 6.0}, 'heartbeat_interval', 6.0),
 ])
 def test_bad_options_are_refused_naming_the_value(opts, option, shown):
     with pytest.raises(exception.InvalidArgument) as err:
         jobboard.board_conf(_conf(**opts))
     text = str(err.value)
-    assert '[jobboard] %s' % option in text and repr(shown) in text or \
-        shown in text, text
+    # Both the option (with its section) and the value as given.
+    assert 'for [jobboard] %s:' % option in text, text
+    assert 'Invalid value %r ' % (shown,) in text, text
     assert 'pw' not in text  # passwords never reach an error message
 
 

@@ -157,7 +157,8 @@ def test_capacity_honours_reserved_amounts_and_ratios():
     assert err.value.free == 504
 
 
-@pytest.mark.parametrize('change,inst,name,text', [
+# One host each filter refuses (host changes, instance changes, filter, text).
+REFUSALS = [
     ({'name': 'src'}, {}, 'same-host', "'src'"),
     ({'enabled': False, 'disabled_reason': 'repairs'}, {}, 'enabled', 'repairs'),
     ({'up': False}, {}, 'up', 'not reported'),
@@ -170,14 +171,37 @@ def test_capacity_honours_reserved_amounts_and_ratios():
      {'numa_topology': [{'vcpus': 1, 'memory_mb': 1024}] * 2}, 'numa', '2 distinct'),
     ({'providers': [_pci('h/pci/a', ['OTHER'])]},
      {'pci_requests': [{'count': 1, 'trait': PHYSNET}]}, 'pci', PHYSNET),
-])
+]
+
+
+@pytest.mark.parametrize('change,inst,name,text', REFUSALS)
 def test_each_filter_refuses_and_names_itself(change, inst, name, text):
     source = _host('src')
     refused = scheduler.refusal(_inst(**inst), source, _host(**change))
     assert refused is not None
     assert refused[0] == name
     assert text in str(refused[1]) and 'filter %s' % name in str(refused[1])
-    assert scheduler.FILTERS.index(name) >= 0
+    assert name in scheduler.FILTERS
+
+
+def test_filters_refuse_in_their_listed_order():
+    # Every filter is exercised above ...
+    assert sorted({r[2] for r in REFUSALS}) == sorted(scheduler.FILTERS)
+    # ... and a host two filters would refuse is refused by the earlier one.
+    source = _host('src')
+    pairs = 0
+    for change_a, inst_a, name_a, _ in REFUSALS:
+        for change_b, inst_b, name_b, _ in REFUSALS:
+            if name_a == name_b or set(change_a) & set(change_b) or \
+                    set(inst_a) & set(inst_b):
+                continue
+            host = _host(**dict(change_a, **change_b))
+            refused = scheduler.refusal(_inst(**dict(inst_a, **inst_b)), source,
+                                        host)
+            first = min(name_a, name_b, key=scheduler.FILTERS.index)
+            assert refused[0] == first, (name_a, name_b, refused)
+            pairs += 1
+    assert pairs > len(scheduler.FILTERS)
 
 
 def test_force_skips_capacity_numa_and_pci_but_not_compatibility():
@@ -503,6 +527,32 @@ def test_every_candidate_failing_rolls_back_everything(cloud, guest):
     assert _allocs(cloud, mig['id']) == []
     assert cloud.cloud.find_guest(g['uuid']) == {'compute1': 'running'}
     for host in order:
+        assert cloud.cloud.leftovers(host, g['uuid']) == []
+
+
+def test_no_further_attempt_after_an_abort_during_a_failing_one(cloud, guest):
+    g = guest('compute1', 'local', memory_mb=1024)
+    first, second = _order(cloud, g)[:2]
+    # Each candidate's preparation is held (the abort lands then), then fails.
+    for host in (first, second):
+        cloud.cloud.inject_fault(host, 'create_local_disks', times=1, delay_s=1.0)
+        cloud.cloud.inject_fault(host, 'plug_networking')
+    before = {h['name']: h['used'] for h in cloud.api.list_hosts()}
+    mig = cloud.api.live_migrate(g['name'])
+    _running_atom(cloud, mig['id'], c.CREATE_LOCAL_DISKS)
+    cloud.api.abort_migration(mig['id'])
+    mig = cloud.wait(mig['id'])
+    assert mig['status'] == states.CANCELLED, (mig['status'], mig['error'])
+    assert mig['destination'] == first
+    events = cloud.api.get_task_history(mig['id'])
+    assert [e['host'] for e in events if e['state'] == 'ATTEMPT'] == [first]
+    assert (c.DESTINATION_RETRY, 'RETRYING') not in {
+        (e['atom'], e['state']) for e in events}
+    # The second candidate was never asked anything.
+    assert cloud.cloud.load(second)['faults']['create_local_disks']['times'] == 1
+    assert {h['name']: h['used'] for h in cloud.api.list_hosts()} == before
+    assert cloud.cloud.find_guest(g['uuid']) == {'compute1': 'running'}
+    for host in (first, second):
         assert cloud.cloud.leftovers(host, g['uuid']) == []
 
 

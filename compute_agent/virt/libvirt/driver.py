@@ -507,7 +507,9 @@ class LibvirtDriver(driver.ComputeDriver):
         pass
 
     def unplug_networking(self, guest):
-        pass
+        # Nothing to unbind on the test hosts; the refusal holds all the same, as
+        # the driver contract says, for when ports are bound here.
+        self._refuse_if_running_here(guest['uuid'], 'unplug_networking')
 
     # The migration job. ------------------------------------------------------------
     def start_migration(self, guest, destination, subtype, params):
