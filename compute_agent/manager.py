@@ -14,6 +14,7 @@ from compute_agent import faults
 from compute_agent import virt
 from conductor import rpcapi as conductor_rpcapi
 from ferryman import exception
+from ferryman import rpc_auth
 from ferryman import schemas
 
 LOG = logging.getLogger(__name__)
@@ -57,11 +58,12 @@ class ComputeManager(object):
     # Longest a progress call may be held open (the RPC timeout must exceed it).
     MAX_WAIT_S = 10.0
 
-    def __init__(self, conf, host=None, driver=None):
+    def __init__(self, conf, host=None, driver=None, auth=None):
         self.conf = conf
         self.host = host or conf.host
+        auth = auth or rpc_auth.agent_auth(conf, self.host)
         self.driver = driver or virt.load_driver(conf, self.host)
-        self.conductor = conductor_rpcapi.ConductorAPI(conf)
+        self.conductor = conductor_rpcapi.ConductorAPI(conf, auth=auth)
         self._stop = threading.Event()
         self._reporter = None
 

@@ -7,6 +7,7 @@ API version history:
 """
 
 from ferryman import rpc
+from ferryman import rpc_auth
 
 VERSION = '1.1'
 
@@ -14,9 +15,12 @@ VERSION = '1.1'
 class ComputeAPI(object):
     """Every call names the host whose agent answers it."""
 
-    def __init__(self, conf, timeout=None):
+    def __init__(self, conf, timeout=None, auth=None):
+        """``auth`` (rpc_auth.Auth): signs every call with the host's key; by
+        default the conductor's, from ``[auth] secret_file``."""
         self.client = rpc.get_client(conf, rpc.COMPUTE_TOPIC, '1.0',
                                      version_cap=VERSION, timeout=timeout)
+        self.auth = auth or rpc_auth.conductor_auth(conf)
 
     # A progress call is answered within its wait; one lost with a dying agent
     # should not hold the conductor for the whole RPC timeout.
@@ -27,7 +31,8 @@ class ComputeAPI(object):
         if timeout:
             extra['timeout'] = timeout
         cctxt = self.client.prepare(server=host, **extra)
-        return cctxt.call({}, method, **kwargs)
+        ctxt = self.auth.context(rpc.COMPUTE_TOPIC, method, host, kwargs)
+        return cctxt.call(ctxt, method, **kwargs)
 
     def get_host_info(self, host):
         return self._call(host, 'get_host_info')

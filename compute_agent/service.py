@@ -4,6 +4,7 @@ from oslo_log import log as logging
 
 from compute_agent import manager
 from ferryman import rpc
+from ferryman import rpc_auth
 
 LOG = logging.getLogger(__name__)
 
@@ -13,9 +14,13 @@ class ComputeService(object):
     def __init__(self, conf, host=None):
         self.conf = conf
         self.host = host or conf.host
-        self.manager = manager.ComputeManager(conf, self.host)
+        auth = rpc_auth.agent_auth(conf, self.host)  # no usable key: no start
+        self.manager = manager.ComputeManager(conf, self.host, auth=auth)
+        # Every call must be signed with this host's key: only the conductor
+        # (which derives it) or this agent holds it.
         self.server = rpc.get_server(conf, rpc.COMPUTE_TOPIC, self.host,
-                                     [self.manager])
+                                     [self.manager], auth,
+                                     rpc_auth.every_method(self.host))
 
     def start(self):
         self.manager.init_host()

@@ -13,12 +13,17 @@ from conductor import runner as flow_runner
 from conductor import scheduler
 from conductor.db import api as db_api
 from ferryman import exception
+from ferryman import rpc_auth
 from ferryman import schemas
 from flows import selection
 from flows import states
 from flows.tasks import base as task_base
 
 LOG = logging.getLogger(__name__)
+
+# Calls only an agent makes: {method: the argument naming the host whose key
+# must have signed it}. The others are operators' (see rpc_auth).
+AGENT_METHODS = {'report_host': 'host'}
 
 
 def _str(name, value, optional=False):
@@ -43,11 +48,13 @@ class ConductorManager(object):
     # 1.3: drain_host, get_drain, list_drains
     target = messaging.Target(version='1.3')
 
-    def __init__(self, conf, db=None):
+    def __init__(self, conf, db=None, auth=None):
         self.conf = conf
+        # Before the database: a conductor without its secret creates nothing.
+        auth = auth or rpc_auth.conductor_auth(conf)
         self.db = db or db_api.Database(conf.database.connection)
         self.db.upgrade()
-        self.compute = compute_rpcapi.ComputeAPI(conf)
+        self.compute = compute_rpcapi.ComputeAPI(conf, auth=auth)
         task_base.bind(task_base.Services(conf, self.db, self.compute))
         self.runner = flow_runner.FlowRunner(conf, self.db)
         self.drainer = host_drain.Drainer(self)

@@ -14,9 +14,12 @@ VERSION = '1.3'
 
 class ConductorAPI(object):
 
-    def __init__(self, conf, timeout=None):
+    def __init__(self, conf, timeout=None, auth=None):
+        """``auth`` (rpc_auth.Auth): an agent's, to sign its reports with; the
+        operators' calls need none."""
         self.client = rpc.get_client(conf, rpc.CONDUCTOR_TOPIC, VERSION,
                                      version_cap=VERSION, timeout=timeout)
+        self.auth = auth
 
     def live_migrate(self, instance, host=None, block_migration='auto', force=False,
                      importance='medium'):
@@ -74,5 +77,9 @@ class ConductorAPI(object):
                                 reason=reason)
 
     def report_host(self, host, info, guests):
-        """Agents publish their host's resources and guests (no reply wanted)."""
-        self.client.cast({}, 'report_host', host=host, info=info, guests=guests)
+        """Agents publish their host's resources and guests (no reply wanted),
+        signed with their host's key."""
+        args = {'host': host, 'info': info, 'guests': guests}
+        ctxt = self.auth.context(rpc.CONDUCTOR_TOPIC, 'report_host', host, args) \
+            if self.auth is not None else {}
+        self.client.cast(ctxt, 'report_host', **args)

@@ -14,11 +14,14 @@ common_opts = [
 
 
 def register_opts(conf):
+    from ferryman import rpc_auth
     conf.register_opts(common_opts)
+    rpc_auth.register_opts(conf)
 
 
 def list_opts():
-    return [('DEFAULT', common_opts)]
+    from ferryman import rpc_auth
+    return [('DEFAULT', common_opts)] + rpc_auth.list_opts()
 
 
 def make_conf(argv=(), config_files=None, project='ferryman', overrides=None):

@@ -125,3 +125,8 @@ class DrainInProgress(Conflict):
 
 class DrainNotFound(NotFound):
     msg_fmt = "Drain %(drain)r not found."
+
+
+class NotAuthenticated(FerrymanError):
+    msg_fmt = "Refused %(method)s for host %(host)r: %(reason)s"
+    code = 401

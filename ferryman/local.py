@@ -19,6 +19,7 @@ from conductor import service as conductor_service
 from ferryman import agent_pool
 from ferryman import conf as ferryman_conf
 from ferryman import rpc
+from ferryman import rpc_auth
 from ferryman import schemas
 
 IN_PROCESS_URL = 'kombu+memory://localhost//'
@@ -42,6 +43,25 @@ def quiet_messaging_logs():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def write_secret(base_dir):
+    """A fresh conductor secret in ``base_dir``/keys (private); its path."""
+    keys = os.path.join(base_dir, 'keys')
+    os.makedirs(keys, mode=0o700, exist_ok=True)
+    return rpc_auth.write_private(os.path.join(keys, 'secret'),
+                                  rpc_auth.new_secret())
+
+
+def agent_overrides(overrides, host):
+    """A host's agent's overrides: its own key, derived beside the secret, in
+    place of the conductor's secret (an agent holds only its key)."""
+    overrides = dict(overrides, host=host)
+    secret = overrides.pop('auth.secret_file', None)
+    if secret:
+        overrides['auth.key_file'] = rpc_auth.write_agent_key(
+            secret, host, os.path.join(os.path.dirname(secret), host + '.key'))
+    return overrides
+
+
 def start_agent(overrides, host, shared=None):
     """A simulated host's agent, started; ``shared``: the name of the instance
     directory it shares with other hosts (under ``state_path``), or None."""
@@ -49,7 +69,7 @@ def start_agent(overrides, host, shared=None):
     if shared:
         extra['fake.instances_path'] = os.path.join(overrides['state_path'], shared)
     conf = ferryman_conf.make_conf(config_files=[], overrides=dict(
-        overrides, host=host, **extra))
+        agent_overrides(overrides, host), **extra))
     return agent_service.ComputeService(conf).start()
 
 
@@ -63,6 +83,10 @@ def stop_services(services):
 
 
 class LocalCloud(object):
+    """Signed messages as in production: a secret in ``base_dir``/keys, each
+    agent its own key derived from it."""
+
+    CONDUCTOR = 'conductor'
 
     def __init__(self, hosts=None, base_dir=None, overrides=None, agent_processes=0):
         self.hosts = dict(DEMO_HOSTS if hosts is None else hosts)
@@ -78,6 +102,9 @@ class LocalCloud(object):
             'fake.time_scale': 0.0001,
         }
         self.overrides.update(overrides or {})
+        if not self.overrides.get('auth.secret_file') and \
+                not self.overrides.get('auth.insecure_allow_unsigned'):
+            self.overrides['auth.secret_file'] = write_secret(self.base_dir)
         self.conductor = None
         self.agents = {}
         self.agent_processes = agent_processes
@@ -85,8 +112,11 @@ class LocalCloud(object):
         self.cloud = fake.FakeCloud(os.path.join(self.base_dir, 'fake'))
 
     def conf(self, host, **extra):
-        overrides = dict(self.overrides, host=host, **extra)
-        return ferryman_conf.make_conf(config_files=[], overrides=overrides)
+        """The conductor's configuration, or host ``host``'s agent's."""
+        overrides = dict(self.overrides, host=host) if host == self.CONDUCTOR \
+            else agent_overrides(self.overrides, host)
+        return ferryman_conf.make_conf(config_files=[],
+                                       overrides=dict(overrides, **extra))
 
     def start(self):
         try:
@@ -97,7 +127,7 @@ class LocalCloud(object):
 
     def _start(self):
         quiet_messaging_logs()
-        self.conductor_conf = self.conf('conductor')
+        self.conductor_conf = self.conf(self.CONDUCTOR)
         self.conductor = conductor_service.ConductorService(self.conductor_conf).start()
         self.api = conductor_rpcapi.ConductorAPI(self.conductor_conf)
         if self.agent_processes:

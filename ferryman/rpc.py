@@ -1,12 +1,16 @@
 """oslo.messaging plumbing shared by the conductor, the agents and the CLI.
 
 Payloads are plain JSON types both ways; errors from ``ferryman.exception`` are
-re-raised on the caller's side as the same class.
+re-raised on the caller's side as the same class. Servers check signatures before
+dispatching (``ferryman.rpc_auth``).
 """
 
 import weakref
 
 import oslo_messaging as messaging
+from oslo_messaging.rpc import server as rpc_server
+
+from ferryman import rpc_auth
 
 CONDUCTOR_TOPIC = 'ferryman-conductor'
 COMPUTE_TOPIC = 'ferryman-compute'
@@ -36,9 +40,13 @@ def cleanup(conf):
         transport.cleanup()
 
 
-def get_server(conf, topic, server, endpoints):
+def get_server(conf, topic, server, endpoints, auth, signer):
+    """An RPC server that dispatches a message only once ``auth``
+    (rpc_auth.Auth) has checked it was signed by the host ``signer`` names
+    (see rpc_auth.AuthDispatcher)."""
     target = messaging.Target(topic=topic, server=server)
-    return messaging.get_rpc_server(get_transport(conf), target, endpoints)
+    dispatcher = rpc_auth.AuthDispatcher(endpoints, auth, topic, signer)
+    return rpc_server.RPCServer(get_transport(conf), target, dispatcher)
 
 
 def get_client(conf, topic, version, version_cap=None, timeout=None):

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -78,6 +79,41 @@ def _print_tasks(title, events):
 def cmd_demo(args):
     from ferryman import demo
     return demo.run(as_json=args.json)
+
+
+def cmd_auth_new_secret(args):
+    from ferryman import rpc_auth
+    if os.path.exists(args.output) and not args.force:
+        # A new secret invalidates every agent's key.
+        raise exception.InvalidArgument(
+            name='--output', value=args.output,
+            reason='exists; a new secret invalidates every agent key derived '
+                   'from the old one (--force to replace it)')
+    rpc_auth.write_private(args.output, rpc_auth.new_secret())
+    if args.json:
+        return _print_json({'secret_file': args.output})
+    print('Wrote a new conductor secret to %s (mode 0600); set [auth] '
+          'secret_file = %s in the conductor\'s configuration' % (
+              args.output, args.output))
+
+
+def cmd_auth_agent_key(args):
+    from ferryman import conf as ferryman_conf
+    from ferryman import rpc_auth
+    secret_file = args.secret_file
+    if not secret_file:
+        conf = ferryman_conf.make_conf(config_files=args.config_file or None)
+        secret_file = conf.auth.secret_file
+    if not secret_file:
+        raise exception.InvalidArgument(
+            name='--secret-file', value=None,
+            reason='name the conductor secret (or set [auth] secret_file in '
+                   'the --config-file)')
+    rpc_auth.write_agent_key(secret_file, args.host, args.output)
+    if args.json:
+        return _print_json({'host': args.host, 'key_file': args.output})
+    print('Wrote the key of host %s to %s (mode 0600); copy it to that host '
+          'only and set [auth] key_file there' % (args.host, args.output))
 
 
 def cmd_audit(args):
@@ -423,6 +459,21 @@ def build_parser():
     add(sub, 'audit', cmd_audit, 'check every guest runs on one host, resources '
         'are counted once, no migration is orphaned, nothing is left behind; exit '
         '1 on any violation')
+
+    auth = sub.add_parser('auth', help='message signing keys').add_subparsers(
+        dest='auth_command', metavar='ACTION', required=True)
+    p = add(auth, 'new-secret', cmd_auth_new_secret, 'write a new conductor '
+            'secret, readable by its owner alone')
+    p.add_argument('--output', required=True, metavar='FILE')
+    p.add_argument('--force', action='store_true', help='replace an existing '
+                   'file (every agent key must then be derived again)')
+    p = add(auth, 'agent-key', cmd_auth_agent_key, 'derive a host\'s agent key '
+            'file from the conductor secret: HMAC-SHA256(secret, HOST)')
+    p.add_argument('host')
+    p.add_argument('--secret-file', metavar='FILE',
+                   help='the conductor secret (default: [auth] secret_file of '
+                        'the --config-file)')
+    p.add_argument('--output', required=True, metavar='FILE')
 
     bench = sub.add_parser('bench', help='benchmarks that print figures')
     bench_sub = bench.add_subparsers(dest='bench_command', metavar='WHAT', required=True)

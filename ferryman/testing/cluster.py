@@ -20,6 +20,8 @@ import time
 import urllib.parse
 
 from compute_agent.virt.fake import FakeCloud
+from ferryman import rpc_auth
+from ferryman.testing import tls as test_tls
 from ferryman.testing.servers import PostgreSQLServer
 from ferryman.testing.servers import RabbitMQServer, RedisServer, _tail, _terminate
 from ferryman.testing.servers import ZooKeeperServer
@@ -33,13 +35,20 @@ BOARD_SERVERS = {'redis': RedisServer, 'zookeeper': ZooKeeperServer}
 class Cluster(object):
 
     def __init__(self, base_dir, hosts=None, ready_timeout=60, conductors=1,
-                 jobboard=None, options=None):
+                 jobboard=None, options=None, tls=False):
         """``jobboard``: None for no board, else ``[jobboard]`` options whose
         ``backend_url`` scheme (``redis://``, the default, or ``zookeeper://``)
         names the private server to start (its URL is filled in);
         ``conductors``: how many to run; ``options``: {section: {option: value}}
-        added to every service's configuration."""
+        added to every service's configuration; ``tls``: the broker speaks TLS
+        only, with a certificate from a CA made for the run, which every
+        service and the CLI trust (``[oslo_messaging_rabbit] ssl_ca_file``).
+
+        Messages are signed as in production: the conductors hold a secret,
+        each agent its own key (files of mode 0600 under ``base_dir``/keys)."""
         self.options = options or {}
+        self.tls = tls
+        self.tls_files = None
         self.base_dir = os.path.abspath(base_dir)
         self.hosts = dict(HOSTS if hosts is None else hosts)
         self.ready_timeout = ready_timeout
@@ -75,6 +84,25 @@ class Cluster(object):
                 f.write('\n')
         return path
 
+    def auth_options(self, name, conductor):
+        """[auth] of a service: a conductor holds the secret, an agent only
+        its own key."""
+        keys = os.path.join(self.base_dir, 'keys')
+        secret = os.path.join(keys, 'secret')
+        if not os.path.exists(secret):
+            os.makedirs(keys, mode=0o700, exist_ok=True)
+            rpc_auth.write_private(secret, rpc_auth.new_secret())
+        if conductor:
+            return {'secret_file': secret}
+        return {'key_file': rpc_auth.write_agent_key(
+            secret, name, os.path.join(keys, name + '.key'))}
+
+    def broker_options(self):
+        """[oslo_messaging_rabbit] every process needs to reach the broker."""
+        if not self.tls_files:
+            return {}
+        return {'ssl': True, 'ssl_ca_file': self.tls_files['ca']}
+
     def _service_conf(self, name, instances_path=None):
         b = self.base_dir
         fake = {'state_dir': os.path.join(b, 'fake'), 'time_scale': 0.0001}
@@ -90,7 +118,10 @@ class Cluster(object):
                           'post_migration_retry_delay': 0.05,
                           'host_down_after': 10},
             'fake': fake,
+            'auth': self.auth_options(name, name in self.conductors),
         }
+        if self.tls_files:
+            sections['oslo_messaging_rabbit'] = self.broker_options()
         if name in self.hosts:
             sections['compute']['fault_injection_file'] = self.fault_file(name)
         if self.board_server is not None:
@@ -163,7 +194,11 @@ class Cluster(object):
     def start(self):
         os.makedirs(self.base_dir, exist_ok=True)
         try:
-            self.rabbit = RabbitMQServer(os.path.join(self.base_dir, 'rabbitmq'))
+            if self.tls:
+                self.tls_files = test_tls.make_ca_and_server(
+                    os.path.join(self.base_dir, 'tls'))
+            self.rabbit = RabbitMQServer(os.path.join(self.base_dir, 'rabbitmq'),
+                                         tls=self.tls_files)
             servers = [self.rabbit]
             if self.jobboard is not None:
                 self.board_server = BOARD_SERVERS[self.board_kind](
@@ -177,8 +212,9 @@ class Cluster(object):
                     future.result()
             if self.postgresql is not None:
                 self.database = self.postgresql.url
-            self._write_conf('client', {'DEFAULT': {
-                'transport_url': self.rabbit.url}})
+            self._write_conf('client', {
+                'DEFAULT': {'transport_url': self.rabbit.url},
+                'oslo_messaging_rabbit': self.broker_options()})
             for i, name in enumerate(self.conductors):
                 self._spawn(name, 'ferryman-conductor', self._service_conf(name))
                 if i == 0 and len(self.conductors) > 1:

@@ -150,6 +150,7 @@ class LibvirtCluster(Cluster):
         self.base_dir = os.path.abspath(base_dir)
         self.ready_timeout = ready_timeout
         self.rabbit = None
+        self.tls_files = None
         self.procs = {}
         self.client_conf = os.path.join(self.base_dir, 'client.conf')
         self.agent_options = agent_options or {}
@@ -215,6 +216,7 @@ class LibvirtCluster(Cluster):
                 'connections_dir': self.connections_dir,
                 'trust_shared_storage': True,
             },
+            'auth': self.auth_options(host, conductor=False),
         }, self.agent_options.get(host)))
 
     def _conductor_conf(self):
@@ -229,6 +231,7 @@ class LibvirtCluster(Cluster):
                           # Tests destroy their guests; the conductor soon frees
                           # what they held.
                           'vanished_guest_grace': 2.0},
+            'auth': self.auth_options('conductor', conductor=True),
         }, self.conductor_options))
 
     # Processes. --------------------------------------------------------------------

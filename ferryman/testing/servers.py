@@ -155,14 +155,19 @@ class _Server:
 
 
 class RabbitMQServer(_Server):
-    """A private RabbitMQ node run by the current user in ``base_dir``."""
+    """A private RabbitMQ node run by the current user in ``base_dir``.
+
+    With ``tls`` ({'ca', 'cert', 'key'}: PEM paths) it listens on ``port``
+    over TLS only: no plain AMQP listener at all.
+    """
 
     kind = "rabbitmq"
 
-    def __init__(self, base_dir=None, name=None):
+    def __init__(self, base_dir=None, name=None, tls=None):
         super().__init__(base_dir)
         self.port, self.dist_port, self.epmd_port = free_ports(3)
         self.nodename = "%s@localhost" % (name or "ferryman%d" % self.port)
+        self.tls = tls
         self._epmd = None
 
     @property
@@ -193,8 +198,17 @@ class RabbitMQServer(_Server):
                 f.write("".join(secrets.choice(string.ascii_uppercase)
                                 for _ in range(20)))
             os.chmod(cookie, 0o400)
+        conf = "loopback_users.guest = true\n"
+        if self.tls:
+            conf += ("listeners.tcp = none\n"
+                     "listeners.ssl.default = %s:%d\n" % (HOST, self.port)
+                     + "ssl_options.cacertfile = %s\n" % self.tls["ca"]
+                     + "ssl_options.certfile = %s\n" % self.tls["cert"]
+                     + "ssl_options.keyfile = %s\n" % self.tls["key"]
+                     + "ssl_options.verify = verify_none\n"
+                     "ssl_options.fail_if_no_peer_cert = false\n")
         files = {
-            "rabbitmq.conf": "loopback_users.guest = true\n",
+            "rabbitmq.conf": conf,
             "rabbitmq-env.conf": "",
             "enabled_plugins": "[].\n",
         }
@@ -206,8 +220,6 @@ class RabbitMQServer(_Server):
         env.update({
             "HOME": home,
             "RABBITMQ_NODENAME": self.nodename,
-            "RABBITMQ_NODE_IP_ADDRESS": HOST,
-            "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_CONFIG_FILE": os.path.join(d, "rabbitmq.conf"),
             "RABBITMQ_CONF_ENV_FILE": os.path.join(d, "rabbitmq-env.conf"),
@@ -219,8 +231,13 @@ class RabbitMQServer(_Server):
             "RABBITMQ_CTL_DIST_PORT_MAX": str(ctl_max),
             "ERL_EPMD_PORT": str(self.epmd_port),
         })
-        for key in ("RABBITMQ_ERLANG_COOKIE", "ERL_EPMD_ADDRESS"):
+        for key in ("RABBITMQ_ERLANG_COOKIE", "ERL_EPMD_ADDRESS",
+                    "RABBITMQ_NODE_IP_ADDRESS", "RABBITMQ_NODE_PORT"):
             env.pop(key, None)
+        if not self.tls:
+            # (With TLS the configuration file says where it listens.)
+            env.update({"RABBITMQ_NODE_IP_ADDRESS": HOST,
+                        "RABBITMQ_NODE_PORT": str(self.port)})
         self._env = env
 
     @property

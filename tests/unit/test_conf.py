@@ -19,4 +19,4 @@ def test_every_option_is_in_the_sample_namespaces():
               for mod in (ferryman_conf, compute_conf, conductor_conf)
               for g, _ in mod.list_opts()}
     assert groups == {'DEFAULT', 'conductor', 'database', 'compute', 'fake', 'libvirt',
-                      'jobboard', 'pci'}
+                      'jobboard', 'pci', 'auth'}

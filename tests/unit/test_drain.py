@@ -601,6 +601,7 @@ def test_an_agent_process_that_cannot_start_says_why(tmp_path):
     pool = agent_pool.AgentPool(
         {'h1': None}, {'transport_url': 'rabbit://u:p@127.0.0.1:9/',
                        'state_path': str(tmp_path),
+                       'auth.insecure_allow_unsigned': True,
                        'compute.virt_driver': 'no-such-driver'}, 1)
     with pytest.raises(exception.FerrymanError) as err:
         pool.start()

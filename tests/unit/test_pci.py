@@ -81,6 +81,7 @@ def test_an_agent_with_a_bad_spec_does_not_start(tmp_path):
     conf.write_text('[DEFAULT]\nhost = compute1\nstate_path = %s\n'
                     'transport_url = kombu+memory:////\n'
                     '[compute]\nvirt_driver = libvirt\n'
+                    '[auth]\ninsecure_allow_unsigned = true\n'
                     '[pci]\ndevice_spec = {"vendor_id": "intel"}\n' % tmp_path)
     agent = os.path.join(os.path.dirname(sys.executable), 'ferryman-compute-agent')
     done = subprocess.run([agent, '--config-file', str(conf)], capture_output=True,

@@ -1,0 +1,336 @@
+"""Signed RPC messages: who may speak for a host, and to it.
+
+Every agent->conductor call and every conductor->agent call carries, in its
+context, an HMAC-SHA256 over the topic, method, canonical JSON of the arguments,
+the host, a timestamp and a nonce. The key is the host's own:
+``key_H = HMAC-SHA256(secret, H)``, derived from one conductor secret, so an
+agent holds only its key and can neither speak for another host nor be spoken
+to in another host's name. A receiver refuses a stale or future timestamp
+(beyond ``[auth] replay_window``) and a nonce it has seen within the window.
+
+The conductor holds the secret (``[auth] secret_file``), each agent its key
+(``[auth] key_file``). Both files must be private to their owner; a service
+refuses to start without its file unless ``[auth] insecure_allow_unsigned`` is
+set (development only: then unsigned messages are accepted).
+"""
+
+import hashlib
+import heapq
+import hmac
+import json
+import math
+import os
+import secrets
+import stat
+import threading
+import time
+
+from oslo_config import cfg
+from oslo_log import log as logging
+from oslo_messaging.rpc import dispatcher as rpc_dispatcher
+from oslo_serialization import jsonutils
+
+from ferryman import exception
+
+LOG = logging.getLogger(__name__)
+
+CONTEXT_KEY = 'ferryman_auth'
+SCHEME = 'ferryman-hmac-sha256-v1'
+SECRET_MIN_BYTES = 32
+
+auth_opts = [
+    cfg.StrOpt('secret_file',
+               help='Conductor only: file holding the conductor secret every '
+                    'host key is derived from (key_H = HMAC-SHA256(secret, H)). '
+                    'Must be readable by its owner alone (mode 0600). Make one '
+                    'with "ferryman auth new-secret --output FILE".'),
+    cfg.StrOpt('key_file',
+               help='Compute agent only: file holding this host\'s key, '
+                    'derived from the conductor secret with "ferryman auth '
+                    'agent-key HOST --secret-file SECRET --output FILE". Must '
+                    'be readable by its owner alone (mode 0600).'),
+    cfg.BoolOpt('insecure_allow_unsigned', default=False,
+                help='DEVELOPMENT ONLY: start without a key file and accept '
+                     'unsigned messages, so anyone on the message broker can '
+                     'speak for any host and order any agent about.'),
+    cfg.IntOpt('replay_window', default=60, min=1,
+               help='Seconds a signed message stays valid: one whose '
+                    'timestamp is further from the receiver\'s clock is '
+                    'refused, and a nonce seen within it is refused as a '
+                    'replay. Keep hosts\' clocks within it (NTP).'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(auth_opts, group='auth')
+
+
+def list_opts():
+    return [('auth', auth_opts)]
+
+
+# Keys. ---------------------------------------------------------------------------
+def derive_key(secret, host):
+    """key_H = HMAC-SHA256(secret, H): what host H's agent holds."""
+    return hmac.new(secret, host.encode('utf-8'), hashlib.sha256).digest()
+
+
+def _read_private(path, option):
+    """The bytes of a key file that only its owner may read; refused naming the
+    path (and mode) otherwise."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise exception.InvalidArgument(
+            name='[auth] %s' % option, value=path, reason='no such file')
+    except OSError as exc:
+        raise exception.InvalidArgument(name='[auth] %s' % option, value=path,
+                                        reason=str(exc))
+    if not stat.S_ISREG(st.st_mode):
+        raise exception.InvalidArgument(name='[auth] %s' % option, value=path,
+                                        reason='not a regular file')
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise exception.InvalidArgument(
+            name='[auth] %s' % option, value=path,
+            reason='mode %04o lets group or others at it; chmod 600 it' % mode)
+    with open(path, 'rb') as f:
+        return f.read().strip()
+
+
+def write_private(path, data):
+    """Write ``data`` to ``path`` readable by its owner alone (0600 from the
+    start: never a moment open to others)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return path
+
+
+def new_secret():
+    return secrets.token_hex(32).encode()
+
+
+def load_secret(path):
+    secret = _read_private(path, 'secret_file')
+    if len(secret) < SECRET_MIN_BYTES:
+        raise exception.InvalidArgument(
+            name='[auth] secret_file', value=path,
+            reason='holds %d bytes; expected at least %d' % (len(secret),
+                                                             SECRET_MIN_BYTES))
+    return secret
+
+
+def load_agent_key(path):
+    text = _read_private(path, 'key_file')
+    try:
+        key = bytes.fromhex(text.decode('ascii'))
+    except ValueError:
+        key = b''
+    if len(key) != hashlib.sha256().digest_size:
+        raise exception.InvalidArgument(
+            name='[auth] key_file', value=path,
+            reason='expected %d hex digits (a key from "ferryman auth '
+                   'agent-key")' % (2 * hashlib.sha256().digest_size))
+    return key
+
+
+def write_agent_key(secret_file, host, path):
+    """Derive host's key from the secret in ``secret_file`` into ``path``."""
+    key = derive_key(load_secret(secret_file), host)
+    return write_private(path, key.hex().encode() + b'\n')
+
+
+class ConductorKeys(object):
+    """Every host's key, derived from the secret."""
+
+    def __init__(self, secret):
+        self._secret = secret
+
+    def key_for(self, host):
+        # Not cached: forged messages may name any number of hosts.
+        return derive_key(self._secret, host)
+
+
+class AgentKeys(object):
+    """One host's key: nothing to sign or check for any other."""
+
+    def __init__(self, host, key):
+        self.host = host
+        self._key = key
+
+    def key_for(self, host):
+        return self._key if host == self.host else None
+
+
+def _auth(conf, keys, option, what):
+    if keys is None and not conf.auth.insecure_allow_unsigned:
+        raise exception.InvalidArgument(
+            name='[auth] %s' % option, value=None,
+            reason='%s needs it to sign and check messages (or set [auth] '
+                   'insecure_allow_unsigned = true, for development only)' % what)
+    return Auth(keys, conf.auth.insecure_allow_unsigned, conf.auth.replay_window)
+
+
+def conductor_auth(conf):
+    """The conductor's signer and checker; refuses without a usable secret file."""
+    path = conf.auth.secret_file
+    keys = ConductorKeys(load_secret(path)) if path else None
+    return _auth(conf, keys, 'secret_file', 'the conductor')
+
+
+def agent_auth(conf, host):
+    """Agent ``host``'s signer and checker; refuses without a usable key file."""
+    path = conf.auth.key_file
+    keys = AgentKeys(host, load_agent_key(path)) if path else None
+    return _auth(conf, keys, 'key_file', 'the compute agent of %s' % host)
+
+
+# Signing and checking. -----------------------------------------------------------
+def canonical(args):
+    """The arguments as the receiver will see them (JSON on the wire), in one
+    byte form: sorted keys, no spaces."""
+    wire = json.loads(jsonutils.dumps(args))
+    return json.dumps(wire, sort_keys=True, separators=(',', ':'),
+                      ensure_ascii=True)
+
+
+def _mac(key, topic, method, host, ts, nonce, args):
+    text = json.dumps([SCHEME, topic, method, host, ts, nonce], separators=(',', ':'),
+                      ensure_ascii=True) + '\n' + canonical(args)
+    return hmac.new(key, text.encode('ascii'), hashlib.sha256).hexdigest()
+
+
+class Auth(object):
+    """Signs what a service sends and checks what it is sent.
+
+    ``keys``: ConductorKeys, AgentKeys, or None (insecure: sends unsigned);
+    ``allow_unsigned``: accept a message without a signature (insecure).
+    """
+
+    def __init__(self, keys, allow_unsigned=False, window=60, clock=time.time):
+        self.keys = keys
+        self.allow_unsigned = allow_unsigned
+        self.window = window
+        self.clock = clock
+        self._seen = {}    # (host, nonce) -> timestamp, within the window
+        self._expiry = []  # heap of (timestamp, host, nonce)
+        self._lock = threading.Lock()
+
+    def context(self, topic, method, host, args):
+        """The RPC context to send ``method(**args)`` for ``host`` with."""
+        key = self.keys.key_for(host) if self.keys is not None else None
+        if key is None:
+            if self.keys is not None:
+                # An agent asked to speak for another host: a bug, not a send.
+                raise exception.NotAuthenticated(
+                    method=method, host=host, reason='this service holds no key '
+                                                     'for that host')
+            return {}
+        ts = round(self.clock(), 6)
+        nonce = secrets.token_hex(16)
+        return {CONTEXT_KEY: {'host': host, 'ts': ts, 'nonce': nonce,
+                              'sig': _mac(key, topic, method, host, ts, nonce,
+                                          args)}}
+
+    def check(self, topic, method, host, args, ctxt):
+        """Raise NotAuthenticated unless ``ctxt`` proves ``host``'s key signed
+        this very message, recently, for the first time."""
+        proof = ctxt.get(CONTEXT_KEY) if isinstance(ctxt, dict) else None
+        if proof is None:
+            if self.allow_unsigned:
+                return
+            raise exception.NotAuthenticated(method=method, host=host,
+                                             reason='unsigned')
+        if self.keys is None:  # insecure, and nothing to check with
+            return
+        why = self._refusal(topic, method, host, args, proof)
+        if why:
+            raise exception.NotAuthenticated(method=method, host=host, reason=why)
+
+    def _refusal(self, topic, method, host, args, proof):
+        if not isinstance(proof, dict):
+            return 'malformed signature'
+        ts, nonce, sig = proof.get('ts'), proof.get('nonce'), proof.get('sig')
+        if not (isinstance(ts, (int, float)) and not isinstance(ts, bool)
+                and math.isfinite(ts)
+                and isinstance(nonce, str) and 16 <= len(nonce) <= 64
+                and isinstance(sig, str) and len(sig) == 64):
+            return 'malformed signature'
+        if proof.get('host') != host:
+            return 'signed for host %r' % (proof.get('host'),)
+        key = self.keys.key_for(host) if isinstance(host, str) else None
+        if key is None:
+            return 'no key for this host'
+        try:
+            expected = _mac(key, topic, method, host, ts, nonce, args)
+        except (TypeError, ValueError):
+            return 'arguments cannot be signed'
+        if not hmac.compare_digest(expected, sig):
+            return 'bad signature'
+        now = self.clock()
+        if abs(now - ts) > self.window:
+            return 'timestamp %s is %.0f s from now (window %s s)' % (
+                ts, ts - now, self.window)
+        with self._lock:
+            while self._expiry and now - self._expiry[0][0] > self.window:
+                _ts, h, n = heapq.heappop(self._expiry)
+                self._seen.pop((h, n), None)
+            if (host, nonce) in self._seen:
+                return 'replayed (nonce %s already seen)' % nonce
+            self._seen[(host, nonce)] = ts
+            heapq.heappush(self._expiry, (ts, host, nonce))
+        return None
+
+
+# A method anyone may call (see AuthDispatcher).
+OPEN = object()
+
+
+class AuthDispatcher(rpc_dispatcher.RPCDispatcher):
+    """Dispatches a message only once its signature is checked.
+
+    ``signer``: for the methods that need a signature, the host whose key must
+    have made it: a callable(method, args) returning the host, or ``OPEN`` for
+    a method anyone may call.
+    """
+
+    def __init__(self, endpoints, auth, topic, signer):
+        super().__init__(endpoints, None)
+        self.auth = auth
+        self.topic = topic
+        self.signer = signer
+
+    def dispatch(self, incoming):
+        message = incoming.message
+        method = message.get('method')
+        args = message.get('args') or {}
+        host = self.signer(method, args)
+        if host is not OPEN:
+            try:
+                self.auth.check(self.topic, method, host, args, incoming.ctxt)
+            except exception.NotAuthenticated as exc:
+                # Refused before any endpoint ran: nothing changed.
+                LOG.error('Refused RPC %s for host %r on %s: %s', method, host,
+                          self.topic, exc.kwargs.get('reason'))
+                # Expected: the caller gets it, the log no traceback.
+                raise rpc_dispatcher.ExpectedException()
+        return super().dispatch(incoming)
+
+
+def every_method(host):
+    """Every method must be signed with ``host``'s key (an agent's server)."""
+    return lambda method, args: host
+
+
+def methods_by_argument(methods):
+    """{method: name of the argument naming the host whose key signs it};
+    other methods are open (operators' calls to the conductor)."""
+    def signer(method, args):
+        if method not in methods:
+            return OPEN
+        return args.get(methods[method]) if isinstance(args, dict) else None
+    return signer
