@@ -160,6 +160,7 @@ def test_capacity_honours_reserved_amounts_and_ratios():
 # One host each filter refuses (host changes, instance changes, filter, text).
 REFUSALS = [
     ({'name': 'src'}, {}, 'same-host', "'src'"),
+    ({'problems': ["reserved.vcpus 'lots'"]}, {}, 'record', "'lots'"),
     ({'enabled': False, 'disabled_reason': 'repairs'}, {}, 'enabled', 'repairs'),
     ({'up': False}, {}, 'up', 'not reported'),
     ({'hypervisor_type': 'Xen'}, {}, 'hypervisor', 'Xen'),
