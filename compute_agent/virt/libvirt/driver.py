@@ -205,7 +205,9 @@ class LibvirtDriver(driver.ComputeDriver):
         self._conn = None
         self._conn_lock = threading.Lock()
         self._jobs = {}
-        self._jobs_lock = threading.Lock()
+        # Reentrant: get_migration_job adopts a job under it, and adopting asks
+        # _incoming, which takes it too.
+        self._jobs_lock = threading.RLock()
         self._cpu = None
         self._capacities = {}  # (domain uuid, disk path): bytes
         lv = conf.libvirt
@@ -306,11 +308,13 @@ class LibvirtDriver(driver.ComputeDriver):
         state, reason = dom.state()
         # An incoming guest is paused from its QEMU's start until the switch-over;
         # libvirt holds its state lock meanwhile, so nothing else may be asked.
+        # It is also transient until libvirt's finish phase defines it
+        # (PERSIST_DEST), unlike a guest this host copies away paused.
         return (state == libvirt.VIR_DOMAIN_PAUSED and
                 reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
                            libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
                            getattr(libvirt, 'VIR_DOMAIN_PAUSED_POSTCOPY', -1)) and
-                not self._has_job(dom))
+                not self._has_job(dom) and not dom.isPersistent())
 
     def _has_job(self, dom):
         with self._jobs_lock:
