@@ -1,7 +1,10 @@
 """Forged and malformed messages over real RabbitMQ, from a bare oslo.messaging
 client (no client-side checks): each is refused where it lands, naming the field
 and value; the conductor's records stay as they were and ``ferryman host list``
-keeps working."""
+keeps working. They are signed with the keys of the hosts they speak for, as a
+compromised or broken agent (or conductor) would send them: what authentication
+lets through must still be validated (tests/functional/test_auth.py covers the
+unsigned and wrongly signed)."""
 
 import copy
 import os
@@ -16,6 +19,7 @@ from conductor.db import api as db_api
 from conductor.db import models
 from ferryman import conf as ferryman_conf
 from ferryman import rpc
+from ferryman import rpc_auth
 
 pytestmark = pytest.mark.functional
 
@@ -45,6 +49,14 @@ def _state(db):
     for host in out['ferryman_hosts']:
         del host['last_seen']
     return out
+
+
+def _signer(cluster):
+    """sign(topic, method, host, args): the context a holder of the conductors'
+    secret (and so of every host's key) would send."""
+    auth = rpc_auth.Auth(rpc_auth.ConductorKeys(rpc_auth.load_secret(
+        os.path.join(cluster.base_dir, 'keys', 'secret'))))
+    return auth.context
 
 
 def _log(cluster):
@@ -79,13 +91,17 @@ def test_forged_and_malformed_messages_change_nothing(cluster, db, bare):
         ('info.evil', 'compute2', dict(info, evil=1), []),
         ("'compute2/../compute1'", 'compute2/../compute1', info, []),
     ]
+    sign = _signer(cluster)
+
+    def report(host, host_info, guests):
+        args = {'host': host, 'info': copy.deepcopy(host_info), 'guests': guests}
+        conductor.cast(sign(rpc.CONDUCTOR_TOPIC, 'report_host', host, args),
+                       'report_host', **args)
     for _word, host, host_info, guests in reports:
-        conductor.cast({}, 'report_host', host=host, info=copy.deepcopy(host_info),
-                       guests=guests)
+        report(host, host_info, guests)
     # Well formed, but speaks for compute1's guest: compute2's report is taken
     # in, the guest's record is not rewritten.
-    conductor.cast({}, 'report_host', host='compute2', info=info,
-                   guests=[stolen])
+    report('compute2', info, [stolen])
     cluster.wait_for(lambda: all(w in _log(cluster)[log_before:]
                                  for w, *_ in reports) and
                      victim['uuid'] in _log(cluster)[log_before:],
@@ -106,8 +122,10 @@ def test_forged_and_malformed_messages_change_nothing(cluster, db, bare):
                                         'destination': 'compute2?evil=1',
                                         'subtype': 'block', 'params': {}},
              'destination')]:
+        ctxt = (sign(rpc.COMPUTE_TOPIC, method, 'compute1', kwargs)
+                if client is agent else {})
         with pytest.raises(messaging.RemoteError) as err:
-            client.call({}, method, **kwargs)
+            client.call(ctxt, method, **kwargs)
         assert err.value.exc_type == 'InvalidArgument', err.value
         assert field in err.value.value, err.value.value
         refused += 1
