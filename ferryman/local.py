@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 from compute_agent import rpcapi as compute_rpcapi
 from compute_agent import service as agent_service
@@ -21,6 +22,7 @@ from ferryman import conf as ferryman_conf
 from ferryman import rpc
 from ferryman import rpc_auth
 from ferryman import schemas
+from flows import states
 
 IN_PROCESS_URL = 'kombu+memory://localhost//'
 
@@ -178,8 +180,16 @@ class LocalCloud(object):
         return guests
 
     def wait(self, migration_id, timeout=60):
+        """The migration once it has ended, or as it is when ``timeout`` runs
+        out. Ended also when no flow of this runner ran it (a job another
+        runner claimed, or one ended at a resume)."""
+        deadline = time.monotonic() + timeout
         self.conductor.manager.runner.wait(migration_id, timeout)
-        return self.api.get_migration(migration_id)
+        while True:
+            mig = self.api.get_migration(migration_id)
+            if mig['status'] in states.TERMINAL or time.monotonic() > deadline:
+                return mig
+            time.sleep(0.05)
 
     def stop(self):
         if self.pool is not None:

@@ -19,6 +19,8 @@ import subprocess
 import time
 import urllib.parse
 
+import oslo_messaging as messaging
+
 from compute_agent.virt.fake import FakeCloud
 from ferryman import rpc_auth
 from ferryman.testing import tls as test_tls
@@ -30,6 +32,22 @@ from ferryman.testing.servers import ZooKeeperServer
 HOSTS = {'compute1': None, 'compute2': 'nfs', 'compute3': 'nfs'}
 # The jobboard servers a cluster can start, by the scheme of their URL.
 BOARD_SERVERS = {'redis': RedisServer, 'zookeeper': ZooKeeperServer}
+
+
+def answering(bound_s, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, an RPC call, made again and again while the
+    conductor or the broker restarts, for at most ``bound_s`` seconds."""
+    deadline = time.monotonic() + bound_s
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except messaging.MessagingTimeout:
+            if time.monotonic() > deadline:
+                raise
+        except messaging.MessageDeliveryFailure:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)  # the broker is down: no timeout paces the retries
 
 
 class Cluster(object):

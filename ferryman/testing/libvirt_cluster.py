@@ -81,6 +81,13 @@ def beats_in(path):
     return [int(n) for n in HEARTBEAT.findall(read(path))]
 
 
+def last_beat(text):
+    """The last heartbeat counter on whole lines of a console (a line cut at the
+    end counts nowhere), or 0."""
+    beats = HEARTBEAT.findall(text[:text.rfind('\n') + 1])
+    return int(beats[-1]) if beats else 0
+
+
 def console_faults(text):
     """The fault markers in a stretch of guest console, in order, once each."""
     return list(dict.fromkeys(CONSOLE_FAULTS.findall(text)))
@@ -106,7 +113,7 @@ def check_guest_alive(log, last_beat, offset=0, beats=6, timeout=60):
         problems.append('%d heartbeats in %ss, not %d' % (len(seen), timeout, beats))
     if seen and not last_beat < seen[0] <= last_beat + 2:
         problems.append('heartbeat went from %d to %d' % (last_beat, seen[0]))
-    if seen != list(range(seen[0], seen[0] + len(seen))) if seen else False:
+    if seen and seen != list(range(seen[0], seen[0] + len(seen))):
         problems.append('heartbeats out of order: %s' % seen[:20])
     if not problems:
         return None

@@ -26,7 +26,7 @@ import flows
 from conductor import rpcapi as conductor_rpcapi
 from ferryman import conf as ferryman_conf
 from ferryman import rpc
-from ferryman.testing.cluster import Cluster
+from ferryman.testing.cluster import Cluster, answering
 
 pytestmark = pytest.mark.functional
 
@@ -116,21 +116,6 @@ def table(request):
             tr.write_line(line)
 
 
-def _answering(c, fn, *args, **kwargs):
-    """Call the conductor, again and again while it or the broker restarts."""
-    deadline = time.monotonic() + BOUND_S
-    while True:
-        try:
-            return fn(*args, **kwargs)
-        except messaging.MessagingTimeout:
-            if time.monotonic() > deadline:
-                raise
-        except messaging.MessageDeliveryFailure:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 def _seed(c, subtype):
     source, _dest, storage = ROUTES[subtype]
     name = 'chaos-%s' % uuid.uuid4().hex[:8]
@@ -184,7 +169,7 @@ def _restart(c, name):
 
 
 def _migration(c, guest_uuid):
-    migs = _answering(c, c.api.list_migrations, instance=guest_uuid)
+    migs = answering(BOUND_S, c.api.list_migrations, instance=guest_uuid)
     return migs[-1] if migs else None
 
 
@@ -222,5 +207,5 @@ def test_kill_at_step(chaos, table, fault, subtype, step):
     assert c.cloud.leftovers(other, guest['uuid']) == []
     if storage == 'local':
         assert c.cloud.read_disk(where, guest['uuid']) == 'data of %s' % guest['name']
-    report = _answering(c, c.api.audit)
+    report = answering(BOUND_S, c.api.audit)
     assert report['violations'] == [], report

@@ -21,7 +21,7 @@ import pytest
 from conductor import rpcapi as conductor_rpcapi
 from ferryman import conf as ferryman_conf
 from ferryman import rpc
-from ferryman.testing.cluster import Cluster
+from ferryman.testing.cluster import Cluster, answering
 
 pytestmark = pytest.mark.functional
 
@@ -49,18 +49,6 @@ def cloud(tmp_path_factory):
             rpc.cleanup(conf)
 
 
-def _answering(c, fn, *args, **kwargs):
-    """Call the conductor again and again while it restarts."""
-    deadline = time.monotonic() + BOUND_S
-    while True:
-        try:
-            return fn(*args, **kwargs)
-        except (messaging.MessagingTimeout, messaging.MessageDeliveryFailure):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def _request(c, guest, dest):
     try:
         c.api.live_migrate(guest['name'], host=dest)
@@ -86,7 +74,7 @@ def _restart(c):
 
 
 def _migrations(c, guest):
-    return _answering(c, c.api.list_migrations, instance=guest['uuid'])
+    return answering(BOUND_S, c.api.list_migrations, instance=guest['uuid'])
 
 
 def _settled(c, guests, since):
@@ -120,7 +108,7 @@ def test_conductor_killed_while_accepting_always_starts_again(cloud, capsys):
                                          'format': 'qcow2'}]))
             wanted = {g['uuid'] for g in guests}
             c.wait_for(lambda: wanted <= {
-                i['uuid'] for i in _answering(c, c.api.list_instances)},
+                i['uuid'] for i in answering(BOUND_S, c.api.list_instances)},
                 'guests reported')
             # Half the rounds die in the first half second of the batch.
             delay = rng.uniform(0, 0.5) if rnd % 2 == 0 else rng.uniform(0.5, 2.5)
@@ -152,7 +140,7 @@ def test_conductor_killed_while_accepting_always_starts_again(cloud, capsys):
                     ended[0]['status'] == 'completed' else source
                 assert c.cloud.find_guest(g['uuid']) == {where: 'running'}, (
                     g, ended)
-            report = _answering(c, c.api.audit)
+            report = answering(BOUND_S, c.api.audit)
             assert report['violations'] == [], report
     finally:
         pool.shutdown(wait=True)

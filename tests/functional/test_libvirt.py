@@ -21,7 +21,7 @@ from compute_agent.virt.libvirt import driver
 from flows import constants as c
 from ferryman.testing import guest_image
 from ferryman.testing.libvirt_cluster import (
-    HEARTBEAT, VOLUME_DIR, LibvirtCluster, check_guest_alive, read)
+    VOLUME_DIR, LibvirtCluster, check_guest_alive, last_beat, read)
 
 pytestmark = pytest.mark.functional
 
@@ -137,9 +137,8 @@ def assert_moved(lv, guest, source, dest, before):
 def assert_alive_where_it_was(lv, guest, host, since):
     """After a rolled-back move: the guest goes on on ``host`` (console from
     offset ``since``, taken before the move) without a fault."""
-    before = read(lv.serial_log(host, guest))[:since]
     # A line cut at the offset counts on neither side.
-    last = max(int(n) for n in HEARTBEAT.findall(before[:before.rfind('\n') + 1]))
+    last = last_beat(read(lv.serial_log(host, guest))[:since])
     trouble = check_guest_alive(lv.serial_log(host, guest), last, offset=since)
     assert trouble is None, 'after the rollback on %s: %s' % (host, trouble)
 

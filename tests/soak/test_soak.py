@@ -17,7 +17,7 @@ import time
 import pytest
 
 from ferryman.testing.libvirt_cluster import (
-    HEARTBEAT, LibvirtCluster, check_guest_alive, read)
+    LibvirtCluster, check_guest_alive, last_beat, read)
 
 pytestmark = pytest.mark.functional
 
@@ -48,12 +48,6 @@ def load():
     for p in busy:
         p.kill()
         p.wait()
-
-
-def last_beat(text):
-    """The last heartbeat on whole lines (a line cut at the end counts nowhere)."""
-    beats = HEARTBEAT.findall(text[:text.rfind('\n') + 1])
-    return int(beats[-1]) if beats else 0
 
 
 @pytest.mark.parametrize('subtype', sorted(PAIRS))

@@ -126,3 +126,12 @@ def undo_calls(cloud, monkeypatch):
             return _real(host, what, *args, **kwargs)
         monkeypatch.setattr(compute, name, spy)
     return calls
+
+
+@pytest.fixture
+def cli_conf(tmp_path, cloud):
+    """A configuration file for the ferryman CLI to reach the shared cloud."""
+    path = tmp_path / 'ferryman.conf'
+    path.write_text('[DEFAULT]\ntransport_url = %s\n[oslo_messaging_rabbit]\n'
+                    'heartbeat_timeout_threshold = 0\n' % cloud.overrides['transport_url'])
+    return str(path)

@@ -504,14 +504,6 @@ def test_a_bad_lease_expiry_is_refused_naming_it(cloud):
     assert 'drain_lease_expiry' in str(err.value) and '1.0' in str(err.value)
 
 
-@pytest.fixture
-def cli_conf(tmp_path, cloud):
-    path = tmp_path / 'ferryman.conf'
-    path.write_text('[DEFAULT]\ntransport_url = %s\n[oslo_messaging_rabbit]\n'
-                    'heartbeat_timeout_threshold = 0\n' % cloud.overrides['transport_url'])
-    return str(path)
-
-
 def test_cli_drain_shows_progress_and_summary(cloud, host, cli_conf, capsys):
     _guests(cloud, host, 2)
     stuck = cloud.cloud.create_guest(host, host + '-off', storage='volume')

@@ -167,14 +167,6 @@ def test_a_guest_migrating_to_the_host_is_reported_without_rewriting_it(
         cloud.refresh()
 
 
-@pytest.fixture
-def cli_conf(tmp_path, cloud):
-    path = tmp_path / 'ferryman.conf'
-    path.write_text('[DEFAULT]\ntransport_url = %s\n[oslo_messaging_rabbit]\n'
-                    'heartbeat_timeout_threshold = 0\n' % cloud.overrides['transport_url'])
-    return str(path)
-
-
 def test_an_uninterpretable_host_record_is_a_violation_not_an_error(
         cloud, guest, cli_conf, capsys):
     g = guest('compute1', 'local')

@@ -19,7 +19,6 @@ from ferryman import conf as ferryman_conf
 from ferryman import exception
 from ferryman import local
 from ferryman.testing.servers import RedisServer
-from flows import states
 
 
 def _conf(**jobboard_opts):
@@ -194,16 +193,6 @@ def _orphan(cloud, guest, save=True):
         runner.submit = real
 
 
-def _wait_terminal(cloud, mid, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        mig = cloud.api.get_migration(mid)
-        if mig['status'] in states.TERMINAL:
-            return mig
-        assert time.monotonic() < deadline, mig
-        time.sleep(0.05)
-
-
 def _owner_violations(cloud, mid):
     return [v for v in cloud.api.audit()['violations']
             if v['kind'] == 'owner' and mid in v['text']]
@@ -219,7 +208,7 @@ def test_reaper_resumes_a_migration_nobody_runs(cloud, guest):
     assert runner.reap(now) == []  # seen ownerless: the clock starts
     assert runner.reap(now + timeout - 1) == []
     assert runner.reap(now + timeout + 0.1) == [mig['id']]
-    assert _wait_terminal(cloud, mig['id'])['status'] == 'completed'
+    assert cloud.wait(mig['id'])['status'] == 'completed'
     assert cloud.cloud.find_guest(g['uuid']) == {'compute2': 'running'}
     assert cloud.api.audit()['violations'] == []
 

@@ -3,7 +3,6 @@ starts, resumes what it can, fails what never began, and one bad saved flow neve
 stops the others; accepting a migration saves its flow whole or not at all."""
 
 import contextlib
-import time
 
 import pytest
 from oslo_utils import uuidutils
@@ -89,17 +88,6 @@ def _saved_only(runner, mig, store):
     runner.save(mig, store)
 
 
-def _wait_terminal(cloud, mid, timeout=60):
-    cloud.conductor.manager.runner.wait(mid, timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        mig = cloud.api.get_migration(mid)
-        if mig['status'] in states.TERMINAL:
-            return mig
-        assert time.monotonic() < deadline, mig
-        time.sleep(0.05)
-
-
 def _released(cloud, g, mig):
     """The guest runs on its source, unlocked, holding its claim there only."""
     source = mig['source']
@@ -121,9 +109,9 @@ def test_a_bad_saved_flow_fails_and_the_others_resume(cloud, guest, monkeypatch,
     with _submitting(cloud, monkeypatch, _saved_only) as runner:
         good = cloud.api.live_migrate(good_guest['name'], host='compute2')
     assert runner.resume_all() == [good['id']]  # as the conductor's start does
-    assert _wait_terminal(cloud, good['id'])['status'] == states.COMPLETED
+    assert cloud.wait(good['id'])['status'] == states.COMPLETED
     assert cloud.cloud.find_guest(good_guest['uuid']) == {'compute2': 'running'}
-    bad = _wait_terminal(cloud, bad['id'])
+    bad = cloud.wait(bad['id'])
     assert bad['status'] == states.FAILED
     assert 'nothing had been done' in bad['error']
     _released(cloud, bad_guest, bad)
@@ -151,7 +139,7 @@ def test_an_unreadable_flow_that_had_begun_ends_in_error(cloud, guest, monkeypat
         for ad in fd:
             conn.update_atom_details(ad)
     assert runner.resume_all() == []
-    mig = _wait_terminal(cloud, mig['id'])
+    mig = cloud.wait(mig['id'])
     assert mig['status'] == states.ERROR
     assert 'cannot be read' in mig['error']
 
@@ -171,10 +159,10 @@ def test_resume_all_goes_on_past_a_migration_that_cannot_be_resumed(
         return real(mid, *args)
     monkeypatch.setattr(runner, '_start', start)
     assert runner.resume_all() == [good['id']]
-    assert _wait_terminal(cloud, good['id'])['status'] == states.COMPLETED
+    assert cloud.wait(good['id'])['status'] == states.COMPLETED
     monkeypatch.undo()
     assert runner.resume_all() == [broken['id']]  # the next pass (the reaper's)
-    assert _wait_terminal(cloud, broken['id'])['status'] == states.COMPLETED
+    assert cloud.wait(broken['id'])['status'] == states.COMPLETED
 
 
 # Accepting: every write the save makes, a crash before it. -----------------------
@@ -247,7 +235,7 @@ def test_a_crash_while_accepting_leaves_nothing_or_all_of_it(
         assert fd.meta['factory']['name'] == flows.FACTORIES[mig['subtype']]
     ids = runner.resume_all()
     for at, g, mig in cases:
-        end = _wait_terminal(cloud, mig['id'])
+        end = cloud.wait(mig['id'])
         if mig['id'] in ids:
             assert end['status'] == states.COMPLETED, (at, end)
         else:
