@@ -30,7 +30,7 @@ from ferryman import exception
 from ferryman import local
 from ferryman.testing.cluster import Cluster
 from ferryman.testing.servers import RedisServer, ZooKeeperServer
-from tests.unit.test_jobboard import _orphan, _owner_violations, _wait_terminal
+from tests.unit.test_jobboard import _orphan, _owner_violations
 
 pytestmark = pytest.mark.functional
 
@@ -76,7 +76,7 @@ def board_cloud(board_server):
 def test_with_a_board_a_migration_is_posted_claimed_and_taken_off(board_cloud):
     g = _new_guest(board_cloud)
     mig = board_cloud.api.live_migrate(g['name'], host='compute2')
-    assert _wait_terminal(board_cloud, mig['id'])['status'] == 'completed'
+    assert board_cloud.wait(mig['id'])['status'] == 'completed'
     board = board_cloud.conductor.manager.runner.board
     deadline = time.monotonic() + 5
     while [j for j in board.jobs() if jobboard.migration_of(j) == mig['id']]:
@@ -94,7 +94,7 @@ def test_with_a_board_the_reaper_posts_a_migration_that_has_no_job(board_cloud):
     runner.reap(now)
     assert runner.reap(now + board_cloud.conductor_conf.conductor.orphan_timeout + 1) \
         == [mig['id']]
-    assert _wait_terminal(board_cloud, mig['id'])['status'] == 'completed'
+    assert board_cloud.wait(mig['id'])['status'] == 'completed'
     assert board_cloud.cloud.find_guest(g['uuid']) == {'compute2': 'running'}
     assert board_cloud.api.audit()['violations'] == []
 
