@@ -135,15 +135,6 @@ libvirt_opts = [
 ]
 
 
-def register_opts(conf):
-    # By group name: a shared OptGroup object would carry one configuration's
-    # overrides into every other configuration of the process.
-    conf.register_opts(compute_opts, group=compute_group.name)
-    conf.register_opts(fake_opts, group=fake_group.name)
-    conf.register_opts(libvirt_opts, group=libvirt_group.name)
-    pci.register_opts(conf)
-
-
 def list_opts():
     return [(compute_group, compute_opts), (fake_group, fake_opts),
             (libvirt_group, libvirt_opts)] + pci.list_opts()

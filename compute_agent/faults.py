@@ -18,7 +18,7 @@ import time
 
 from oslo_log import log as logging
 
-from ferryman import exception
+from ferryman.common import exception
 
 LOG = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from oslo_log import log as logging
 from compute_agent import faults
 from compute_agent import virt
 from conductor import rpcapi as conductor_rpcapi
-from ferryman import exception
-from ferryman import rpc_auth
-from ferryman import schemas
+from ferryman.common import exception
+from ferryman.common import rpc_auth
+from ferryman.common import schemas
 
 LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 
 from oslo_config import cfg
 
-from ferryman import exception
+from ferryman.common import exception
 
 pci_group = cfg.OptGroup('pci', title='PCI passthrough devices')
 
@@ -38,10 +38,6 @@ _HEX4 = re.compile(r'^[0-9a-f]{4}$')
 _ADDRESS_GLOB = re.compile(r'^[0-9a-fA-F:.*?\[\]-]+$')
 _TRAIT = re.compile(r'^[A-Z][A-Z0-9_]*$')
 _PHYSNET = re.compile(r'^[A-Za-z0-9_.-]+$')
-
-
-def register_opts(conf):
-    conf.register_opts(pci_opts, group=pci_group.name)
 
 
 def list_opts():

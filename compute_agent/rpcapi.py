@@ -6,8 +6,8 @@ API version history:
           wait_s, so the conductor sees a switch-over at once without polling fast.
 """
 
-from ferryman import rpc
-from ferryman import rpc_auth
+from ferryman.common import rpc
+from ferryman.common import rpc_auth
 
 VERSION = '1.1'
 

@@ -3,8 +3,8 @@
 from oslo_log import log as logging
 
 from compute_agent import manager
-from ferryman import rpc
-from ferryman import rpc_auth
+from ferryman.common import rpc
+from ferryman.common import rpc_auth
 
 LOG = logging.getLogger(__name__)
 

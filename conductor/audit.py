@@ -23,7 +23,7 @@ import collections
 from oslo_log import log as logging
 
 from conductor import placement
-from ferryman import schemas
+from ferryman.common import schemas
 from flows import states
 
 LOG = logging.getLogger(__name__)

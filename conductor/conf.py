@@ -116,14 +116,6 @@ jobboard_opts = [
 ]
 
 
-def register_opts(conf):
-    # By group name: a shared OptGroup object would carry one configuration's
-    # overrides into every other configuration of the process.
-    conf.register_opts(conductor_opts, group=conductor_group.name)
-    conf.register_opts(database_opts, group=database_group.name)
-    conf.register_opts(jobboard_opts, group=jobboard_group.name)
-
-
 def list_opts():
     return [(conductor_group, conductor_opts), (database_group, database_opts),
             (jobboard_group, jobboard_opts)]

@@ -31,7 +31,7 @@ from oslo_log import log as logging
 
 from conductor.db import api as db_api
 from conductor import jobboard
-from ferryman import exception
+from ferryman.common import exception
 from flows import states
 
 LOG = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from taskflow.jobs import backends as tf_jobs
 from taskflow.utils import kazoo_utils
 from taskflow.utils import misc as tf_misc
 
-from ferryman import exception
+from ferryman.common import exception
 
 LOG = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from conductor import policy
 from conductor import runner as flow_runner
 from conductor import scheduler
 from conductor.db import api as db_api
-from ferryman import exception
-from ferryman import rpc_auth
-from ferryman import schemas
+from ferryman.common import exception
+from ferryman.common import rpc_auth
+from ferryman.common import schemas
 from flows import selection
 from flows import states
 from flows.tasks import base as task_base

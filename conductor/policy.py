@@ -29,10 +29,9 @@ import time
 
 from oslo_config import cfg
 
-from ferryman import exception
+from ferryman.common import exception
+from ferryman.common.vocabulary import IMPORTANCE, SLA_CLASSES  # noqa: F401
 
-SLA_CLASSES = ('cattle', 'pet', 'panda')
-IMPORTANCE = ('low', 'medium', 'high')
 CONTINUE, DOWNTIME, POST_COPY, PAUSE, ABORT = (
     'continue', 'set-downtime', 'post-copy', 'pause', 'abort')
 
@@ -78,10 +77,6 @@ policy_opts = [
     cfg.FloatOpt('compress_below_mibps', default=250.0, min=0.0,
                  help='Links slower than this (MiB/s) compress the stream.'),
 ]
-
-
-def register_opts(conf):
-    conf.register_opts(policy_opts, group=policy_group.name)
 
 
 def list_opts():

@@ -7,7 +7,7 @@ API version history:
     1.3 - drain_host, get_drain, list_drains.
 """
 
-from ferryman import rpc
+from ferryman.common import rpc
 
 VERSION = '1.3'
 

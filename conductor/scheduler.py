@@ -7,7 +7,7 @@ was refused. Weighers order what passes.
 
 from conductor import placement
 from conductor.db import api as db_api
-from ferryman import exception
+from ferryman.common import exception
 from flows import states
 
 # In the order they run; a forced host skips those in CAPACITY_FILTERS.

@@ -1,6 +1,6 @@
 """Which subtype a migration is, from the storage probe and the caller's wish."""
 
-from ferryman import exception
+from ferryman.common import exception
 from flows import states
 
 BLOCK_MIGRATION_CHOICES = ('auto', 'true', 'false')

@@ -7,25 +7,11 @@ status can never jump (say from completed back to running) whatever code asks.
 from automaton import exceptions as automaton_exc
 from automaton import machines
 
-from ferryman import exception
-
-ACCEPTED = 'accepted'
-PREPARING = 'preparing'
-RUNNING = 'running'
-POST_COPY = 'post-copy'  # runs on the destination while its memory follows
-FINISHING = 'finishing'
-COMPLETED = 'completed'
-FAILED = 'failed'        # rolled back; the guest runs on the source
-CANCELLED = 'cancelled'  # stopped on request; the guest runs on the source
-ERROR = 'error'          # rollback failed or failure after switch-over: operator
-
-TERMINAL = (COMPLETED, FAILED, CANCELLED, ERROR)
-ACTIVE = (ACCEPTED, PREPARING, RUNNING, POST_COPY, FINISHING)
-
-BLOCK = 'block'
-FILE_LEVEL = 'file-level'
-BLOCK_STORAGE = 'block-storage'
-SUBTYPES = (BLOCK, FILE_LEVEL, BLOCK_STORAGE)
+from ferryman.common import exception
+# The names are the shared vocabulary's, here beside the machines that order them.
+from ferryman.common.vocabulary import (  # noqa: F401
+    ACCEPTED, ACTIVE, BLOCK, BLOCK_STORAGE, CANCELLED, COMPLETED, ERROR, FAILED,
+    FILE_LEVEL, FINISHING, POST_COPY, PREPARING, RUNNING, SUBTYPES, TERMINAL)
 
 # (from, event, to) shared by every subtype.
 _TRANSITIONS = [

@@ -24,7 +24,7 @@ from oslo_log import log as logging
 from compute_agent import faults
 from compute_agent.virt import driver
 from compute_agent.virt import simulation
-from ferryman import exception
+from ferryman.common import exception
 
 LOG = logging.getLogger(__name__)
 

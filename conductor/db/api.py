@@ -17,8 +17,8 @@ from sqlalchemy import orm
 
 from conductor import placement
 from conductor.db import models
-from ferryman import exception
-from ferryman import schemas
+from ferryman.common import exception
+from ferryman.common import schemas
 from flows import states
 
 LOG = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import sys
 import time
 
 import ferryman  # noqa: F401  (quiets the eventlet warning before oslo imports)
-from ferryman import exception
+from ferryman.common import exception
 from flows import states
 
 TERMINAL = states.TERMINAL
@@ -34,11 +34,11 @@ def _table(title, columns, rows):
 
 def _api(args):
     from conductor import rpcapi
-    from ferryman import conf as ferryman_conf
-    from ferryman import local
+    from ferryman.common import conf as ferryman_conf
+    from ferryman.common import rpc
     conf = ferryman_conf.make_conf(config_files=args.config_file or None)
     if (conf.transport_url or '').startswith('kombu+memory'):
-        local.quiet_messaging_logs()
+        rpc.quiet_messaging_logs()
     else:
         _check_broker(conf)
     return rpcapi.ConductorAPI(conf, timeout=args.timeout)
@@ -77,12 +77,12 @@ def _print_tasks(title, events):
 
 # Commands. -----------------------------------------------------------------------------
 def cmd_demo(args):
-    from ferryman import demo
+    from ferryman.sim import demo
     return demo.run(as_json=args.json)
 
 
 def cmd_auth_new_secret(args):
-    from ferryman import rpc_auth
+    from ferryman.common import rpc_auth
     if os.path.exists(args.output) and not args.force:
         # A new secret invalidates every agent's key.
         raise exception.InvalidArgument(
@@ -98,8 +98,8 @@ def cmd_auth_new_secret(args):
 
 
 def cmd_auth_agent_key(args):
-    from ferryman import conf as ferryman_conf
-    from ferryman import rpc_auth
+    from ferryman.common import conf as ferryman_conf
+    from ferryman.common import rpc_auth
     secret_file = args.secret_file
     if not secret_file:
         conf = ferryman_conf.make_conf(config_files=args.config_file or None)
@@ -127,29 +127,6 @@ def cmd_audit(args):
               'migrations' % (len(report['violations']), report['hosts'],
                               report['instances'], report['active_migrations']))
     return 1 if report['violations'] else 0
-
-
-def cmd_bench_policy(args):
-    from ferryman import bench_policy
-    from ferryman import conf as ferryman_conf
-    conf = ferryman_conf.make_conf(config_files=args.config_file or [])
-    bench_policy.run(conf, as_json=args.json)
-
-
-def cmd_bench_persistence(args):
-    from ferryman import bench_persistence
-    bench_persistence.run(migrations=args.migrations, as_json=args.json,
-                          rabbitmq=args.rabbitmq)
-
-
-def cmd_bench_drain(args):
-    from ferryman import bench_drain
-    report = bench_drain.run(hosts=args.hosts, guests=args.guests,
-                             max_parallel=args.max_parallel,
-                             max_cluster=args.max_cluster, workers=args.workers,
-                             as_json=args.json, rabbitmq=args.rabbitmq,
-                             agent_processes=args.agent_processes)
-    return 0 if report['ok'] else 1
 
 
 def cmd_host_list(args):
@@ -186,7 +163,7 @@ def cmd_host_disable(args):
     return _set_enabled(args, False)
 
 
-def _positive(value):
+def positive(value):
     """--max-parallel: a whole number of at least 1, refused naming the value."""
     try:
         number = int(value)
@@ -397,7 +374,7 @@ def cmd_migration_tasks(args):
 
 
 def _output_picture(args, subtype, atom_states):
-    from ferryman import graph
+    from ferryman.cmd import graph
     if args.format == 'text':
         data = graph.text(subtype, atom_states).encode()
     elif args.format == 'dot':
@@ -426,7 +403,7 @@ def cmd_flow_show(args):
 
 
 def cmd_flow_render(args):
-    from ferryman import graph
+    from ferryman.cmd import graph
     api = _api(args)
     mig = api.get_migration(args.migration)
     atom_states = graph.atom_states(api.get_task_history(args.migration))
@@ -475,33 +452,6 @@ def build_parser():
                         'the --config-file)')
     p.add_argument('--output', required=True, metavar='FILE')
 
-    bench = sub.add_parser('bench', help='benchmarks that print figures')
-    bench_sub = bench.add_subparsers(dest='bench_command', metavar='WHAT', required=True)
-    add(bench_sub, 'policy', cmd_bench_policy, 'Nova\'s, KubeVirt\'s and '
-        'Ferryman\'s convergence policies over one matrix of simulated guests')
-    p = add(bench_sub, 'persistence', cmd_bench_persistence, 'durable flows vs '
-            'in-memory flows vs the bare RPC calls, one process, simulated driver')
-    p.add_argument('--migrations', type=int, default=20, help='migrations per mode')
-    p.add_argument('--rabbitmq', action='store_true',
-                   help='over a private RabbitMQ node, not the in-process transport')
-
-    p = add(bench_sub, 'drain', cmd_bench_drain, 'drain half of a simulated '
-            'cloud\'s hosts at once, one conductor: migrations per second, '
-            'request-to-completed times, CPU, peak RSS, overcommit check')
-    p.add_argument('--hosts', type=_positive, default=100)
-    p.add_argument('--guests', type=_positive, default=1000)
-    p.add_argument('--max-parallel', type=_positive, default=2, metavar='N',
-                   help='guests leaving one host at once')
-    p.add_argument('--max-cluster', type=_positive, default=5, metavar='N',
-                   help='migrations in flight in the cluster')
-    p.add_argument('--workers', type=_positive, default=16, metavar='N',
-                   help='flows the conductor runs at once')
-    p.add_argument('--rabbitmq', action='store_true',
-                   help='over a private RabbitMQ node, not the in-process transport')
-    p.add_argument('--agent-processes', type=int, metavar='N',
-                   help='processes the simulated agents run in (RabbitMQ only; '
-                   'default 2 with --rabbitmq; 0: in the conductor\'s process)')
-
     host = sub.add_parser('host', help='hypervisor hosts').add_subparsers(
         dest='host_command', metavar='ACTION', required=True)
     add(host, 'list', cmd_host_list, 'hosts with their resources')
@@ -514,7 +464,7 @@ def build_parser():
             'guest off it (importance high), with a progress bar and a summary of '
             'guests that could not move; exit 1 if any could not')
     p.add_argument('host')
-    p.add_argument('--max-parallel', type=_positive, metavar='N',
+    p.add_argument('--max-parallel', type=positive, metavar='N',
                    help='guests leaving the host at once (default: [conductor] '
                         'drain_max_per_host, 2)')
     p.add_argument('--no-wait', action='store_true',

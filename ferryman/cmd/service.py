@@ -7,8 +7,8 @@ import threading
 from oslo_log import log as logging
 
 import ferryman  # noqa: F401
-from ferryman import conf as ferryman_conf
-from ferryman import exception
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
 
 
 def run(name, make_service, argv=None):

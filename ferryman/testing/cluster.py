@@ -3,7 +3,7 @@
 The conductor and one compute agent per host run as real console scripts, each with
 its own configuration file; tests drive them only through the ``ferryman`` CLI and
 inspect the simulated hypervisors through :class:`FakeCloud`. This is what
-``ferryman.local.LocalCloud`` does in one process, with the transport and the
+``ferryman.sim.cloud.SimCloud`` does in one process, with the transport and the
 process boundaries made real.
 
 With ``jobboard`` set, several conductors (``conductor``, ``conductor2``...) share
@@ -22,13 +22,13 @@ import urllib.parse
 import oslo_messaging as messaging
 
 from compute_agent.virt.fake import FakeCloud
-from ferryman import rpc_auth
+from ferryman.common import rpc_auth
 from ferryman.testing import tls as test_tls
 from ferryman.testing.servers import PostgreSQLServer
 from ferryman.testing.servers import RabbitMQServer, RedisServer, _tail, _terminate
 from ferryman.testing.servers import ZooKeeperServer
 
-# compute2 and compute3 share an instance directory (see ferryman.local.DEMO_HOSTS).
+# compute2 and compute3 share an instance directory (see ferryman.sim.cloud.DEMO_HOSTS).
 HOSTS = {'compute1': None, 'compute2': 'nfs', 'compute3': 'nfs'}
 # The jobboard servers a cluster can start, by the scheme of their URL.
 BOARD_SERVERS = {'redis': RedisServer, 'zookeeper': ZooKeeperServer}

@@ -304,7 +304,7 @@ class LibvirtCluster(Cluster):
         # broker, so that nothing is left in a namespace.
         self.kill(*list(self.procs))
         if self._conf is not None:
-            from ferryman import rpc
+            from ferryman.common import rpc
             rpc.cleanup(self._conf)
             self._conf = self._api = None
         self.hosts.stop()
@@ -324,7 +324,7 @@ class LibvirtCluster(Cluster):
     @property
     def conf(self):
         if self._conf is None:
-            from ferryman import conf as ferryman_conf
+            from ferryman.common import conf as ferryman_conf
             self._conf = ferryman_conf.make_conf(config_files=[self.client_conf])
         return self._conf
 

@@ -11,7 +11,7 @@ from oslo_utils import reflection
 from taskflow import task
 
 from conductor import crash
-from ferryman import exception
+from ferryman.common import exception
 from flows import constants as c
 
 LOG = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import time
 from oslo_log import log as logging
 import oslo_messaging as messaging
 
-from ferryman import exception
+from ferryman.common import exception
 from conductor import policy
 from flows import constants as c
 from flows import selection

@@ -11,10 +11,10 @@ import uuid
 import oslo_messaging as messaging
 import pytest
 
-from ferryman import conf as ferryman_conf
-from ferryman import exception
-from ferryman import rpc
-from ferryman import rpc_auth
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
+from ferryman.common import rpc
+from ferryman.common import rpc_auth
 from ferryman.testing.cluster import Cluster
 
 pytestmark = pytest.mark.functional

@@ -24,8 +24,8 @@ import pytest
 
 import flows
 from conductor import rpcapi as conductor_rpcapi
-from ferryman import conf as ferryman_conf
-from ferryman import rpc
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import rpc
 from ferryman.testing.cluster import Cluster, answering
 
 pytestmark = pytest.mark.functional

@@ -113,7 +113,7 @@ def test_drains_keep_the_cluster_limit_and_survive_a_restart(cluster, db):
 
 
 def test_bench_drain_places_every_guest_without_overcommit():
-    from ferryman import bench_drain
+    from ferryman.bench import drain as bench_drain
     report = bench_drain.run(hosts=6, guests=12, max_parallel=2, max_cluster=3,
                              as_json=True, rabbitmq=True)
     assert report['migrations_completed'] == 12, report

@@ -15,8 +15,8 @@ import uuid
 import pytest
 
 from conductor import rpcapi
-from ferryman import conf as ferryman_conf
-from ferryman import rpc
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import rpc
 from ferryman.testing.cluster import Cluster
 from tests.functional.test_drain import sampling
 

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from conductor.db import api as db_api
 from conductor.db import models
-from ferryman import conf as ferryman_conf
-from ferryman import rpc
-from ferryman import rpc_auth
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import rpc
+from ferryman.common import rpc_auth
 
 pytestmark = pytest.mark.functional
 

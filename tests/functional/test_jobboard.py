@@ -25,9 +25,9 @@ from taskflow.persistence import backends as tf_backends
 from taskflow.persistence import models as tf_models
 
 from conductor import jobboard
-from ferryman import conf as ferryman_conf
-from ferryman import exception
-from ferryman import local
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
+from ferryman.sim import cloud as sim
 from ferryman.testing.cluster import Cluster
 from ferryman.testing.servers import RedisServer, ZooKeeperServer
 from tests.unit.test_jobboard import _orphan, _owner_violations
@@ -64,7 +64,7 @@ def _new_guest(cloud):
 
 @pytest.fixture(scope='module')
 def board_cloud(board_server):
-    with local.LocalCloud(overrides={
+    with sim.SimCloud(overrides={
             'jobboard.backend_url': board_server.url,
             'jobboard.name': 'cloud-%s' % uuid.uuid4().hex[:6],
             'jobboard.claim_expiry': 2.0, 'jobboard.heartbeat_interval': 0.5,

@@ -19,8 +19,8 @@ import oslo_messaging as messaging
 import pytest
 
 from conductor import rpcapi as conductor_rpcapi
-from ferryman import conf as ferryman_conf
-from ferryman import rpc
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import rpc
 from ferryman.testing.cluster import Cluster, answering
 
 pytestmark = pytest.mark.functional

@@ -1,6 +1,6 @@
 """The conductor on PostgreSQL: its own tables and TaskFlow's in one private cluster.
 
-The in-process cloud (ferryman.local) with ``database.connection`` pointed at a
+The in-process cloud (ferryman.sim.cloud) with ``database.connection`` pointed at a
 throwaway PostgreSQL server: whole migrations, a rollback, the task history, where
 TaskFlow keeps its books, and two conductors racing for the last room on a host.
 """
@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from conductor.db import api as db_api
-from ferryman import exception
-from ferryman import local
+from ferryman.common import exception
+from ferryman.sim import cloud as sim
 from ferryman.testing.servers import PostgreSQLServer
 from flows import constants as c
 from flows import states
@@ -38,7 +38,7 @@ def pg():
 
 @pytest.fixture(scope='module')
 def cloud(pg):
-    with local.LocalCloud(overrides={'database.connection': pg.url}) as cl:
+    with sim.SimCloud(overrides={'database.connection': pg.url}) as cl:
         yield cl
 
 

@@ -4,13 +4,13 @@ import uuid
 
 import pytest
 
-from ferryman import local
+from ferryman.sim import cloud as sim
 from flows import states
 
 
 @pytest.fixture(scope='session')
 def cloud():
-    with local.LocalCloud() as c:
+    with sim.SimCloud() as c:
         yield c
 
 

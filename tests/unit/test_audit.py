@@ -7,13 +7,13 @@ import pytest
 
 from conductor import audit
 from conductor.db import models
-from ferryman import local
+from ferryman.sim import cloud as sim
 from flows import states
 
 
 @pytest.fixture(scope='module')
 def cloud():
-    with local.LocalCloud() as c:
+    with sim.SimCloud() as c:
         yield c
 
 

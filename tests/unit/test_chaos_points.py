@@ -14,7 +14,7 @@ import pytest
 from compute_agent import faults
 from compute_agent.virt import fake
 from conductor import crash
-from ferryman import conf as ferryman_conf
+from ferryman.common import conf as ferryman_conf
 
 
 def _conf(tmp_path, **conductor):
@@ -98,7 +98,7 @@ def _driver(tmp_path, host, shared):
 _START_AND_HANG = """
 import sys, time
 from compute_agent.virt import fake
-from ferryman import conf as ferryman_conf
+from ferryman.common import conf as ferryman_conf
 conf = ferryman_conf.make_conf(config_files=[], overrides={
     'state_path': sys.argv[1], 'fake.time_scale': 1.0,
     'fake.state_dir': sys.argv[1] + '/fake', 'fake.instances_path': sys.argv[2]})

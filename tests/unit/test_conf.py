@@ -1,4 +1,4 @@
-from ferryman import conf as ferryman_conf
+from ferryman.common import conf as ferryman_conf
 
 
 def test_private_configurations_do_not_share_overrides():

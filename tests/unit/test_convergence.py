@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from ferryman import exception
+from ferryman.common import exception
 from flows import states
 
 

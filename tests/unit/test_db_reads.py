@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 
 from conductor.db import api as db_api
-from ferryman import exception
+from ferryman.common import exception
 
 
 def test_hosts_read_together_equal_each_read_alone(cloud):

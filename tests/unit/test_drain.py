@@ -18,8 +18,8 @@ from conductor import drain as host_drain
 from conductor import placement
 from conductor.db import api as db_api
 from conductor.db import models
-from ferryman import exception
-from ferryman import rpc
+from ferryman.common import exception
+from ferryman.common import rpc
 from ferryman.cmd import cli
 from flows import states
 
@@ -543,14 +543,14 @@ def test_drain_counts_match_the_database(cloud, host):
     ({'workers': True}, 'workers'), ({'agent_processes': -1}, 'agent_processes'),
     ({'agent_processes': 2}, 'agent_processes')])
 def test_bench_drain_refuses_bad_sizes_before_starting(kwargs, named):
-    from ferryman import bench_drain
+    from ferryman.bench import drain as bench_drain
     with pytest.raises(exception.InvalidArgument) as err:
         bench_drain.run(**kwargs)
     assert named in str(err.value) and repr(list(kwargs.values())[0]) in str(err.value)
 
 
 def test_overcommit_check_sees_a_provider_over_capacity(cloud, host):
-    from ferryman import bench_drain
+    from ferryman.bench import drain as bench_drain
     assert [o for o in bench_drain.overcommit(cloud.db) if o[0] == host] == []
     with cloud.db.session.begin() as s:
         s.add(models.Allocation(consumer=str(uuid.uuid4()), host=host, vcpus=1,
@@ -581,7 +581,7 @@ def test_cli_shows_a_running_drains_owner_and_guests_waiting_for_room(capsys):
     (1.5, 'rabbit://u:p@127.0.0.1:5672/', 'agent processes'),
     (2, 'kombu+memory://localhost//', 'transport_url')])
 def test_agent_pool_refuses_what_it_cannot_run(tmp_path, processes, url, named):
-    from ferryman import agent_pool
+    from ferryman.sim import agent_pool
     with pytest.raises(exception.InvalidArgument) as err:
         agent_pool.AgentPool({'h1': None}, {'transport_url': url,
                                             'state_path': str(tmp_path)}, processes)
@@ -589,7 +589,7 @@ def test_agent_pool_refuses_what_it_cannot_run(tmp_path, processes, url, named):
 
 
 def test_an_agent_process_that_cannot_start_says_why(tmp_path):
-    from ferryman import agent_pool
+    from ferryman.sim import agent_pool
     pool = agent_pool.AgentPool(
         {'h1': None}, {'transport_url': 'rabbit://u:p@127.0.0.1:9/',
                        'state_path': str(tmp_path),

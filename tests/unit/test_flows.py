@@ -8,7 +8,7 @@ import flows
 from flows import constants as c
 from flows import selection
 from flows import states
-from ferryman import exception
+from ferryman.common import exception
 
 
 _tasks = flows.iter_tasks

@@ -3,8 +3,8 @@ import pytest
 from taskflow import flow as tf_flow
 
 import flows
-from ferryman import exception
-from ferryman import graph
+from ferryman.common import exception
+from ferryman.cmd import graph
 from flows import constants as c
 from flows import states
 

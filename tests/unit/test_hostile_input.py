@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from conductor.db import api as db_api
 from conductor.db import models
-from ferryman import exception
+from ferryman.common import exception
 from ferryman.cmd import cli
 from flows import states
 

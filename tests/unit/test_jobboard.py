@@ -15,9 +15,9 @@ from taskflow.persistence import models as tf_models
 
 from conductor import jobboard
 from conductor import service as conductor_service
-from ferryman import conf as ferryman_conf
-from ferryman import exception
-from ferryman import local
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
+from ferryman.common import rpc
 from ferryman.testing.servers import RedisServer
 
 
@@ -69,7 +69,7 @@ def test_bad_options_are_refused_naming_the_value(opts, option, shown):
 def test_a_conductor_with_a_bad_board_does_not_start(tmp_path):
     conf = ferryman_conf.make_conf(config_files=[], overrides={
         'jobboard.backend_url': 'rediss://x', 'state_path': str(tmp_path),
-        'transport_url': local.IN_PROCESS_URL})
+        'transport_url': rpc.IN_PROCESS_URL})
     with pytest.raises(exception.InvalidArgument, match='rediss://x'):
         conductor_service.ConductorService(conf)
     assert list(tmp_path.iterdir()) == []  # not even a database was created

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from compute_agent.virt.libvirt import driver
-from ferryman import exception
+from ferryman.common import exception
 
 
 @pytest.mark.parametrize('name', ['evil/system?socket=/x', 'a b', '<host>', '',

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from compute_agent.virt import fake
-from ferryman import exception
+from ferryman.common import exception
 from flows import constants as c
 from flows import selection
 from flows import states

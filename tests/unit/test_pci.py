@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from compute_agent import pci
-from ferryman import exception
+from ferryman.common import exception
 
 NODEDEV = """<device>
   <name>pci_0000_81_00_1</name>

@@ -22,7 +22,7 @@ from taskflow.persistence import models as tf_models
 import flows
 from conductor.db import api as db_api
 from conductor import persistence
-from ferryman import exception
+from ferryman.common import exception
 from flows import states
 
 STEPS = 4
@@ -305,9 +305,9 @@ def test_bench_persistence_measures_all_three_modes_and_the_engine_alone():
     # As a user runs it, in a process of its own: its cloud binds the flows'
     # services for the whole process, which would leave this session's cloud's
     # flows talking to a stopped one.
-    from ferryman import bench_persistence
-    cli = os.path.join(os.path.dirname(sys.executable), 'ferryman')
-    done = subprocess.run([cli, 'bench', 'persistence', '--migrations', '2',
+    from ferryman.bench import persistence as bench_persistence
+    cli = os.path.join(os.path.dirname(sys.executable), 'ferryman-bench')
+    done = subprocess.run([cli, 'persistence', '--migrations', '2',
                            '--json'], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
@@ -323,7 +323,7 @@ def test_bench_persistence_measures_all_three_modes_and_the_engine_alone():
 
 @pytest.mark.parametrize('migrations', [0, -1, 2.5, True, '3'])
 def test_bench_persistence_refuses_a_bad_count(migrations):
-    from ferryman import bench_persistence
+    from ferryman.bench import persistence as bench_persistence
     with pytest.raises(exception.InvalidArgument) as err:
         bench_persistence.run(migrations=migrations)
     assert repr(migrations) in str(err.value)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from conductor import placement
 from conductor import scheduler
 from conductor.db import api as db_api
-from ferryman import exception
+from ferryman.common import exception
 from flows import constants as c
 from flows import states
 

@@ -6,8 +6,8 @@ import pytest
 
 from compute_agent.virt import simulation
 from conductor import policy
-from ferryman import conf as ferryman_conf
-from ferryman import exception
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
 
 
 @pytest.fixture(scope='module')

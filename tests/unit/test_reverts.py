@@ -11,8 +11,8 @@ import uuid as uuidlib
 import pytest
 
 from compute_agent.virt import fake
-from ferryman import conf as ferryman_conf
-from ferryman import exception
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
 from flows import states
 
 

@@ -1,4 +1,4 @@
-"""Signed RPC messages (ferryman.rpc_auth): what is refused, and that a refused
+"""Signed RPC messages (ferryman.common.rpc_auth): what is refused, and that a refused
 message changes nothing."""
 
 import os
@@ -12,11 +12,10 @@ import pytest
 
 from compute_agent import service as agent_service
 from conductor import service as conductor_service
-from ferryman import conf as ferryman_conf
-from ferryman import exception
-from ferryman import local
-from ferryman import rpc
-from ferryman import rpc_auth
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
+from ferryman.common import rpc
+from ferryman.common import rpc_auth
 
 BIN = os.path.dirname(sys.executable)
 SECRET = b'0123456789abcdef' * 4
@@ -154,7 +153,7 @@ def test_insecure_mode_accepts_unsigned_but_not_wrongly_signed():
 # Key files. -----------------------------------------------------------------------
 def _conf(**overrides):
     return ferryman_conf.make_conf(config_files=[], overrides=dict(
-        {'transport_url': local.IN_PROCESS_URL}, **overrides))
+        {'transport_url': rpc.IN_PROCESS_URL}, **overrides))
 
 
 def test_key_files_open_to_others_are_refused_naming_path_and_mode(tmp_path):
@@ -209,7 +208,7 @@ def test_the_conductor_command_says_which_file_is_open_to_others(tmp_path):
     os.chmod(secret, 0o644)
     conf = tmp_path / 'c.conf'
     conf.write_text('[DEFAULT]\ntransport_url = %s\nstate_path = %s\n'
-                    '[auth]\nsecret_file = %s\n' % (local.IN_PROCESS_URL,
+                    '[auth]\nsecret_file = %s\n' % (rpc.IN_PROCESS_URL,
                                                     tmp_path, secret))
     res = subprocess.run([os.path.join(BIN, 'ferryman-conductor'), '--config-file', str(conf)],
                          capture_output=True, text=True, timeout=60)
@@ -291,7 +290,7 @@ def test_forged_reports_are_refused_logged_and_change_nothing(
         ('compute2 key as compute1', rpc_auth.Auth(rpc_auth.AgentKeys(
             'compute1', k2)).context(topic, 'report_host', 'compute1', args)),
     ]
-    caplog.set_level('ERROR', logger='ferryman.rpc_auth')
+    caplog.set_level('ERROR', logger='ferryman.common.rpc_auth')
     for n, (_what, ctxt) in enumerate(attempts, 1):
         client.cast(ctxt, 'report_host', **args)
         _wait_refused(caplog, 'report_host', 'compute1', count=n)
@@ -312,7 +311,7 @@ def test_a_replayed_report_is_refused(cloud, bare, guest, caplog):
             rpc.CONDUCTOR_TOPIC, 'report_host', 'compute1', args)
     client = messaging.get_rpc_client(bare, messaging.Target(
         topic=rpc.CONDUCTOR_TOPIC, version='1.3'))
-    caplog.set_level('ERROR', logger='ferryman.rpc_auth')
+    caplog.set_level('ERROR', logger='ferryman.common.rpc_auth')
     client.cast(ctxt, 'report_host', **args)
     client.cast(ctxt, 'report_host', **args)
     refused = _wait_refused(caplog, 'report_host', 'compute1')
@@ -342,7 +341,7 @@ def test_agents_act_only_on_calls_signed_with_their_host_key(cloud, bare, caplog
             cloud, 'compute2'))).context(topic, 'create_local_disks', 'compute1',
                                          args),
     ]
-    caplog.set_level('ERROR', logger='ferryman.rpc_auth')
+    caplog.set_level('ERROR', logger='ferryman.common.rpc_auth')
     for ctxt in attempts:
         with pytest.raises(exception.NotAuthenticated):
             client.call(ctxt, 'create_local_disks', **args)

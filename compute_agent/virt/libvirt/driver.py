@@ -19,7 +19,7 @@ from oslo_log import log as logging
 from compute_agent import pci
 from compute_agent.virt import driver
 from compute_agent.virt.libvirt import volumes as volume_connectors
-from ferryman import exception
+from ferryman.common import exception
 
 LOG = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ class FileVolumeConnector(object):
     def connect(self, volume_id, owner):
         target = self.volume_path(volume_id)
         if not os.path.exists(target):
-            from ferryman import exception
+            from ferryman.common import exception
             raise exception.AgentStepFailed(step='connect_volumes', host='-',
                                             reason='volume %s not found at %s'
                                             % (volume_id, target))

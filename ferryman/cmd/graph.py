@@ -14,7 +14,7 @@ from taskflow import states as tf
 from taskflow import task as tf_task
 
 import flows
-from ferryman import exception
+from ferryman.common import exception
 
 FORMATS = ('svg', 'png')
 

@@ -1,4 +1,4 @@
-"""ferryman bench drain: many hosts drained at once by one conductor.
+"""ferryman-bench drain: many hosts drained at once by one conductor.
 
 One conductor in this process and ``hosts`` simulated agents (zero-length
 copies): over RabbitMQ the agents run in ``agent_processes`` processes of their
@@ -26,8 +26,8 @@ import time
 from conductor import drain as host_drain
 from conductor import placement
 from conductor.db import api as db_api
-from ferryman import exception
-from ferryman import local
+from ferryman.common import exception
+from ferryman.sim import cloud as sim
 from flows import states
 
 
@@ -114,7 +114,7 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
             broker = stack.enter_context(servers.RabbitMQServer())
             overrides['transport_url'] = broker.url
             transport = 'RabbitMQ on loopback'
-        cloud = stack.enter_context(local.LocalCloud(
+        cloud = stack.enter_context(sim.SimCloud(
             hosts=dict.fromkeys(names), overrides=overrides,
             agent_processes=agent_processes))
         made = []

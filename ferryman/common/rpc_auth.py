@@ -30,7 +30,7 @@ from oslo_log import log as logging
 from oslo_messaging.rpc import dispatcher as rpc_dispatcher
 from oslo_serialization import jsonutils
 
-from ferryman import exception
+from ferryman.common import exception
 
 LOG = logging.getLogger(__name__)
 
@@ -59,10 +59,6 @@ auth_opts = [
                     'refused, and a nonce seen within it is refused as a '
                     'replay. Keep hosts\' clocks within it (NTP).'),
 ]
-
-
-def register_opts(conf):
-    conf.register_opts(auth_opts, group='auth')
 
 
 def list_opts():

@@ -1,21 +1,24 @@
 """oslo.messaging plumbing shared by the conductor, the agents and the CLI.
 
-Payloads are plain JSON types both ways; errors from ``ferryman.exception`` are
+Payloads are plain JSON types both ways; errors from ``ferryman.common.exception`` are
 re-raised on the caller's side as the same class. Servers check signatures before
-dispatching (``ferryman.rpc_auth``).
+dispatching (``ferryman.common.rpc_auth``).
 """
 
+import logging
 import weakref
 
 import oslo_messaging as messaging
 from oslo_messaging.rpc import server as rpc_server
 
-from ferryman import rpc_auth
+from ferryman.common import rpc_auth
 
 CONDUCTOR_TOPIC = 'ferryman-conductor'
 COMPUTE_TOPIC = 'ferryman-compute'
 EXCHANGE = 'ferryman'
-ALLOWED_EXMODS = ['ferryman.exception']
+# The single-process transport: the demo and the unit tests.
+IN_PROCESS_URL = 'kombu+memory://localhost//'
+ALLOWED_EXMODS = ['ferryman.common.exception']
 
 # Kept per configuration object: several private configurations (the demo runs its
 # agents in one process) must not share a transport built for another.
@@ -53,3 +56,10 @@ def get_client(conf, topic, version, version_cap=None, timeout=None):
     target = messaging.Target(topic=topic, version=version)
     return messaging.get_rpc_client(get_transport(conf), target,
                                     version_cap=version_cap, timeout=timeout)
+
+
+def quiet_messaging_logs():
+    # The in-process transport is flagged "experimental" and has no heartbeat;
+    # both warnings say nothing to a user of the demo.
+    for name in ('oslo.messaging', 'oslo_messaging', 'kombu'):
+        logging.getLogger(name).setLevel(logging.ERROR)

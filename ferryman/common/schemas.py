@@ -17,9 +17,8 @@ import jsonschema
 from jsonschema import exceptions as js_exceptions
 from oslo_log import log as logging
 
-from conductor import policy
-from ferryman import exception
-from flows import states
+from ferryman.common import exception
+from ferryman.common import vocabulary
 
 LOG = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ GUEST_PROPERTIES = {
     'memory_mb': _int(1, INT32), 'disk_gb': _int(0, INT32),
     'storage': {'enum': ['local', 'volume']},
     'disks': _array(DISK), 'volumes': _array(SHORT_NAME),
-    'sla_class': {'enum': list(policy.SLA_CLASSES)},
+    'sla_class': {'enum': list(vocabulary.SLA_CLASSES)},
     'power_state': {'enum': ['running', 'paused', 'blocked', 'shutdown', 'shutoff',
                              'crashed', 'suspended', 'unknown']},
     'dirty_rate_mibps': _number(0, 1e7),
@@ -150,7 +149,7 @@ START_PARAMS = _object({'max_downtime_ms': _number(0, 3600000),
                         'compressed': {'type': 'boolean'},
                         'bandwidth_mibps': _number(0, 1e7),
                         'destination_instances_path': _nullable(PATH)})
-SUBTYPE = {'enum': [states.BLOCK, states.FILE_LEVEL, states.BLOCK_STORAGE]}
+SUBTYPE = {'enum': list(vocabulary.SUBTYPES)}
 
 OPT_HOST = _nullable(HOST)
 # Instance references: a uuid or a (unique) name.
@@ -164,13 +163,13 @@ CONDUCTOR = {
                             'pattern': r'^(?i:auto|true|false)\Z',
                             'description': 'expected one of auto, true, false'},
         'force': {'type': 'boolean'},
-        'importance': {'enum': list(policy.IMPORTANCE)}}, required=('instance',)),
+        'importance': {'enum': list(vocabulary.IMPORTANCE)}}, required=('instance',)),
     'force_complete_migration': _object({'migration': ID}, ('migration',)),
     'abort_migration': _object({'migration': ID}, ('migration',)),
     'get_migration': _object({'migration': ID}, ('migration',)),
     'list_migrations': _object({'instance': _nullable(INSTANCE_REF),
                                 'status': {'enum': list(
-                                    states.ACTIVE + states.TERMINAL) + [None]},
+                                    vocabulary.ACTIVE + vocabulary.TERMINAL) + [None]},
                                 'host': OPT_HOST}),
     'get_task_history': _object({'migration': ID}, ('migration',)),
     'audit': _object({}),

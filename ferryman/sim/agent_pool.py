@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 
-from ferryman import exception
+from ferryman.common import exception
+from ferryman.common import rpc
+from ferryman.sim import services as sim_services
 
 READY = 'ready'
 
@@ -33,7 +35,7 @@ def _cpu_s(pid):
 class AgentPool(object):
     """``processes`` processes serving ``hosts`` ({host: name of the instance
     directory it shares, or None}) between them, configured with ``overrides``
-    (as :class:`ferryman.local.LocalCloud`'s)."""
+    (as :class:`ferryman.sim.cloud.SimCloud`'s)."""
 
     def __init__(self, hosts, overrides, processes=2, log_dir=None,
                  ready_timeout=120.0):
@@ -60,7 +62,7 @@ class AgentPool(object):
                 part = {h: self.hosts[h] for h in names[i::self.processes]}
                 log = open(self._log(i), 'ab')
                 proc = subprocess.Popen(
-                    [sys.executable, '-m', 'ferryman.agent_pool'],
+                    [sys.executable, '-m', 'ferryman.sim.agent_pool'],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                     text=True)
                 log.close()
@@ -117,16 +119,14 @@ class AgentPool(object):
 
 
 def main():
-    from ferryman import local
-
     orders = json.loads(sys.stdin.readline())
-    local.quiet_messaging_logs()
-    services = [local.start_agent(orders['overrides'], host, shared)
+    rpc.quiet_messaging_logs()
+    services = [sim_services.start_agent(orders['overrides'], host, shared)
                 for host, shared in sorted(orders['hosts'].items())]
     print(READY, flush=True)
     # The parent closes stdin to stop us, or dies, which closes it too.
     sys.stdin.read()
-    local.stop_services(services)
+    sim_services.stop_services(services)
 
 
 if __name__ == '__main__':

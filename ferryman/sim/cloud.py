@@ -6,25 +6,21 @@ RabbitMQ are the functional tests' business, not this module's, except for scale
 runs, whose agents may run in a few processes of their own (``agent_processes``).
 """
 
-import logging
 import os
 import shutil
 import tempfile
 import time
 
 from compute_agent import rpcapi as compute_rpcapi
-from compute_agent import service as agent_service
 from compute_agent.virt import fake
 from conductor import rpcapi as conductor_rpcapi
 from conductor import service as conductor_service
-from ferryman import agent_pool
-from ferryman import conf as ferryman_conf
-from ferryman import rpc
-from ferryman import rpc_auth
-from ferryman import schemas
+from ferryman.sim import agent_pool
+from ferryman.sim import services as sim_services
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import rpc
+from ferryman.common import schemas
 from flows import states
-
-IN_PROCESS_URL = 'kombu+memory://localhost//'
 
 # Three hosts: compute2 and compute3 share an instance directory (NFS-like), so
 # compute1 -> compute2 is block, compute2 -> compute3 is file-level, and a
@@ -38,53 +34,7 @@ DEMO_GUESTS = [
 ]
 
 
-def quiet_messaging_logs():
-    # The in-process transport is flagged "experimental" and has no heartbeat;
-    # both warnings say nothing to a user of the demo.
-    for name in ('oslo.messaging', 'oslo_messaging', 'kombu'):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def write_secret(base_dir):
-    """A fresh conductor secret in ``base_dir``/keys (private); its path."""
-    keys = os.path.join(base_dir, 'keys')
-    os.makedirs(keys, mode=0o700, exist_ok=True)
-    return rpc_auth.write_private(os.path.join(keys, 'secret'),
-                                  rpc_auth.new_secret())
-
-
-def agent_overrides(overrides, host):
-    """A host's agent's overrides: its own key, derived beside the secret, in
-    place of the conductor's secret (an agent holds only its key)."""
-    overrides = dict(overrides, host=host)
-    secret = overrides.pop('auth.secret_file', None)
-    if secret:
-        overrides['auth.key_file'] = rpc_auth.write_agent_key(
-            secret, host, os.path.join(os.path.dirname(secret), host + '.key'))
-    return overrides
-
-
-def start_agent(overrides, host, shared=None):
-    """A simulated host's agent, started; ``shared``: the name of the instance
-    directory it shares with other hosts (under ``state_path``), or None."""
-    extra = {}
-    if shared:
-        extra['fake.instances_path'] = os.path.join(overrides['state_path'], shared)
-    conf = ferryman_conf.make_conf(config_files=[], overrides=dict(
-        agent_overrides(overrides, host), **extra))
-    return agent_service.ComputeService(conf).start()
-
-
-def stop_services(services):
-    # Each RPC server takes a poll period to stop: stop them all, then wait.
-    for service in services:
-        service.server.stop()
-    for service in services:
-        service.stop()
-        rpc.cleanup(service.conf)
-
-
-class LocalCloud(object):
+class SimCloud(object):
     """Signed messages as in production: a secret in ``base_dir``/keys, each
     agent its own key derived from it."""
 
@@ -95,7 +45,7 @@ class LocalCloud(object):
         self._own_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix='ferryman-')
         self.overrides = {
-            'transport_url': IN_PROCESS_URL,
+            'transport_url': rpc.IN_PROCESS_URL,
             'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0,
             'state_path': self.base_dir,
             'compute.report_interval': 3600.0,  # reports are pushed by refresh()
@@ -106,7 +56,7 @@ class LocalCloud(object):
         self.overrides.update(overrides or {})
         if not self.overrides.get('auth.secret_file') and \
                 not self.overrides.get('auth.insecure_allow_unsigned'):
-            self.overrides['auth.secret_file'] = write_secret(self.base_dir)
+            self.overrides['auth.secret_file'] = sim_services.write_secret(self.base_dir)
         self.conductor = None
         self.agents = {}
         self.agent_processes = agent_processes
@@ -116,7 +66,7 @@ class LocalCloud(object):
     def conf(self, host, **extra):
         """The conductor's configuration, or host ``host``'s agent's."""
         overrides = dict(self.overrides, host=host) if host == self.CONDUCTOR \
-            else agent_overrides(self.overrides, host)
+            else sim_services.agent_overrides(self.overrides, host)
         return ferryman_conf.make_conf(config_files=[],
                                        overrides=dict(overrides, **extra))
 
@@ -128,7 +78,7 @@ class LocalCloud(object):
             raise
 
     def _start(self):
-        quiet_messaging_logs()
+        rpc.quiet_messaging_logs()
         self.conductor_conf = self.conf(self.CONDUCTOR)
         self.conductor = conductor_service.ConductorService(self.conductor_conf).start()
         self.api = conductor_rpcapi.ConductorAPI(self.conductor_conf)
@@ -138,7 +88,7 @@ class LocalCloud(object):
             self.compute = compute_rpcapi.ComputeAPI(self.conductor_conf)
             return self
         for host, shared in self.hosts.items():
-            self.agents[host] = start_agent(self.overrides, host, shared)
+            self.agents[host] = sim_services.start_agent(self.overrides, host, shared)
         return self
 
     @property
@@ -198,7 +148,7 @@ class LocalCloud(object):
         services = list(self.agents.values())
         if self.conductor is not None:
             services.append(self.conductor)
-        stop_services(services)
+        sim_services.stop_services(services)
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 

@@ -6,7 +6,7 @@ destination alone.
 
 import json
 
-from ferryman import local
+from ferryman.sim import cloud as sim
 
 # Guest, destination: compute1 -> compute2 copies local disks (block), compute2 ->
 # compute3 shares the instance directory (file-level); the volume-backed guest gets
@@ -19,7 +19,7 @@ def run(as_json=False):
     console = Console()
     results = []
     ok = True
-    with local.LocalCloud() as cloud:
+    with sim.SimCloud() as cloud:
         guests = cloud.seed_demo_guests()
         started = [cloud.api.live_migrate(name, host=host) for name, host in PLAN]
         for (name, _host), mig in zip(PLAN, started):

@@ -1,4 +1,4 @@
-"""ferryman bench policy: three convergence policies over one matrix of guests, on
+"""ferryman-bench policy: three convergence policies over one matrix of guests, on
 the simulator, side by side in one run. Prints figures; asserts nothing."""
 
 import json

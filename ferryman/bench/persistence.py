@@ -1,4 +1,4 @@
-"""ferryman bench persistence: what durable orchestration costs over the bare RPC
+"""ferryman-bench persistence: what durable orchestration costs over the bare RPC
 calls a migration makes, measured side by side in one run.
 
 Three ways to move the same guest (simulated driver, zero-length copy, one
@@ -34,8 +34,8 @@ from taskflow.patterns import linear_flow
 from taskflow import task
 
 import flows
-from ferryman import exception
-from ferryman import local
+from ferryman.common import exception
+from ferryman.sim import cloud as sim
 
 MODES = ('bare', 'in-memory', 'durable')
 
@@ -184,7 +184,7 @@ def run(migrations=20, as_json=False, rabbitmq=False):
             broker = stack.enter_context(servers.RabbitMQServer())
             overrides['transport_url'] = broker.url
             transport = 'RabbitMQ on loopback'
-        cloud = stack.enter_context(local.LocalCloud(overrides=overrides))
+        cloud = stack.enter_context(sim.SimCloud(overrides=overrides))
         tasks = sum(1 for _ in flows.iter_tasks(flows.build('file-level')))
         timings, cpu_times, sql = _measure(cloud, migrations)
     # Measured with the cloud stopped: nothing else runs in the process.

@@ -1,0 +1,31 @@
+"""The words every part of Ferryman speaks: what a caller may say about a guest and
+a move, and the names of a migration's states and storage subtypes.
+
+The RPC schemas, the API and the CLI check against these; the state machines that
+order the states are in ``flows.states``, the steering they imply in
+``conductor.policy``.
+"""
+
+# What a guest is (its SLA class) and how much a move matters (importance).
+SLA_CLASSES = ('cattle', 'pet', 'panda')
+IMPORTANCE = ('low', 'medium', 'high')
+
+# Storage subtypes of a live migration.
+BLOCK = 'block'                  # local disks copied
+FILE_LEVEL = 'file-level'        # shared instance directory
+BLOCK_STORAGE = 'block-storage'  # volumes re-attached
+SUBTYPES = (BLOCK, FILE_LEVEL, BLOCK_STORAGE)
+
+# Migration states (shared names; each subtype's machine uses those it passes).
+ACCEPTED = 'accepted'
+PREPARING = 'preparing'
+RUNNING = 'running'
+POST_COPY = 'post-copy'  # runs on the destination while its memory follows
+FINISHING = 'finishing'
+COMPLETED = 'completed'
+FAILED = 'failed'        # rolled back; the guest runs on the source
+CANCELLED = 'cancelled'  # stopped on request; the guest runs on the source
+ERROR = 'error'          # rollback failed or failure after switch-over: operator
+
+TERMINAL = (COMPLETED, FAILED, CANCELLED, ERROR)
+ACTIVE = (ACCEPTED, PREPARING, RUNNING, POST_COPY, FINISHING)
