@@ -46,7 +46,8 @@ class ConductorManager(object):
     # 1.1: live_migrate(importance), force_complete_migration, abort_migration
     # 1.2: audit
     # 1.3: drain_host, get_drain, list_drains
-    target = messaging.Target(version='1.3')
+    # 1.4: describe_instances
+    target = messaging.Target(version='1.4')
 
     def __init__(self, conf, db=None, auth=None):
         self.conf = conf
@@ -293,6 +294,10 @@ class ConductorManager(object):
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_instances(self, ctxt, host=None):
         return self.db.list_instances(host=host)
+
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
+    def describe_instances(self, ctxt, host=None, instance=None):
+        return self.db.describe_instances(host=host, instance=instance)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def set_host_enabled(self, ctxt, host, enabled, reason=None):

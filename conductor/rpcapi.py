@@ -5,11 +5,12 @@ API version history:
     1.1 - live_migrate(importance), abort_migration, force_complete_migration.
     1.2 - audit.
     1.3 - drain_host, get_drain, list_drains.
+    1.4 - describe_instances (for ferryman-api).
 """
 
 from ferryman.common import rpc
 
-VERSION = '1.3'
+VERSION = '1.4'
 
 
 class ConductorAPI(object):
@@ -83,3 +84,10 @@ class ConductorAPI(object):
         ctxt = self.auth.context(rpc.CONDUCTOR_TOPIC, 'report_host', host, args) \
             if self.auth is not None else {}
         self.client.cast(ctxt, 'report_host', **args)
+
+    # For ferryman-api (1.4). -------------------------------------------------------
+    def describe_instances(self, host=None, instance=None):
+        """Instances (all, those on ``host``, or the one uuid ``instance``), each
+        with its newest migration and when its host last reported it."""
+        return self.client.prepare(version='1.4').call(
+            {}, 'describe_instances', host=host, instance=instance)

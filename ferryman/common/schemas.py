@@ -181,6 +181,7 @@ CONDUCTOR = {
     'list_drains': _object({'host': OPT_HOST}),
     'list_hosts': _object({}),
     'list_instances': _object({'host': OPT_HOST}),
+    'describe_instances': _object({'host': OPT_HOST, 'instance': _nullable(UUID)}),
     'set_host_enabled': _object({'host': HOST, 'enabled': {'type': 'boolean'},
                                  'reason': _nullable(TEXT)}, ('host', 'enabled')),
     'report_host': _object({'host': HOST, 'info': HOST_INFO,

@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PACKAGES = ('ferryman', 'conductor', 'compute_agent', 'flows')
+PACKAGES = ('ferryman', 'conductor', 'compute_agent', 'flows', 'api')
 
 # Who may import whom, by prefix; the first matching prefix of the importer rules.
 # The services and the flows never reach the simulated cloud, the benchmarks, the test
@@ -22,9 +22,11 @@ ALLOWED = [
     # policy (pure) and the crash points; neither imports anything but the library.
     ('flows', ('flows', 'ferryman.common', 'conductor.policy', 'conductor.crash')),
     ('conductor', SERVICES),
+    # The API reaches the conductor only through its RPC client.
+    ('api', ('api', 'ferryman.common', 'conductor.rpcapi')),
     ('compute_agent', SERVICES),
     ('ferryman.sim', SERVICES + ('ferryman.sim',)),
-    ('ferryman.cmd', SERVICES + ('ferryman.sim', 'ferryman.cmd')),
+    ('ferryman.cmd', SERVICES + ('ferryman.sim', 'ferryman.cmd', 'api')),
     ('ferryman.testing', SERVICES + ('ferryman.sim', 'ferryman.testing')),
     ('ferryman.bench', SERVICES + ('ferryman.sim', 'ferryman.testing',
                                    'ferryman.cmd', 'ferryman.bench')),

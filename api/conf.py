@@ -1,0 +1,39 @@
+"""[api] options of ferryman-api."""
+
+from oslo_config import cfg
+
+# What a request may carry and how it is authenticated.
+AUTH_NONE = 'none'
+AUTH_NOAUTH = 'noauth'
+
+api_opts = [
+    cfg.HostAddressOpt('listen', default='127.0.0.1',
+                       help='Address the API listens on.'),
+    cfg.PortOpt('port', default=8774,
+                help='TCP port the API listens on (Nova\'s by default).'),
+    cfg.IntOpt('workers', default=16, min=1, max=1024,
+               help='Requests served at once (threads of the WSGI server); each '
+                    'waits on the conductor for most of its time.'),
+    cfg.StrOpt('auth_strategy', default=AUTH_NOAUTH,
+               choices=[(AUTH_NOAUTH, 'development: the token is "user:project" '
+                                      'and the user "admin" is an administrator '
+                                      '(as Placement\'s noauth)'),
+                        (AUTH_NONE, 'LOCAL USE ONLY: every request is an '
+                                    'administrator\'s, whatever it carries (what '
+                                    'clients with auth_type none send)')],
+               help='How requests are authenticated. Keystone is not offered yet; '
+                    'never expose the API beyond a trusted host with either.'),
+    cfg.IntOpt('max_request_body_bytes', default=65536, min=1024,
+               help='Largest request body accepted; larger ones get 413.'),
+    cfg.FloatOpt('rpc_timeout', default=60.0, min=1.0,
+                 help='Seconds to wait for the conductor\'s answer before a '
+                      'request fails with 503.'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(api_opts, group='api')
+
+
+def list_opts():
+    return [('api', api_opts)]

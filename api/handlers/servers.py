@@ -1,0 +1,144 @@
+"""Servers: the guests the conductor knows, in Nova's words.
+
+Status: MIGRATING while a migration holds the guest, ERROR when its newest
+migration ended in error (where the guest runs is then an operator's question),
+else from its power state. Ferryman records no creation time: ``created`` and
+``updated`` are when the guest's host last reported it.
+"""
+
+import hashlib
+import re
+
+from api import faults
+from api.handlers import common
+
+# Power state -> (Nova's power_state number, vm_state, status).
+POWER = {'running': (1, 'active', 'ACTIVE'), 'blocked': (1, 'active', 'ACTIVE'),
+         'paused': (3, 'paused', 'PAUSED'), 'shutdown': (4, 'stopped', 'SHUTOFF'),
+         'shutoff': (4, 'stopped', 'SHUTOFF'), 'crashed': (6, 'stopped', 'SHUTOFF'),
+         'suspended': (7, 'suspended', 'SUSPENDED'),
+         'unknown': (0, 'active', 'UNKNOWN')}
+EPOCH = '1970-01-01T00:00:00Z'
+
+
+def state(inst):
+    """(status, vm_state, task_state, power_state number, progress) of a guest."""
+    power, vm_state, status = POWER.get(inst['power_state'], POWER['unknown'])
+    last = inst.get('last_migration') or {}
+    if inst['migration_id']:
+        progress = (last.get('progress') or {}).get('percent') or 0
+        return 'MIGRATING', vm_state, 'migrating', power, int(progress)
+    if last.get('status') == 'error':
+        return 'ERROR', 'error', None, power, 0
+    return status, vm_state, None, power, 0
+
+
+def view(ctx, inst):
+    status, vm_state, task_state, power, progress = state(inst)
+    when = inst.get('reported_at') or EPOCH
+    fid = common.flavor_id(inst)
+    server = {
+        'id': inst['uuid'], 'name': inst['name'], 'status': status,
+        'tenant_id': '', 'user_id': '', 'metadata': {}, 'addresses': {},
+        'created': when, 'updated': when,
+        'hostId': hashlib.sha224(inst['host'].encode('utf-8')).hexdigest(),
+        'image': '',  # none known: clients show it as booted from volume
+        'links': ctx.link('/servers/%s' % inst['uuid']),
+        'accessIPv4': '', 'accessIPv6': '', 'OS-DCF:diskConfig': 'MANUAL',
+        'progress': progress, 'key_name': None, 'config_drive': '',
+        'OS-EXT-AZ:availability_zone': common.ZONE,
+        'OS-SRV-USG:launched_at': None, 'OS-SRV-USG:terminated_at': None,
+        'OS-EXT-STS:vm_state': vm_state, 'OS-EXT-STS:task_state': task_state,
+        'OS-EXT-STS:power_state': power,
+        'OS-EXT-SRV-ATTR:host': inst['host'],
+        'OS-EXT-SRV-ATTR:hypervisor_hostname': inst['host'],
+        'OS-EXT-SRV-ATTR:instance_name': inst['name'],
+        'os-extended-volumes:volumes_attached': [
+            {'id': v} for v in inst.get('volumes') or []],
+    }
+    if status == 'ERROR':
+        last = inst['last_migration']
+        server['fault'] = {'code': 500, 'created': last['updated_at'],
+                           'message': (last.get('error') or 'migration %s ended in '
+                                       'error' % last['id'])[:255]}
+    if ctx.at_least('2.47'):
+        server['flavor'] = {'original_name': fid, 'vcpus': inst['vcpus'],
+                            'ram': inst['memory_mb'], 'disk': inst['disk_gb'],
+                            'ephemeral': 0, 'swap': 0, 'extra_specs': {}}
+    else:
+        server['flavor'] = {'id': fid, 'links': [
+            {'rel': 'bookmark', 'href': '%s/flavors/%s' % (ctx.base_url, fid)}]}
+    if ctx.at_least('2.3'):
+        for volume in server['os-extended-volumes:volumes_attached']:
+            volume['delete_on_termination'] = False
+        server.update({'OS-EXT-SRV-ATTR:hostname': inst['name'],
+                       'OS-EXT-SRV-ATTR:reservation_id': '',
+                       'OS-EXT-SRV-ATTR:launch_index': 0,
+                       'OS-EXT-SRV-ATTR:kernel_id': '',
+                       'OS-EXT-SRV-ATTR:ramdisk_id': '',
+                       'OS-EXT-SRV-ATTR:root_device_name': None,
+                       'OS-EXT-SRV-ATTR:user_data': None})
+    if ctx.at_least('2.9'):
+        server['locked'] = False
+    if ctx.at_least('2.16'):
+        server['host_status'] = 'UP'
+    if ctx.at_least('2.19'):
+        server['description'] = None
+    if ctx.at_least('2.26'):
+        server['tags'] = []
+    if ctx.at_least('2.63'):
+        server['trusted_image_certificates'] = None
+    if ctx.at_least('2.71'):
+        server['server_groups'] = []
+    if ctx.at_least('2.73'):
+        server['locked_reason'] = None
+    return server
+
+
+def get(ctx, server_id):
+    """The guest of a path's server id; 404 for anything but a known uuid."""
+    if not common.is_uuid(server_id):
+        raise faults.not_found('Instance %s could not be found.' % server_id[:80])
+    return ctx.conductor.describe_instances(instance=server_id)[0]
+
+
+def _listed(ctx, req):
+    host = common.host_query(req, 'host') or common.host_query(req, 'node')
+    found = ctx.conductor.describe_instances(host=host)
+    name = common.query(req, 'name')
+    if name is not None:
+        try:
+            pattern = re.compile(name)
+        except (re.error, RecursionError):
+            raise faults.bad_request('Invalid regular expression %r for query '
+                                     'parameter name.' % name[:80])
+        found = [i for i in found if pattern.search(i['name'])]
+    status = common.query(req, 'status')
+    if status is not None:
+        found = [i for i in found if state(i)[0] == status.upper()]
+    if common.boolish(req, 'deleted'):
+        found = []  # Ferryman forgets deleted guests
+    limit = common.limit_query(req)
+    marker = common.query(req, 'marker')
+    if marker is not None:
+        ids = [i['uuid'] for i in found]
+        if marker not in ids:
+            raise faults.bad_request('marker [%s] not found' % marker[:80])
+        found = found[ids.index(marker) + 1:]
+    if limit is not None:
+        found = found[:limit]
+    return found
+
+
+def index(ctx, req):
+    return 200, {'servers': [{'id': i['uuid'], 'name': i['name'],
+                              'links': ctx.link('/servers/%s' % i['uuid'])}
+                             for i in _listed(ctx, req)]}
+
+
+def detail(ctx, req):
+    return 200, {'servers': [view(ctx, i) for i in _listed(ctx, req)]}
+
+
+def show(ctx, req, server_id):
+    return 200, {'server': view(ctx, get(ctx, server_id))}
