@@ -142,7 +142,9 @@ class Application(object):
         return req.host_url + req.script_name
 
     def _context(self, req, request_id, version, open_=False):
-        user, project, admin = self._authenticate(req)
+        """``open_``: the version document, which needs no credentials."""
+        user, project, admin = (None, None, False) if open_ else \
+            self._authenticate(req)
         if not admin and not open_:
             raise faults.Fault(403, 'Policy does not allow user %r this request: '
                                     'only administrators may use this API '

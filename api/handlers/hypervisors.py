@@ -27,7 +27,7 @@ def _detail(ctx, host, guests):
     out = _summary(ctx, host)
     out.update({
         'hypervisor_type': host['hypervisor_type'], 'hypervisor_version': 0,
-        'host_ip': '0.0.0.0',  # hosts are known by name; no address is kept
+        'host_ip': None,  # hosts are known by name; no address is kept
         'service': {'host': host['name'], 'id': _service_id(ctx, host['name']),
                     'disabled_reason': host.get('disabled_reason')}})
     if not ctx.at_least('2.88'):

@@ -33,7 +33,8 @@ def state(inst):
     return status, vm_state, None, power, 0
 
 
-def view(ctx, inst):
+def view(ctx, inst, shown=False):
+    """``shown``: for GET /servers/{id}, which alone lists server groups."""
     status, vm_state, task_state, power, progress = state(inst)
     when = inst.get('reported_at') or EPOCH
     fid = common.flavor_id(inst)
@@ -88,7 +89,7 @@ def view(ctx, inst):
         server['tags'] = []
     if ctx.at_least('2.63'):
         server['trusted_image_certificates'] = None
-    if ctx.at_least('2.71'):
+    if shown and ctx.at_least('2.71'):
         server['server_groups'] = []
     if ctx.at_least('2.73'):
         server['locked_reason'] = None
@@ -141,4 +142,4 @@ def detail(ctx, req):
 
 
 def show(ctx, req, server_id):
-    return 200, {'server': view(ctx, get(ctx, server_id))}
+    return 200, {'server': view(ctx, get(ctx, server_id), shown=True)}

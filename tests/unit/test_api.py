@@ -1,0 +1,438 @@
+"""ferryman-api against the simulated cloud: served by cheroot on loopback and
+driven by tempest.lib's compute clients, which check every response against
+Nova's per-microversion schemas; refusals checked through the WSGI application.
+"""
+
+import json
+import time
+import types
+
+import pytest
+from tempest.lib import exceptions as tempest_exc
+from tempest.lib.services.compute import base_compute_client
+from tempest.lib.services.compute import flavors_client
+from tempest.lib.services.compute import hypervisor_client
+from tempest.lib.services.compute import migrations_client
+from tempest.lib.services.compute import servers_client
+from tempest.lib.services.compute import services_client
+import webob
+
+from api import service as api_service
+from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
+from flows import states
+
+VERSIONS = ('2.1', '2.25', '2.30', '2.47', '2.53', '2.59', '2.65', '2.80', '2.88')
+
+
+class StubAuth(object):
+    """What tempest's clients ask of an auth provider, without Keystone."""
+
+    credentials = types.SimpleNamespace(username='admin', user_id='admin',
+                                        tenant_name='admin', tenant_id='admin',
+                                        password='')
+
+    def __init__(self, endpoint, token='admin:admin'):
+        self.endpoint = endpoint
+        self.token = token
+
+    def auth_request(self, method, url, headers=None, body=None, filters=None):
+        headers = dict(headers or {}, **{'X-Auth-Token': self.token})
+        return '%s/%s' % (self.endpoint, url.lstrip('/')), headers, body
+
+    def base_url(self, filters=None):
+        return self.endpoint
+
+    def get_token(self):
+        return self.token
+
+
+def _api_conf(cloud, **overrides):
+    options = {'transport_url': cloud.overrides['transport_url'],
+               'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0,
+               'api.port': 0, 'api.auth_strategy': 'noauth'}
+    options.update(('api.' + k, v) for k, v in overrides.items())
+    return ferryman_conf.make_conf(config_files=[], overrides=options)
+
+
+@pytest.fixture(scope='module')
+def api(cloud):
+    service = api_service.APIService(_api_conf(cloud)).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def compute(api, monkeypatch):
+    """compute(ClientClass, version): a tempest client at that microversion."""
+    endpoint = 'http://127.0.0.1:%d/v2.1' % api.port
+
+    def make(cls, version):
+        monkeypatch.setattr(base_compute_client, 'COMPUTE_MICROVERSION', version)
+        return cls(StubAuth(endpoint), 'compute', 'RegionOne')
+    return make
+
+
+def call(app, method, path, version=None, body=None, token='admin:admin',
+         raw=None):
+    """(status, JSON body or None, headers) of a request to the application."""
+    req = webob.Request.blank(path, method=method)
+    if token is not None:
+        req.headers['X-Auth-Token'] = token
+    if version is not None:
+        req.headers['OpenStack-API-Version'] = 'compute %s' % version
+    if body is not None or raw is not None:
+        req.body = raw if raw is not None else json.dumps(body).encode()
+        req.content_type = 'application/json'
+    resp = req.get_response(app)
+    return resp.status_int, (resp.json if resp.body else None), resp.headers
+
+
+def live(host='compute2', block='auto', **extra):
+    return {'os-migrateLive': dict({'host': host, 'block_migration': block}, **extra)}
+
+
+def wait_server(client, uuid, status, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        server = client.show_server(uuid)['server']
+        if server['status'] == status or time.monotonic() > deadline:
+            return server
+        time.sleep(0.05)
+
+
+def test_live_migration_through_the_api(cloud, guest, compute):
+    g = guest('compute1')
+    servers = compute(servers_client.ServersClient, '2.30')
+    assert servers.show_server(g['uuid'])['server']['status'] == 'ACTIVE'
+    servers.live_migrate_server(g['uuid'], host='compute2', block_migration='auto')
+    mig = cloud.db.list_migrations(instance=g['uuid'])[0]
+    assert cloud.wait(mig['id'])['status'] == states.COMPLETED
+    server = wait_server(servers, g['uuid'], 'ACTIVE')
+    assert (server['OS-EXT-SRV-ATTR:host'], server['OS-EXT-STS:task_state']) == \
+        ('compute2', None)
+    assert cloud.cloud.find_guest(g['uuid']) == {'compute2': 'running'}
+
+
+@pytest.mark.parametrize('version', VERSIONS)
+def test_responses_fit_tempest_schemas(cloud, guest, compute, version):
+    """Every read clients make, validated by tempest at each microversion."""
+    g = guest('compute1', storage='volume')
+    mig = cloud.api.live_migrate(g['uuid'], host='compute2')
+    cloud.wait(mig['id'])
+    servers = compute(servers_client.ServersClient, version)
+    listed = servers.list_servers(detail=True)['servers']
+    assert g['uuid'] in [s['id'] for s in listed]
+    assert servers.list_servers()['servers']
+    assert servers.show_server(g['uuid'])['server']['OS-EXT-SRV-ATTR:host'] == \
+        'compute2'
+    migrations = compute(migrations_client.MigrationsClient, version)
+    found = migrations.list_migrations(instance_uuid=g['uuid'])['migrations']
+    assert [m['status'] for m in found] == ['completed']
+    # tempest's newest hypervisor schema is 2.53's; 2.88 drops its statistics
+    # (test_hypervisors_at_2_88).
+    hypervisors = compute(hypervisor_client.HypervisorClient,
+                          version if version != '2.88' else '2.87')
+    detail = hypervisors.list_hypervisors(detail=True)['hypervisors']
+    assert {h['hypervisor_hostname'] for h in detail} == set(cloud.hosts)
+    hypervisors.list_hypervisors()
+    shown = hypervisors.show_hypervisor(detail[0]['id'])['hypervisor']
+    assert shown['hypervisor_hostname'] == detail[0]['hypervisor_hostname']
+    services = compute(services_client.ServicesClient, version)
+    listed = services.list_services(binary='nova-compute')['services']
+    assert {s['host'] for s in listed} == set(cloud.hosts)
+    flavors = compute(flavors_client.FlavorsClient, version)
+    assert flavors.list_flavors(detail=True)['flavors']
+
+
+def test_hypervisors_at_2_88(cloud, guest, api):
+    g = guest('compute1')
+    status, body, _ = call(api.app, 'GET', '/v2.1/os-hypervisors/detail?'
+                           'with_servers=true&hypervisor_hostname_pattern=compute1',
+                           '2.88')
+    (hyp,) = body['hypervisors']
+    assert set(hyp) == {'id', 'hypervisor_hostname', 'state', 'status', 'servers',
+                        'hypervisor_type', 'hypervisor_version', 'host_ip',
+                        'service'}
+    assert g['uuid'] in [s['uuid'] for s in hyp['servers']]
+    status, body, _ = call(api.app, 'GET', '/v2.1/os-hypervisors?'
+                           'hypervisor_hostname_pattern=nosuch', '2.88')
+    assert status == 404
+
+
+def test_server_is_migrating_then_error(cloud, guest, api, monkeypatch):
+    """MIGRATING while moving, ERROR once its migration ended in error."""
+    g = guest('compute1')
+
+    def fail(*args, **kwargs):
+        raise exception.FerrymanError('post-migration failed for the test')
+    monkeypatch.setattr(cloud.conductor.manager.compute,
+                        'post_migration_destination', fail)
+    status, _, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                        '2.30', live())
+    assert status == 202
+    status, body, _ = call(api.app, 'GET', '/v2.1/servers/%s' % g['uuid'])
+    assert body['server']['status'] == 'MIGRATING'
+    assert body['server']['OS-EXT-STS:task_state'] == 'migrating'
+    mig = cloud.db.list_migrations(instance=g['uuid'])[0]
+    assert cloud.wait(mig['id'])['status'] == states.ERROR
+    status, body, _ = call(api.app, 'GET', '/v2.1/servers/%s' % g['uuid'])
+    assert body['server']['status'] == 'ERROR'
+    assert 'failed for the test' in body['server']['fault']['message']
+
+
+def test_failed_migration_leaves_server_active(cloud, guest, api):
+    g = guest('compute1')
+    cloud.cloud.inject_fault('compute2', 'create_local_disks')
+    call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'], '2.30', live())
+    mig = cloud.db.list_migrations(instance=g['uuid'])[0]
+    assert cloud.wait(mig['id'])['status'] == states.FAILED
+    status, body, _ = call(api.app, 'GET', '/v2.1/servers/%s' % g['uuid'])
+    assert (body['server']['status'], body['server']['OS-EXT-SRV-ATTR:host']) == \
+        ('ACTIVE', 'compute1')
+
+
+@pytest.mark.parametrize('version, args, field', [
+    ('2.1', {'host': 'compute2', 'block_migration': False}, 'disk_over_commit'),
+    ('2.1', {'host': 'compute2', 'block_migration': 'auto',
+             'disk_over_commit': False}, 'block_migration'),
+    ('2.25', {'host': 'compute2', 'block_migration': 'auto',
+              'disk_over_commit': False}, 'disk_over_commit'),
+    ('2.25', {'host': 'compute2', 'block_migration': 'auto', 'force': True},
+     'force'),
+    ('2.30', {'host': 'compute2'}, 'block_migration'),
+    ('2.30', {'host': 'bad host!', 'block_migration': 'auto'}, 'host'),
+    ('2.30', {'host': 'compute2', 'block_migration': 7}, 'block_migration'),
+    ('2.68', {'host': 'compute2', 'block_migration': 'auto', 'force': True},
+     'force'),
+])
+def test_live_migrate_body_per_microversion(cloud, guest, api, version, args, field):
+    g = guest('compute1')
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           version, {'os-migrateLive': args})
+    assert status == 400, body
+    assert field in body['badRequest']['message']
+    assert cloud.db.list_migrations(instance=g['uuid']) == []
+
+
+@pytest.mark.parametrize('version, args', [
+    ('2.1', {'host': 'compute2', 'block_migration': 'true',
+             'disk_over_commit': 'False'}),
+    ('2.25', {'host': None, 'block_migration': 'auto'}),
+    ('2.30', {'host': 'compute2', 'block_migration': True, 'force': False}),
+    ('2.68', {'host': 'compute2', 'block_migration': 'auto'}),
+])
+def test_live_migrate_accepted_shapes(cloud, guest, api, version, args):
+    g = guest('compute1')
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           version, {'os-migrateLive': args})
+    assert (status, body) == (202, None)
+    deadline = time.monotonic() + 10
+    while not cloud.db.list_migrations(instance=g['uuid']):
+        assert time.monotonic() < deadline, 'no migration started'
+        time.sleep(0.05)
+    mig = cloud.wait(cloud.db.list_migrations(instance=g['uuid'])[0]['id'])
+    assert mig['status'] == states.COMPLETED, mig['error']
+
+
+def test_refused_destination_is_400_below_2_34_and_202_from_it(cloud, guest, api):
+    g = guest('compute1')
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           '2.30', live(host='compute1'))
+    assert status == 400 and 'compute1' in body['badRequest']['message']
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           '2.30', live(host='nosuchhost'))
+    assert status == 400 and 'nosuchhost' in body['badRequest']['message']
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           '2.34', live(host='nosuchhost'))
+    assert (status, body) == (202, None)
+    time.sleep(0.5)
+    assert cloud.db.list_migrations(instance=g['uuid']) == []
+    assert cloud.db.get_instance(g['uuid'])['host'] == 'compute1'
+
+
+def test_force_without_host_is_refused(cloud, guest, api):
+    g = guest('compute1')
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           '2.30', live(host=None, force=True))
+    assert status == 400 and 'force' in body['badRequest']['message']
+
+
+def test_migrating_server_cannot_be_moved_again(cloud, stuck, api):
+    g = stuck()
+    assert call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'], '2.30',
+                live())[0] == 202
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           '2.30', live(host='compute3'))
+    assert status == 409
+    assert "Cannot 'os-migrateLive' instance %s while it is in task_state " \
+        "migrating" % g['uuid'] == body['conflictingRequest']['message']
+    mig = cloud.db.list_migrations(instance=g['uuid'])[0]
+    cloud.api.abort_migration(mig['id'])
+    assert cloud.wait(mig['id'])['status'] == states.CANCELLED
+
+
+def _running(cloud, uuid, timeout=30):
+    """The guest's migration once running with a progress sample taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mig = cloud.db.list_migrations(instance=uuid)[0]
+        if mig['status'] == states.RUNNING and \
+                mig['progress'].get('memory_total_mb') or \
+                time.monotonic() > deadline:
+            return mig
+        time.sleep(0.02)
+
+
+def test_server_migrations_show_abort(cloud, stuck, api):
+    g = stuck()
+    base = '/v2.1/servers/%s/migrations' % g['uuid']
+    assert call(api.app, 'GET', base, '2.22')[0] == 404
+    call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'], '2.30', live())
+    mig = _running(cloud, g['uuid'])
+    status, body, _ = call(api.app, 'GET', base, '2.80')
+    assert status == 200
+    (shown,) = body['migrations']
+    assert (shown['uuid'], shown['status'], shown['source_compute'],
+            shown['dest_compute']) == (mig['id'], 'running', 'compute1', 'compute2')
+    assert shown['memory_total_bytes'] > 0
+    for ref in (str(shown['id']), mig['id']):
+        status, body, _ = call(api.app, 'GET', '%s/%s' % (base, ref), '2.59')
+        assert (status, body['migration']['uuid']) == (200, mig['id'])
+    assert call(api.app, 'GET', '%s/12345' % base, '2.59')[0] == 404
+    assert call(api.app, 'DELETE', '%s/%s' % (base, shown['id']), '2.23')[0] == 404
+    assert call(api.app, 'DELETE', '%s/%s' % (base, shown['id']), '2.24')[0] == 202
+    assert cloud.wait(mig['id'])['status'] == states.CANCELLED
+    status, body, _ = call(api.app, 'GET', base, '2.80')
+    assert (status, body) == (200, {'migrations': []})
+    status, body, _ = call(api.app, 'DELETE', '%s/%s' % (base, shown['id']), '2.80')
+    assert status == 400 and 'cancelled' in body['badRequest']['message']
+
+
+def test_force_complete(cloud, stuck, api):
+    g = stuck()
+    call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'], '2.30', live())
+    mig = _running(cloud, g['uuid'])
+    path = '/v2.1/servers/%s/migrations/%s/action' % (g['uuid'], mig['id'])
+    status, body, _ = call(api.app, 'POST', path, '2.22', {'force_complete': {}})
+    assert status == 400 and 'force_complete' in body['badRequest']['message']
+    assert call(api.app, 'POST', path, '2.22', {'force_complete': None})[0] == 202
+    assert cloud.wait(mig['id'])['status'] == states.COMPLETED
+    status, body, _ = call(api.app, 'POST', path, '2.22', {'force_complete': None})
+    assert status == 409
+
+
+def test_os_migrations_filters_and_paging(cloud, guest, api):
+    g = guest('compute1', storage='volume')
+    ids = []
+    for dest in ('compute2', 'compute3'):
+        ids.append(cloud.wait(cloud.api.live_migrate(g['uuid'], host=dest)['id'])['id'])
+    path = '/v2.1/os-migrations?instance_uuid=%s' % g['uuid']
+    status, body, _ = call(api.app, 'GET', path, '2.59')
+    assert [m['uuid'] for m in body['migrations']] == ids[::-1]  # newest first
+    status, body, _ = call(api.app, 'GET', path + '&limit=1', '2.59')
+    assert [m['uuid'] for m in body['migrations']] == [ids[1]]
+    assert 'marker=%s' % ids[1] in body['migrations_links'][0]['href']
+    status, body, _ = call(api.app, 'GET', path + '&marker=%s' % ids[1], '2.59')
+    assert [m['uuid'] for m in body['migrations']] == [ids[0]]
+    status, body, _ = call(api.app, 'GET', path + '&source_compute=compute2', '2.59')
+    assert [m['uuid'] for m in body['migrations']] == [ids[1]]
+    status, body, _ = call(api.app, 'GET', path + '&migration_type=resize', '2.59')
+    assert body['migrations'] == []
+    status, body, _ = call(api.app, 'GET', path + '&migration_type=bogus', '2.59')
+    assert status == 400 and 'bogus' in body['badRequest']['message']
+
+
+@pytest.mark.parametrize('action', ['evacuate', 'migrate', 'resize'])
+def test_other_moves_are_not_offered(cloud, guest, api, action):
+    g = guest('compute1')
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           '2.56', {action: None})
+    assert status == 400
+    assert body['badRequest']['message'].startswith(
+        'The %s action is not offered by Ferryman yet' % action)
+
+
+@pytest.mark.parametrize('raw, code, words', [
+    (b'{"os-migrateLive": ', 400, 'Malformed request body'),
+    (b'[]', 400, 'body'),
+    (b'{"a": 1, "b": 2}', 400, 'body'),
+    (b'{"reboot": {"type": "HARD"}}', 400, 'There is no such action: reboot'),
+    (b'{"x": "' + b'a' * 70000 + b'"}', 413, 'larger than'),
+])
+def test_bad_bodies(cloud, guest, api, raw, code, words):
+    g = guest('compute1')
+    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                           '2.30', raw=raw)
+    assert status == code
+    (fault,) = body.values()
+    assert fault['code'] == code and words in fault['message']
+    assert cloud.db.list_migrations(instance=g['uuid']) == []
+
+
+def test_versions_and_headers(api):
+    status, body, headers = call(api.app, 'GET', '/', token=None)
+    assert status == 200
+    (version,) = body['versions']
+    assert (version['id'], version['min_version'], version['version']) == \
+        ('v2.1', '2.1', '2.88')
+    status, body, headers = call(api.app, 'GET', '/v2.1/', token=None)
+    assert body['version']['id'] == 'v2.1'
+    assert headers['OpenStack-API-Version'] == 'compute 2.1'
+    status, body, headers = call(api.app, 'GET', '/v2.1/os-services', 'latest')
+    assert headers['OpenStack-API-Version'] == 'compute 2.88'
+    assert headers['X-OpenStack-Nova-API-Version'] == '2.88'
+    assert 'OpenStack-API-Version' in headers['Vary']
+    assert headers['x-openstack-request-id'].startswith('req-')
+    req = webob.Request.blank('/v2.1/os-services')
+    req.headers.update({'X-Auth-Token': 'admin:admin',
+                        'X-OpenStack-Nova-API-Version': '2.53'})
+    assert req.get_response(api.app).headers['OpenStack-API-Version'] == \
+        'compute 2.53'
+
+
+@pytest.mark.parametrize('version', ['2.0', '2.89', '3.1'])
+def test_version_out_of_range_is_406(api, version):
+    status, body, _ = call(api.app, 'GET', '/v2.1/servers/detail', version)
+    assert status == 406
+    assert body['notAcceptable']['message'] == (
+        'Version %s is not supported by the API. Minimum is 2.1 and maximum is '
+        '2.88.' % version)
+
+
+def test_unknown_paths_and_methods(cloud, guest, api):
+    assert call(api.app, 'GET', '/v2.1/images/detail')[1]['itemNotFound']
+    assert call(api.app, 'GET', '/v2.1/servers/not-a-uuid')[0] == 404
+    assert call(api.app, 'GET', '/v2.1/servers/%s' % (
+        '00000000-0000-4000-8000-000000000000'))[0] == 404
+    status, body, headers = call(api.app, 'DELETE', '/v2.1/os-services')
+    assert (status, headers['Allow']) == (405, 'GET')
+    assert body['badMethod']['code'] == 405
+
+
+def test_noauth_needs_a_token_and_an_admin(cloud, guest, api):
+    g = guest('compute1')
+    path = '/v2.1/servers/%s/action' % g['uuid']
+    status, body, _ = call(api.app, 'POST', path, '2.30', live(), token=None)
+    assert status == 401 and 'user:project' in body['unauthorized']['message']
+    status, body, _ = call(api.app, 'POST', path, '2.30', live(), token='demo:demo')
+    assert status == 403 and 'demo' in body['forbidden']['message']
+    assert call(api.app, 'GET', '/v2.1/servers/detail', token='demo:demo')[0] == 403
+    assert cloud.db.list_migrations(instance=g['uuid']) == []
+
+
+def test_auth_strategy_none_takes_any_request(cloud, guest):
+    service = api_service.APIService(_api_conf(cloud, auth_strategy='none'))
+    try:
+        status, body, _ = call(service.app, 'GET', '/v2.1/os-hypervisors',
+                               token='notused')
+        assert status == 200 and len(body['hypervisors']) == len(cloud.hosts)
+    finally:
+        service.app.stop()
+
+
+def test_tempest_refuses_what_it_should(compute):
+    """The contract check can fail: a wrong microversion header is caught."""
+    servers = compute(servers_client.ServersClient, '2.89')
+    with pytest.raises(tempest_exc.NotAcceptable):
+        servers.list_servers(detail=True)
