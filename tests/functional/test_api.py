@@ -1,0 +1,130 @@
+"""ferryman-api as a process, in front of a conductor and agents over RabbitMQ,
+driven by the unmodified python-openstackclient and openstacksdk from PyPI with
+no Keystone (auth_type none, as nova-api.md records)."""
+
+import json
+import os
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import openstack
+import pytest
+
+from ferryman.testing.servers import _tail, _terminate, free_ports
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope='module')
+def api_url(cluster):
+    """ferryman-api started with its own configuration file; its /v2.1 URL."""
+    port = free_ports(1)[0]
+    log = os.path.join(cluster.base_dir, 'api.log')
+    conf = cluster._write_conf('api', {
+        'DEFAULT': {'transport_url': cluster.rabbit.url, 'log_file': log},
+        'oslo_messaging_rabbit': cluster.broker_options(),
+        'api': {'port': port, 'auth_strategy': 'none'}})
+    with open(os.path.join(cluster.base_dir, 'api.out'), 'ab') as out:
+        proc = subprocess.Popen(['ferryman-api', '--config-file', conf],
+                                stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = 'http://127.0.0.1:%d' % port
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, _tail([log])
+            try:
+                with urllib.request.urlopen(url + '/', timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, _tail([log])
+                time.sleep(0.2)
+        yield url + '/v2.1'
+    finally:
+        _terminate(proc)
+
+
+def openstack_cli(api_url, *args):
+    """Run ``openstack ARGS`` as a user would: (exit code, JSON or text, stderr)."""
+    env = dict(os.environ, OS_AUTH_TYPE='none', OS_ENDPOINT=api_url,
+               OS_IDENTITY_API_VERSION='3')
+    res = subprocess.run(['openstack'] + [str(a) for a in args], env=env,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=180)
+    out = res.stdout
+    if '-f' in args and res.returncode == 0:
+        out = json.loads(out)
+    return res.returncode, out, res.stderr
+
+
+def test_openstackclient_moves_a_guest(cluster, api_url):
+    name = 'osc-%s' % uuid.uuid4().hex[:6]
+    guest = cluster.seed(name, 'compute1', data='moved by openstack')
+
+    rc, servers, err = openstack_cli(api_url, 'server', 'list', '--long', '-f', 'json')
+    assert rc == 0, err
+    row = next(s for s in servers if s['ID'] == guest['uuid'])
+    assert (row['Name'], row['Status'], row['Host']) == (name, 'ACTIVE', 'compute1')
+
+    # A refused destination answers at once (os-migrateLive at 2.30).
+    rc, _out, err = openstack_cli(api_url, 'server', 'migrate', '--live-migration',
+                                  '--host', 'compute1', name)
+    assert rc != 0 and "is the instance's current host" in err
+
+    rc, out, err = openstack_cli(api_url, '--os-compute-api-version', '2.30',
+                                 'server', 'migrate', '--live-migration', '--host',
+                                 'compute2', '--wait', name)
+    assert rc == 0, err
+    assert cluster.cloud.find_guest(guest['uuid']) == {'compute2': 'running'}
+    assert cluster.cloud.read_disk('compute2', guest['uuid']) == 'moved by openstack'
+
+    rc, shown, err = openstack_cli(api_url, 'server', 'show', name, '-f', 'json')
+    assert rc == 0, err
+    assert (shown['status'], shown['OS-EXT-SRV-ATTR:host']) == ('ACTIVE', 'compute2')
+
+    rc, migs, err = openstack_cli(api_url, 'server', 'migration', 'list', '--server',
+                                  name, '-f', 'json')
+    assert rc == 0, err
+    assert [(m['Source Compute'], m['Dest Compute'], m['Status'], m['Type'])
+            for m in migs] == [('compute1', 'compute2', 'completed', 'live-migration')]
+
+    rc, hypervisors, err = openstack_cli(api_url, 'hypervisor', 'list', '-f', 'json')
+    assert rc == 0, err
+    assert {h['Hypervisor Hostname']: h['State'] for h in hypervisors} == \
+        dict.fromkeys(cluster.hosts, 'up')
+
+    rc, services, err = openstack_cli(api_url, 'compute', 'service', 'list',
+                                      '-f', 'json')
+    assert rc == 0, err
+    assert {(s['Host'], s['Binary'], s['State']) for s in services} == {
+        (h, 'nova-compute', 'up') for h in cluster.hosts}
+
+
+def test_openstacksdk_moves_a_guest(cluster, api_url):
+    name = 'sdk-%s' % uuid.uuid4().hex[:6]
+    guest = cluster.seed(name, 'compute2', storage='volume')
+    conn = openstack.connect(auth_type='none', auth={'endpoint': api_url},
+                             identity_api_version='3', load_yaml_config=False,
+                             load_envvars=False)
+    server = conn.compute.find_server(name)
+    assert (server.id, server.compute_host) == (guest['uuid'], 'compute2')
+    conn.compute.live_migrate_server(server, host='compute3',
+                                     block_migration='auto')
+    # Accepted at 2.30 only once the migration is recorded: from the first look
+    # on, the server is MIGRATING until it has moved.
+    deadline = time.monotonic() + 120
+    while True:
+        server = conn.compute.get_server(guest['uuid'])
+        if server.status != 'MIGRATING' or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (server.status, server.compute_host) == ('ACTIVE', 'compute3')
+    assert cluster.cloud.find_guest(guest['uuid']) == {'compute3': 'running'}
+    migs = list(conn.compute.migrations(instance_uuid=guest['uuid']))
+    assert [(m.source_compute, m.dest_compute, m.status) for m in migs] == \
+        [('compute2', 'compute3', 'completed')]
+    hosts = {h.name for h in conn.compute.hypervisors(details=True)}
+    assert hosts == set(cluster.hosts)
