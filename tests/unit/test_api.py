@@ -370,6 +370,19 @@ def test_bad_bodies(cloud, guest, api, raw, code, words):
     assert cloud.db.list_migrations(instance=g['uuid']) == []
 
 
+def test_server_name_filter_is_literal(cloud, guest, api):
+    g = guest('compute1')
+    status, body, _ = call(api.app, 'GET', '/v2.1/servers/detail?name=%s' %
+                           g['name'][2:])
+    assert [s['id'] for s in body['servers']] == [g['uuid']]
+    # A pattern (one that could backtrack for ages) is only text here: "."
+    # matches no name, since none has a dot.
+    status, body, _ = call(api.app, 'GET', '/v2.1/servers/detail?name=.')
+    assert (status, body['servers']) == (200, [])
+    status, body, _ = call(api.app, 'GET', '/v2.1/servers/detail?host=bad%20host')
+    assert status == 400 and "'bad host'" in body['badRequest']['message']
+
+
 def test_versions_and_headers(api):
     status, body, headers = call(api.app, 'GET', '/', token=None)
     assert status == 200
