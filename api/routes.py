@@ -32,6 +32,7 @@ ROUTES = [
     ('/os-hypervisors/detail', {'GET': hypervisors.detail}),
     ('/os-hypervisors/{hypervisor_id}', {'GET': hypervisors.show}),
     ('/os-services', {'GET': services.index}),
+    ('/os-services/{service_id}', {'PUT': services.update}),
     ('/flavors', {'GET': flavors.index}),
     ('/flavors/detail', {'GET': flavors.detail}),
     ('/flavors/{flavor_id}', {'GET': flavors.show}),

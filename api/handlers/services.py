@@ -1,5 +1,8 @@
-"""os-services: each host's agent, as the nova-compute service of its host."""
+"""os-services: each host's agent, as the nova-compute service of its host;
+enabling and disabling one (the scheduler then leaves its host out)."""
 
+from api import body as req_body
+from api import faults
 from api.handlers import common
 
 BINARY = 'nova-compute'
@@ -27,3 +30,65 @@ def index(ctx, req):
     if host is not None:
         hosts = [h for h in hosts if h['name'] == host]
     return 200, {'services': [view(ctx, h) for h in hosts]}
+
+
+_REASON = {'type': 'string', 'minLength': 1, 'maxLength': 255,
+           'pattern': r'^[^\x00-\x1f\x7f]*\Z'}
+UPDATE = {'type': 'object', 'minProperties': 1, 'additionalProperties': False,
+          'properties': {'status': {'enum': ['enabled', 'disabled']},
+                         'disabled_reason': _REASON,
+                         'forced_down': {'type': 'boolean'}}}
+# Before 2.53 the path names the change and the body the service.
+LEGACY = {'enable': False, 'disable': False, 'disable-log-reason': True}
+
+
+def _legacy_schema(with_reason):
+    props = {'host': {'type': 'string', 'minLength': 1, 'maxLength': 255,
+                      'pattern': common.HOST_RE.pattern},
+             'binary': {'type': 'string', 'minLength': 1, 'maxLength': 255}}
+    if with_reason:
+        props['disabled_reason'] = _REASON
+    return {'type': 'object', 'additionalProperties': False, 'properties': props,
+            'required': sorted(props)}
+
+
+def _set(ctx, host, enabled, reason):
+    return ctx.conductor.set_host_enabled(host, enabled, reason)
+
+
+def update(ctx, req, service_id):
+    """PUT /os-services/{id}: from 2.53 by id; before, /enable, /disable and
+    /disable-log-reason with host and binary in the body."""
+    if not ctx.at_least('2.53'):
+        return _legacy(ctx, req, service_id)
+    change = req_body.read(ctx, req, UPDATE)
+    if change.get('forced_down'):
+        raise faults.bad_request('forced_down is not offered by Ferryman yet: its '
+                                 'hosts are up or down by their agents\' reports.')
+    if 'disabled_reason' in change and change.get('status') != 'disabled':
+        raise faults.bad_request('Specifying a disabled reason is not supported '
+                                 'when the status is enabled.')
+    host = next((h for h in ctx.conductor.list_hosts()
+                 if common.host_uuid('service', h['name']) == service_id), None)
+    if host is None:
+        raise faults.not_found('Service %s not found.' % service_id[:80])
+    if 'status' in change:
+        host = _set(ctx, host['name'], change['status'] == 'enabled',
+                    change.get('disabled_reason'))
+    return 200, {'service': view(ctx, host)}
+
+
+def _legacy(ctx, req, action):
+    if action not in LEGACY:
+        raise faults.not_found('Unknown action %s.' % action[:80])
+    change = req_body.read(ctx, req, _legacy_schema(LEGACY[action]))
+    if change['binary'] != BINARY:
+        raise faults.bad_request('Only %s services can be changed, not %s.' % (
+            BINARY, change['binary'][:80]))
+    host = _set(ctx, change['host'], action == 'enable',
+                change.get('disabled_reason'))
+    out = {'host': host['name'], 'binary': BINARY,
+           'status': 'enabled' if host['enabled'] else 'disabled'}
+    if LEGACY[action]:
+        out['disabled_reason'] = host.get('disabled_reason')
+    return 200, {'service': out}

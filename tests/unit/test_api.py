@@ -160,6 +160,44 @@ def test_hypervisors_at_2_88(cloud, guest, api):
     assert status == 404
 
 
+def test_services_disable_and_enable(cloud, compute, api):
+    # tempest's microversion is process-wide: a client is made for each use.
+    def new():
+        return compute(services_client.ServicesClient, '2.53')
+
+    def old():
+        return compute(services_client.ServicesClient, '2.1')
+    (svc,) = new().list_services(host='compute3')['services']
+    try:
+        shown = new().update_service(svc['id'], status='disabled',
+                                     disabled_reason='maintenance')['service']
+        assert (shown['status'], shown['disabled_reason']) == ('disabled',
+                                                               'maintenance')
+        host = cloud.db.get_host('compute3')
+        assert (host['enabled'], host['disabled_reason']) == (False, 'maintenance')
+        old().enable_service(host='compute3', binary='nova-compute')
+        assert cloud.db.get_host('compute3')['enabled'] is True
+        old().disable_log_reason(host='compute3', binary='nova-compute',
+                                 disabled_reason='again')
+        assert cloud.db.get_host('compute3')['disabled_reason'] == 'again'
+        shown = new().update_service(svc['id'], status='enabled')['service']
+        assert (shown['status'], shown['disabled_reason']) == ('enabled', None)
+    finally:
+        cloud.api.set_host_enabled('compute3', True)
+    path = '/v2.1/os-services/%s' % svc['id']
+    for change, words in (({'forced_down': True}, 'forced_down'),
+                          ({'status': 'enabled', 'disabled_reason': 'x'},
+                           'disabled reason'),
+                          ({'status': 'off'}, 'status'),
+                          ({}, 'body')):
+        status, body, _ = call(api.app, 'PUT', path, '2.53', change)
+        assert status == 400 and words in body['badRequest']['message'], body
+    assert cloud.db.get_host('compute3')['enabled'] is True
+    status, body, _ = call(api.app, 'PUT', '/v2.1/os-services/disable', '2.1',
+                           {'host': 'nosuch', 'binary': 'nova-compute'})
+    assert status == 404 and 'nosuch' in body['itemNotFound']['message']
+
+
 def test_server_is_migrating_then_error(cloud, guest, api, monkeypatch):
     """MIGRATING while moving, ERROR once its migration ended in error."""
     g = guest('compute1')
