@@ -122,6 +122,10 @@ class Application(object):
         except messaging.MessagingTimeout:
             return faults.response(503, 'The conductor did not answer in time; '
                                         'try again.'), version
+        except messaging.MessagingException as exc:
+            LOG.warning('%s: the conductor cannot be reached: %s', request_id, exc)
+            return faults.response(503, 'The conductor cannot be reached (message '
+                                        'broker unavailable); try again.'), version
         if isinstance(result, webob.Response):
             return result, version
         return _json(*result), version

@@ -7,6 +7,7 @@ import json
 import time
 import types
 
+import oslo_messaging as messaging
 import pytest
 from tempest.lib import exceptions as tempest_exc
 from tempest.lib.services.compute import base_compute_client
@@ -488,6 +489,32 @@ def test_auth_strategy_none_takes_any_request(cloud, guest):
         status, body, _ = call(service.app, 'GET', '/v2.1/os-hypervisors',
                                token='notused')
         assert status == 200 and len(body['hypervisors']) == len(cloud.hosts)
+    finally:
+        service.app.stop()
+
+
+class _Unanswered(object):
+    """A conductor client whose calls meet the given oslo.messaging error."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise self.error
+        return fail
+
+
+@pytest.mark.parametrize('error, words', [
+    (messaging.MessagingTimeout('no reply'), 'did not answer in time'),
+    (messaging.MessageDeliveryFailure('broker gone'), 'cannot be reached'),
+])
+def test_conductor_unreachable_is_503(cloud, error, words):
+    service = api_service.APIService(_api_conf(cloud), conductor=_Unanswered(error))
+    try:
+        status, body, headers = call(service.app, 'GET', '/v2.1/servers/detail')
+        assert status == 503 and words in body['serviceUnavailable']['message']
+        assert headers['x-openstack-request-id'].startswith('req-')
     finally:
         service.app.stop()
 
