@@ -92,9 +92,11 @@ def test_a_bad_report_is_refused_logged_and_changes_nothing(cloud, guest, caplog
               'guests': [copy.deepcopy(x) for x in guests if x['uuid'] == g['uuid']]}
     spoil(report)
     before = _state(cloud)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), \
+            pytest.raises(exception.InvalidArgument) as err:
         cloud.conductor.manager.report_host({}, 'compute2', report['info'],
                                             report['guests'])
+    assert field in str(err.value) and shown in str(err.value), err.value
     assert _state(cloud) == before
     refusals = [r.getMessage() for r in caplog.records
                 if r.levelno >= logging.WARNING and field in r.getMessage()]
@@ -108,7 +110,8 @@ def test_a_bad_report_is_refused_logged_and_changes_nothing(cloud, guest, caplog
 def test_a_report_for_a_bad_host_name_is_refused(cloud, caplog, host):
     info, guests = _report(cloud, 'compute2')
     before = _state(cloud)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), \
+            pytest.raises(exception.InvalidArgument):
         cloud.conductor.manager.report_host({}, host, info, guests)
     assert _state(cloud) == before
     assert any('host' in r.getMessage() and repr(host)[:50] in r.getMessage()
