@@ -52,7 +52,7 @@ OTHER = 'compute2'  # whose key or proof forgeries borrow
 MISSING = object()
 # Hostile values tried per field within an argument, by depth (the arguments
 # themselves get every one).
-PER_FIELD = {1: 4, 2: 2, 3: 1}
+PER_FIELD = {1: 2, 2: 1, 3: 1}
 FAILURES_SHOWN = int(os.environ.get('FERRYMAN_HOSTILE_SHOWN', 40))
 
 # Fields any printable text may fill (so '', '<x>' and 'a/../b' are fine), and
@@ -191,12 +191,13 @@ def _wrong_types(types):
 def _strings(name, schema, rng):
     """Strings the field must refuse."""
     prefix = '/' if name in PATHS else ''
-    out = [('control %r' % c, prefix + 'a' + c + 'b') for c in CONTROL]
+    out = [('control %r' % c, prefix + 'a' + c + 'b')
+           for c in rng.sample(CONTROL, 3)]
     out.append(('huge', prefix + 'h' * rng.choice([1100, 70000])))
     if name not in FREE_TEXT:
         out.append(('empty', ''))
-        out += [('uri', v) for v in rng.sample(URI, 3)]
-        out += [('xml', v) for v in rng.sample(XML, 2)]
+        out += [('uri', v) for v in rng.sample(URI, 2)]
+        out += [('xml', v) for v in rng.sample(XML, 1)]
     if 'enum' in schema:
         word = next((v for v in schema['enum'] if isinstance(v, str)), 'x')
         out += [('enum case', word.upper()), ('enum +newline', word + '\n')]
@@ -217,7 +218,8 @@ def _hostile(schema, path, rng):
     """(label, value) pairs a field of this schema must refuse."""
     types = _types(schema)
     name = next((p for p in reversed(path) if isinstance(p, str)), '')
-    out = _wrong_types(types)
+    wrong = _wrong_types(types)
+    out = rng.sample(wrong, min(3, len(wrong)))
     if 'enum' in schema:
         out += [('not in enum', 'evil')] + _strings(name, schema, rng)
     elif 'string' in types:
@@ -281,9 +283,9 @@ def _field_cases(schema, base, path, depth, rng):
     for name in schema.get('required', ()):
         if isinstance(base, dict) and name in base:
             out.append(('missing', path + [name], MISSING))
-    if schema.get('additionalProperties') is False and (path == [] or depth <= 1):
-        unknown = UNKNOWN if path == [] else rng.sample(UNKNOWN, 2)
-        out += [('unknown field', path + [k], 1) for k in unknown]
+    if schema.get('additionalProperties') is False and depth <= 1:
+        out += [('unknown field', path + [k], 1)
+                for k in rng.sample(UNKNOWN, 3 if path == [] else 1)]
     return out
 
 
@@ -314,13 +316,13 @@ def _cases(rng, skeletons):
                                                                  value),
                                   auth, version, None, refusals,
                                   _expect(path, value)))
-            for bad in ['%d.0' % (major + 1), '%d.%d' % (major, minor + 1),
-                        '%d.%d.1' % (major, minor), 'abc', '%d' % major,
-                        '%d.x' % major]:
+            for bad in rng.sample(['%d.0' % (major + 1), '%d.%d' % (major, minor + 1),
+                                   '%d.%d.1' % (major, minor), 'abc', '%d' % major,
+                                   '%d.x' % major], 2):
                 cases.append(Case(service, method, 'version %s' % bad, skeleton,
                                   auth, bad, None, ('InvalidArgument',),
                                   ['version', repr(bad)]))
-            for bad in ['evil', 'baseapi', 'a\x00b']:
+            for bad in rng.sample(['evil', 'baseapi', 'a\x00b'], 1):
                 cases.append(Case(service, method, 'namespace %r' % bad, skeleton,
                                   auth, version, bad, ('InvalidArgument',),
                                   ['namespace', repr(bad)]))
@@ -386,9 +388,7 @@ class Sender(object):
         host = kwargs.get('host') if (case.service == 'conductor' and
                                       isinstance(kwargs, dict)) else HOST
         how = case.auth
-        if how == 'open':
-            return {}
-        if how == 'unsigned':
+        if how in ('open', 'unsigned'):
             return {}
         if how == 'malformed proof':
             return {rpc_auth.CONTEXT_KEY: 'x'}
@@ -402,7 +402,7 @@ class Sender(object):
                                                dict(kwargs, tampered=True))
         if how == 'stale':
             return self.stale.context(topic, case.method, host, kwargs)
-        try:  # signed: for whatever host the arguments name
+        try:  # signed (or replayed): for whatever host the arguments name
             return self.conductor_auth.context(topic, case.method, host, kwargs)
         except Exception:  # a host no key can be made for: a proof anyway
             return {rpc_auth.CONTEXT_KEY: {'host': host, 'ts': time.time(),
@@ -417,21 +417,20 @@ class Sender(object):
         except messaging.MessagingTimeout:
             return 'timeout', 'no answer in %s s' % TIMEOUT
         except Exception as exc:  # a built-in one, raised again as itself
-            return type(exc).__name__, str(exc).splitlines()[0]
+            return type(exc).__name__, (str(exc).splitlines() or [''])[0]
         return 'accepted', repr(result)[:300]
 
     def send(self, case):
-        """(tried, refused, why not refused or None)."""
+        """Why the reply to ``case`` is not the refusal it must be; None if
+        it is."""
         ctxt = self.context(case, case.kwargs)
         if case.auth == 'replay':
-            # Signed and spoiled: the first is refused by validation (or, for
-            # a method without arguments, taken: it reads only); the second,
-            # the same message again, must be refused as a replay.
-            ctxt = self.conductor_auth.context(
-                rpc.CONDUCTOR_TOPIC if case.service == 'conductor' else
-                rpc.COMPUTE_TOPIC, case.method,
-                case.kwargs.get('host', HOST), case.kwargs)  # (a mapping)
-            self._call(case, ctxt)
+            # The first sending is signed but spoiled (an unknown argument):
+            # refused by validation; the same message again must be refused
+            # as a replay, before validation.
+            kind, text = self._call(case, ctxt)
+            if kind != 'InvalidArgument':
+                return 'first sending: got %s: %r' % (kind, text[:300])
         kind, text = self._call(case, ctxt)
         why = None
         if kind not in case.exc_type:
