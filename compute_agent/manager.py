@@ -37,11 +37,12 @@ def _subtype(subtype):
 
 
 def step(fn):
-    """An RPC step of the conductor's: its arguments pass their schema before
-    anything acts on them; may be made to fail for tests."""
+    """An RPC step of the conductor's, exposed to RPC (nothing else on the
+    manager is): its arguments pass their schema before anything acts on
+    them; may be made to fail for tests."""
+    @schemas.checked(schemas.AGENT_SERVICE)
     @functools.wraps(fn)
     def wrapper(self, ctxt, **kwargs):
-        schemas.check(schemas.AGENT_SERVICE, fn.__name__, kwargs)
         fault = faults.check_file(self.conf.compute.fault_injection_file,
                                   fn.__name__, self.host)
         result = fn(self, ctxt, **kwargs)

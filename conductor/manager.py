@@ -299,16 +299,12 @@ class ConductorManager(object):
         self.db.set_host_enabled(host, enabled, reason)
         return self.db.get_host(host, self._down_after)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE, sender='host')
     def report_host(self, ctxt, host, info, guests):
         """Take in what an agent reports about its host and guests, once it
-        passes the report's schema (refusals are logged: a cast has nobody to
-        answer to); the report speaks for ``host`` alone (Database.report_host)."""
-        try:
-            schemas.check(schemas.CONDUCTOR_SERVICE, 'report_host',
-                          {'host': host, 'info': info, 'guests': guests},
-                          sender=host)
-        except exception.InvalidArgument:
-            return
+        passes the report's schema (refusals are logged, and raised to a
+        caller: a cast has none); the report speaks for ``host`` alone
+        (Database.report_host)."""
         try:
             self.db.report_host(host, info, guests,
                                 vanish_after=self.conf.conductor.vanished_guest_grace)
