@@ -20,6 +20,7 @@ from jsonschema import exceptions as js_exceptions
 from oslo_log import log as logging
 
 from ferryman.common import exception
+from ferryman.common.exception import shown  # noqa: F401 (errors and logs)
 from ferryman.common import vocabulary
 
 LOG = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ LOG = logging.getLogger(__name__)
 INT32 = 2 ** 31 - 1  # the database's integer columns
 MAX_GUESTS = 4096  # per host report
 MAX_ITEMS = 1024  # disks, volumes, features, traits, cells, devices...
-SHOWN = 120  # characters of a refused value shown in an error
 
 
 def _text(pattern, description):
@@ -260,14 +260,6 @@ _CONDUCTOR = {n: _Validator(s) for n, s in CONDUCTOR.items()}
 _AGENT = {n: _Validator(s) for n, s in AGENT.items()}
 _STORED = {n: _Validator(s) for n, s in STORED.items()}
 _GUEST = _Validator(GUEST)
-
-
-def shown(value):
-    """A value as an error shows it: its repr, cut short when long."""
-    text = repr(value)
-    if len(text) > SHOWN:
-        text = '%s... (%d characters)' % (text[:SHOWN], len(text))
-    return text
 
 
 _PLAIN_KEY = re.compile(r'[A-Za-z_][A-Za-z0-9_]{0,63}\Z')

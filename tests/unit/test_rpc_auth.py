@@ -99,6 +99,16 @@ def test_unsigned_and_malformed_messages_are_refused():
                         {rpc_auth.CONTEXT_KEY: proof}) == 'malformed signature'
 
 
+def test_a_refusal_shows_a_huge_or_odd_host_name_cut_and_escaped():
+    _agent, conductor, _clock = _pair()
+    host = 'h' * 100000 + '\x1b[2J'
+    with pytest.raises(exception.NotAuthenticated) as err:
+        conductor.check('t', 'm', host, ARGS, {})
+    message = str(err.value)
+    assert len(message) < 400 and '(100009 characters)' in message
+    assert '\x1b' not in message
+
+
 def test_a_wrong_key_is_refused():
     other = rpc_auth.AgentKeys('h1', rpc_auth.derive_key(b'x' * 64, 'h1'))
     agent, conductor, _clock = _pair(other)
