@@ -31,13 +31,6 @@ _TRANSITIONS = [
     (RUNNING, 'error', ERROR), (FINISHING, 'error', ERROR),
 ]
 
-# What "running" means differs per subtype; the names stay the same.
-DESCRIPTIONS = {
-    BLOCK: 'local disks and memory are copied to the destination',
-    FILE_LEVEL: 'memory is copied; the instance directory is shared',
-    BLOCK_STORAGE: 'memory is copied; volumes are attached on both hosts',
-}
-
 
 def _build(subtype):
     machine = machines.FiniteMachine()

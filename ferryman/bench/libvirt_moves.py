@@ -253,7 +253,7 @@ def simulated_migration(memory_mb, dirty_mibps, working_set_mb, bandwidth):
     model = simulation.MigrationModel(
         memory_mb, dirty_mibps, bandwidth, max_downtime_ms=QEMU_DEFAULT_DOWNTIME_MS,
         working_set_mb=working_set_mb)
-    model.advance(3600.0)
+    model.run_for(3600.0)
     st = model.stats()
     return {'total_s': st['elapsed_s'], 'iterations': st['iteration'],
             'downtime_ms': st['downtime_ms'], 'sent_mb': st['data_processed_mb'],

@@ -29,3 +29,11 @@ ERROR = 'error'          # rollback failed or failure after switch-over: operato
 
 TERMINAL = (COMPLETED, FAILED, CANCELLED, ERROR)
 ACTIVE = (ACCEPTED, PREPARING, RUNNING, POST_COPY, FINISHING)
+
+# A hypervisor migration job's status, as an agent reports it (get_migration_job).
+JOB_NONE = 'none'            # no job for that guest here
+JOB_RUNNING = 'running'
+JOB_COMPLETED = 'completed'  # switched over: the guest runs on the destination
+JOB_FAILED = 'failed'
+JOB_CANCELLED = 'cancelled'
+JOB_STATUSES = (JOB_NONE, JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)

@@ -9,8 +9,9 @@ import time
 from oslo_log import log as logging
 import oslo_messaging as messaging
 
-from ferryman.common import exception
 from conductor import policy
+from ferryman.common import exception
+from ferryman.common import vocabulary as vocab
 from flows import constants as c
 from flows import selection
 from flows import states
@@ -142,7 +143,7 @@ class StartMigration(base.MigrationTask):
             self.db.advance(migration_id, 'start')
         # Run again after a crash: a job that already runs or ran is not restarted.
         job = self.compute.get_migration_job(source, instance['uuid'])
-        if job['status'] in ('running', 'completed'):
+        if job['status'] in (vocab.JOB_RUNNING, vocab.JOB_COMPLETED):
             return
         chosen, bandwidth, dest = _policy(self, mig, instance, subtype)
         params = chosen.start_params(policy.data_mb(instance, subtype), bandwidth)
@@ -163,7 +164,7 @@ class StartMigration(base.MigrationTask):
             # its whole copy is downtime, which the history must show.
             self.db.add_task_event(migration_id, c.START_MIGRATION, 'DECISION',
                                    host=source, error=None, details={
-                                       'action': policy.PAUSE,
+                                       'action': policy.PAUSE.kind,
                                        'why': 'paused for the whole copy: %s' %
                                               job['paused_copy']})
 
@@ -177,11 +178,12 @@ class StartMigration(base.MigrationTask):
             except messaging.MessagingTimeout:
                 if time.monotonic() > deadline:
                     return False
-        if job['status'] in ('running', 'completed'):
+        if job['status'] in (vocab.JOB_RUNNING, vocab.JOB_COMPLETED):
             LOG.info('Migration %s: the job runs although its start was not '
                      'answered', migration_id)
             return True
-        return job['status'] == 'none' and self.guest_runs_on(destination, uuid)
+        return job['status'] == vocab.JOB_NONE and self.guest_runs_on(destination,
+                                                                      uuid)
 
     def revert(self, migration_id, instance, source, **kwargs):
         if not self.switched_over(migration_id):
@@ -213,7 +215,7 @@ class MonitorMigration(base.MigrationTask):
             mig = self.db.get_migration(migration_id)
             if mig['cancel_requested'] and mig['status'] == states.RUNNING:
                 job = self.compute.abort_migration(source, uuid)
-                if job['status'] != 'completed':
+                if job['status'] != vocab.JOB_COMPLETED:
                     raise exception.MigrationCancelled(migration=migration_id)
             else:
                 # Held open by the agent until the job ends or the interval
@@ -238,17 +240,17 @@ class MonitorMigration(base.MigrationTask):
             # Paused by the hypervisor's agent (a paused copy) or by us earlier.
             steering.state['paused'] = steering.state['paused'] or bool(
                 job.get('paused'))
-            if status == 'completed':
+            if status == vocab.JOB_COMPLETED:
                 self.db.switch_over(migration_id, _stats(job))
                 return
-            if status == 'none' and self.guest_runs_on(destination, uuid):
+            if status == vocab.JOB_NONE and self.guest_runs_on(destination, uuid):
                 # The source agent lost the job (it restarted) and the guest had
                 # moved meanwhile: finished, not to be rolled back.
                 LOG.info('Migration %s: the guest already runs on %s',
                          migration_id, destination)
                 self.db.switch_over(migration_id, {})
                 return
-            if status in ('failed', 'cancelled', 'none'):
+            if status in (vocab.JOB_FAILED, vocab.JOB_CANCELLED, vocab.JOB_NONE):
                 raise exception.MigrationJobFailed(
                     instance=uuid,
                     reason=job.get('error') or 'job %s on %s' % (status, source))
@@ -264,18 +266,18 @@ class MonitorMigration(base.MigrationTask):
                 self._act(migration_id, source, uuid, action, why, job)
 
     def _act(self, migration_id, source, uuid, action, why, job):
-        name = action[0] if isinstance(action, tuple) else action
+        name = action.kind
         self.db.add_task_event(migration_id, c.MONITOR_MIGRATION, 'DECISION',
                                host='conductor', error=None, details={
                                    'action': name, 'why': why,
-                                   'downtime_ms': (action[1] if isinstance(
-                                       action, tuple) else None),
+                                   'downtime_ms': action.downtime_ms,
                                    'sample': _progress(job)})
         LOG.info('Migration %s: %s (%s)', migration_id, name, why)
         steer = {policy.DOWNTIME: lambda: self.compute.set_max_downtime(
-                     source, uuid, action[1]),
-                 policy.POST_COPY: lambda: self.compute.start_post_copy(source, uuid),
-                 policy.PAUSE: lambda: self.compute.pause_guest(source, uuid)}
+                     source, uuid, action.downtime_ms),
+                 policy.POST_COPY.kind: lambda: self.compute.start_post_copy(source,
+                                                                             uuid),
+                 policy.PAUSE.kind: lambda: self.compute.pause_guest(source, uuid)}
         if name in steer:
             try:
                 job = steer[name]()
@@ -283,10 +285,10 @@ class MonitorMigration(base.MigrationTask):
                 # The job ended meanwhile; the next sample says how.
                 LOG.info('Migration %s: %s not applied: %s', migration_id, name, exc)
                 return
-            if name == policy.POST_COPY and job.get('post_copy') and \
-                    job['status'] == 'running':
+            if action == policy.POST_COPY and job.get('post_copy') and \
+                    job['status'] == vocab.JOB_RUNNING:
                 self.db.enter_post_copy(migration_id)
-        elif name == policy.ABORT:
+        elif action == policy.ABORT:
             self.compute.abort_migration(source, uuid)
             raise exception.MigrationJobFailed(instance=uuid,
                                                reason='policy abort: %s' % why)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from compute_agent.virt import fake
+from compute_agent.virt import driver
 from ferryman.common import exception
 from flows import constants as c
 from flows import selection
@@ -46,7 +46,7 @@ def _probe_left(cloud, host, mig_id):
     """Whether the migration's storage probe is still in the host's instance
     directory."""
     path = cloud.cloud.load(host)['info']['instances_path']
-    return fake.PROBE_PREFIX + selection.probe_token(mig_id) in os.listdir(path)
+    return driver.PROBE_PREFIX + selection.probe_token(mig_id) in os.listdir(path)
 
 
 @pytest.mark.parametrize('subtype', sorted(ROUTES))
