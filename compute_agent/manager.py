@@ -11,6 +11,7 @@ import oslo_messaging as messaging
 from oslo_log import log as logging
 
 from compute_agent import faults
+from compute_agent import rpcapi as compute_rpcapi
 from compute_agent import virt
 from conductor import rpcapi as conductor_rpcapi
 from ferryman.common import exception
@@ -53,8 +54,8 @@ def endpoint(fn):
 
 
 class ComputeManager(object):
-    # 1.1: get_migration_job(wait_s)
-    target = messaging.Target(version='1.1')
+    # Every version this serves: compute_agent.rpcapi keeps their history.
+    target = messaging.Target(version=compute_rpcapi.VERSION)
 
     # Longest a progress call may be held open (the RPC timeout must exceed it).
     MAX_WAIT_S = 10.0
@@ -201,5 +202,6 @@ class ComputeManager(object):
 
     @endpoint
     def post_migration_destination(self, ctxt, guest, subtype):
-        return self.driver.post_migration_destination(_guest(guest),
-                                                      _subtype(subtype))
+        guest = _guest(guest)
+        _subtype(subtype)  # on the wire since 1.0; the destination needs none
+        return self.driver.post_migration_destination(guest)

@@ -152,5 +152,5 @@ class ComputeDriver(abc.ABC):
         """Remove what the guest left on the source (never shared files)."""
 
     @abc.abstractmethod
-    def post_migration_destination(self, guest, subtype):
+    def post_migration_destination(self, guest):
         """Take ownership of the guest and activate its networking."""

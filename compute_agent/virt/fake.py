@@ -638,7 +638,7 @@ class FakeDriver(driver.ComputeDriver):
         with self._jobs_lock:
             self._jobs.pop(uuid, None)
 
-    def post_migration_destination(self, guest, subtype):
+    def post_migration_destination(self, guest):
         self._fault('post_migration_destination')
         with self.cloud.editing(self.host) as state:
             current = state['guests'].get(guest['uuid'])

@@ -113,7 +113,7 @@ class PlugNetworking(base.MigrationTask):
                              self.compute.unplug_networking, destination, instance)
 
 
-def _policy(task, migration, instance, subtype):
+def _policy(task, migration, instance):
     """(policy, link bandwidth) for the migration, and its destination's row.
 
     Both read only what the hosts reported (features, paths): one query for the
@@ -145,7 +145,7 @@ class StartMigration(base.MigrationTask):
         job = self.compute.get_migration_job(source, instance['uuid'])
         if job['status'] in (vocab.JOB_RUNNING, vocab.JOB_COMPLETED):
             return
-        chosen, bandwidth, dest = _policy(self, mig, instance, subtype)
+        chosen, bandwidth, dest = _policy(self, mig, instance)
         params = chosen.start_params(policy.data_mb(instance, subtype), bandwidth)
         # Hosts may keep instances at different paths; the source's hypervisor
         # defines the guest on the destination, so it must know where.
@@ -204,7 +204,7 @@ class MonitorMigration(base.MigrationTask):
         mig = self.db.get_migration(migration_id)
         if mig['status'] == states.FINISHING:
             return
-        chosen, bandwidth, _dest = _policy(self, mig, instance, subtype)
+        chosen, bandwidth, _dest = _policy(self, mig, instance)
         data = policy.data_mb(instance, subtype)
         steering = policy.Steering(chosen, data, chosen.start_params(data, bandwidth))
         steering.state['post_copy'] = mig['status'] == states.POST_COPY

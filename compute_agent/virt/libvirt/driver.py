@@ -812,7 +812,7 @@ class LibvirtDriver(driver.ComputeDriver):
         self._capacities = {k: v for k, v in self._capacities.items()
                             if k[0] != uuid}
 
-    def post_migration_destination(self, guest, subtype):
+    def post_migration_destination(self, guest):
         uuid = validate_uuid(guest['uuid'])
         dom = self._domain(uuid)
         if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
