@@ -34,7 +34,9 @@ from taskflow.patterns import linear_flow
 from taskflow import task
 
 import flows
+from ferryman.bench import transport as bench_transport
 from ferryman.common import exception
+from ferryman.common import validation
 from ferryman.common import vocabulary as vocab
 from ferryman.sim import cloud as sim
 
@@ -172,19 +174,10 @@ def _measure(cloud, migrations):
 
 
 def run(migrations=20, as_json=False, rabbitmq=False):
-    if not isinstance(migrations, int) or isinstance(migrations, bool) \
-            or migrations < 1:
-        raise exception.InvalidArgument(name='migrations', value=migrations,
-                                        reason='expected a whole number of at '
-                                               'least 1')
+    validation.whole_number('migrations', migrations)
     overrides = {'fake.time_scale': 0.0, 'conductor.monitor_interval': 0.001}
     with contextlib.ExitStack() as stack:
-        transport = 'in-process (kombu memory)'
-        if rabbitmq:
-            from ferryman.testing import servers
-            broker = stack.enter_context(servers.RabbitMQServer())
-            overrides['transport_url'] = broker.url
-            transport = 'RabbitMQ on loopback'
+        transport = bench_transport.use(stack, overrides, rabbitmq)
         cloud = stack.enter_context(sim.SimCloud(overrides=overrides))
         tasks = sum(1 for _ in flows.iter_tasks(flows.build(vocab.FILE_LEVEL)))
         timings, cpu_times, sql = _measure(cloud, migrations)

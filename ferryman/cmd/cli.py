@@ -8,6 +8,7 @@ import time
 
 import ferryman  # noqa: F401  (quiets the eventlet warning before oslo imports)
 from ferryman.common import exception
+from ferryman.common import validation
 from flows import states
 
 TERMINAL = states.TERMINAL
@@ -164,15 +165,19 @@ def cmd_host_disable(args):
 
 
 def positive(value):
-    """--max-parallel: a whole number of at least 1, refused naming the value."""
+    """An option's whole number of at least 1, refused naming the value."""
     try:
         number = int(value)
     except ValueError:
         number = None
-    if number is None or number < 1 or str(number) != value.strip():
-        raise argparse.ArgumentTypeError(
-            'invalid value %r: expected a whole number of at least 1' % value)
-    return number
+    if number is None or str(number) != value.strip():
+        number = value  # not written as a whole number ('2.0', '+2', '02')
+    try:
+        return validation.whole_number('option', number)
+    except exception.InvalidArgument as exc:
+        # argparse names the option itself.
+        raise argparse.ArgumentTypeError('invalid value %r: %s' % (
+            value, exc.kwargs['reason']))
 
 
 def _drain_rows(drain, which):
