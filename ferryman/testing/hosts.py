@@ -1,8 +1,9 @@
 """Real hypervisor hosts on one machine, for functional tests of real live migrations.
 
 Each :class:`TestHost` is a private mount (+UTS) namespace in which a privileged
-libvirtd runs with its own directories bind-mounted over libvirt's fixed paths
-(see shared/docs/test-hosts.md). Guests are QEMU TCG domains. Inside every host:
+libvirtd runs with its own directories bind-mounted over libvirt's fixed paths,
+so that several daemons share one machine. Guests are QEMU TCG domains. Inside
+every host:
 
 * ``INSTANCES_PATH`` is that host's own directory (same path, different files on
   each host: what block migration needs);
