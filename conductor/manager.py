@@ -232,7 +232,7 @@ class ConductorManager(object):
         """Finish now: post-copy where the policy and hosts allow it, else pause
         the guest until the copy completes."""
         mig = self.db.get_migration(migration)
-        if mig['status'] not in (states.ACCEPTED, states.PREPARING, states.RUNNING):
+        if mig['status'] not in states.BEFORE_SWITCH_OVER:
             raise exception.CannotForceComplete(
                 migration=migration, reason='it is %s' % mig['status'])
         LOG.info('Migration %s: force-complete requested', migration)

@@ -120,6 +120,7 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def get_migration_job(self, uuid):
         """status (``vocabulary.JOB_STATUSES``), elapsed_s,
+        copying_disks (a block job still copies local disks, memory not yet),
         iteration, memory_total_mb, memory_remaining_mb, data_total_mb,
         data_processed_mb, dirty_rate_mibps, bandwidth_mibps, downtime_ms, error."""
 

@@ -65,6 +65,7 @@ class MigrationModel(object):
         status = {'done': vocab.JOB_COMPLETED, 'failed': vocab.JOB_FAILED,
                   'cancelled': vocab.JOB_CANCELLED}.get(self.phase, vocab.JOB_RUNNING)
         return {'status': status, 'phase': self.phase, 'elapsed_s': self.elapsed,
+                'copying_disks': self.phase in ('disk', 'disk-then-post'),
                 'iteration': self.iteration if self.phase != 'disk' else 0,
                 'memory_total_mb': self.memory,
                 'memory_remaining_mb': 0.0 if self.phase == 'done' else remaining,

@@ -378,9 +378,13 @@ def cmd_migration_tasks(args):
     _print_tasks('tasks of migration %s' % args.migration, events)
 
 
-def _output_picture(args, subtype, atom_states):
+def _output_picture(args, subtype, atom_states, machine=False):
     from ferryman.cmd import graph
-    if args.format == 'text':
+    if machine:
+        data = (graph.machine_text(subtype).encode() if args.format == 'text' else
+                graph.machine_dot(subtype).encode() if args.format == 'dot' else
+                graph.machine_render(subtype, args.format))
+    elif args.format == 'text':
         data = graph.text(subtype, atom_states).encode()
     elif args.format == 'dot':
         data = graph.dot(subtype, atom_states).encode()
@@ -405,6 +409,10 @@ def _output_picture(args, subtype, atom_states):
 
 def cmd_flow_show(args):
     return _output_picture(args, args.subtype, None)
+
+
+def cmd_flow_states(args):
+    return _output_picture(args, args.subtype, None, machine=True)
 
 
 def cmd_flow_render(args):
@@ -523,6 +531,8 @@ def build_parser():
         dest='flow_command', metavar='ACTION', required=True)
     for name, func, what, help_text in (
             ('show', cmd_flow_show, 'subtype', 'a subtype\'s flow'),
+            ('states', cmd_flow_states, 'subtype',
+             'a subtype\'s state machine: its statuses and the events between'),
             ('render', cmd_flow_render, 'migration',
              'a migration\'s flow coloured by the state each step reached')):
         p = add(flow, name, func, help_text)

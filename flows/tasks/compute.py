@@ -87,7 +87,9 @@ class ConnectVolumes(base.MigrationTask):
     def __init__(self):
         super().__init__(c.CONNECT_VOLUMES)
 
-    def execute(self, instance, destination):
+    def execute(self, migration_id, instance, destination):
+        if self.db.get_migration(migration_id)['status'] == states.PREPARING:
+            self.db.advance(migration_id, 'connect_volumes')
         self.compute.connect_volumes(destination, instance)
 
     def revert(self, migration_id, instance, destination, **kwargs):
@@ -95,6 +97,13 @@ class ConnectVolumes(base.MigrationTask):
         if not self.switched_over(migration_id):
             self.best_effort(migration_id, 'disconnect destination volumes',
                              self.compute.disconnect_volumes, destination, instance)
+            # Preparing again: the next candidate, or the rollback, comes next.
+            self.best_effort(migration_id, 'record the volumes disconnected',
+                             self._disconnected, migration_id)
+
+    def _disconnected(self, migration_id):
+        if self.db.get_migration(migration_id)['status'] == states.CONNECTING_VOLUMES:
+            self.db.advance(migration_id, 'disconnect_volumes')
 
 
 class PlugNetworking(base.MigrationTask):
@@ -139,7 +148,7 @@ class StartMigration(base.MigrationTask):
         mig = self.db.get_migration(migration_id)
         if mig['cancel_requested']:
             raise exception.MigrationCancelled(migration=migration_id)
-        if mig['status'] == states.PREPARING:
+        if states.allows(subtype, mig['status'], 'start'):
             self.db.advance(migration_id, 'start')
         # Run again after a crash: a job that already runs or ran is not restarted.
         job = self.compute.get_migration_job(source, instance['uuid'])
@@ -213,7 +222,8 @@ class MonitorMigration(base.MigrationTask):
         lost = None   # since when the source's agent has not answered
         while True:
             mig = self.db.get_migration(migration_id)
-            if mig['cancel_requested'] and mig['status'] == states.RUNNING:
+            if mig['cancel_requested'] and mig['status'] in (states.COPYING_DISKS,
+                                                             states.RUNNING):
                 job = self.compute.abort_migration(source, uuid)
                 if job['status'] != vocab.JOB_COMPLETED:
                     raise exception.MigrationCancelled(migration=migration_id)
@@ -241,6 +251,7 @@ class MonitorMigration(base.MigrationTask):
             steering.state['paused'] = steering.state['paused'] or bool(
                 job.get('paused'))
             if status == vocab.JOB_COMPLETED:
+                self._disks_copied(migration_id)
                 self.db.switch_over(migration_id, _stats(job))
                 return
             if status == vocab.JOB_NONE and self.guest_runs_on(destination, uuid):
@@ -248,12 +259,15 @@ class MonitorMigration(base.MigrationTask):
                 # moved meanwhile: finished, not to be rolled back.
                 LOG.info('Migration %s: the guest already runs on %s',
                          migration_id, destination)
+                self._disks_copied(migration_id)
                 self.db.switch_over(migration_id, {})
                 return
             if status in (vocab.JOB_FAILED, vocab.JOB_CANCELLED, vocab.JOB_NONE):
                 raise exception.MigrationJobFailed(
                     instance=uuid,
                     reason=job.get('error') or 'job %s on %s' % (status, source))
+            if not job.get('copying_disks'):
+                mig = self._disks_copied(migration_id, mig)
             if job.get('post_copy') and mig['status'] == states.RUNNING:
                 self.db.enter_post_copy(migration_id)
             self.db.update_migration(migration_id, progress=_progress(job))
@@ -264,6 +278,14 @@ class MonitorMigration(base.MigrationTask):
                 action, why = steering.next_action(job)
             if action != policy.CONTINUE:
                 self._act(migration_id, source, uuid, action, why, job)
+
+    def _disks_copied(self, migration_id, mig=None):
+        """block: the job copies memory now, or has ended well, so its disks are
+        copied (the monitor may not have sampled the moment between)."""
+        mig = mig or self.db.get_migration(migration_id)
+        if mig['status'] == states.COPYING_DISKS:
+            return self.db.advance(migration_id, 'disks_copied')
+        return mig
 
     def _act(self, migration_id, source, uuid, action, why, job):
         name = action.kind
@@ -287,6 +309,7 @@ class MonitorMigration(base.MigrationTask):
                 return
             if action == policy.POST_COPY and job.get('post_copy') and \
                     job['status'] == vocab.JOB_RUNNING:
+                self._disks_copied(migration_id)
                 self.db.enter_post_copy(migration_id)
         elif action == policy.ABORT:
             self.compute.abort_migration(source, uuid)

@@ -663,6 +663,10 @@ class LibvirtDriver(driver.ComputeDriver):
                 page = stats.get('memory_page_size', 4096)
                 total = stats.get('data_total', 0)
                 job.last = {
+                    # Block: libvirt mirrors the disks before QEMU's memory
+                    # migration starts, which reports no memory until then.
+                    'copying_disks': bool(stats.get('disk_total')) and
+                    not stats.get('memory_total'),
                     'elapsed_s': stats.get('time_elapsed', 0) / 1000.0,
                     'setup_s': stats.get('setup_time', 0) / 1000.0,
                     'iteration': stats.get('memory_iteration', 0),
