@@ -9,6 +9,7 @@ from compute_agent import rpcapi as compute_rpcapi
 from conductor import audit
 from conductor import drain as host_drain
 from conductor import policy
+from conductor import rpcapi
 from conductor import runner as flow_runner
 from conductor import scheduler
 from conductor.db import api as db_api
@@ -43,10 +44,8 @@ def _bool(name, value):
 
 
 class ConductorManager(object):
-    # 1.1: live_migrate(importance), force_complete_migration, abort_migration
-    # 1.2: audit
-    # 1.3: drain_host, get_drain, list_drains
-    target = messaging.Target(version='1.3')
+    # Every version this serves: conductor.rpcapi keeps their history.
+    target = messaging.Target(version=rpcapi.VERSION)
 
     def __init__(self, conf, db=None, auth=None):
         self.conf = conf
@@ -233,7 +232,7 @@ class ConductorManager(object):
         """Finish now: post-copy where the policy and hosts allow it, else pause
         the guest until the copy completes."""
         mig = self.db.get_migration(migration)
-        if mig['status'] not in (states.ACCEPTED, states.PREPARING, states.RUNNING):
+        if mig['status'] not in states.BEFORE_SWITCH_OVER:
             raise exception.CannotForceComplete(
                 migration=migration, reason='it is %s' % mig['status'])
         LOG.info('Migration %s: force-complete requested', migration)

@@ -97,11 +97,6 @@ class StorageMismatch(Invalid):
                "%(instance)r towards %(host)r: %(reason)s")
 
 
-class TooManyMigrations(Conflict):
-    msg_fmt = ("Host %(host)r already runs %(running)d outbound migrations "
-               "(limit %(limit)d).")
-
-
 class AgentStepFailed(FerrymanError):
     msg_fmt = "Step %(step)s failed on host %(host)s: %(reason)s"
 
