@@ -1,4 +1,4 @@
-"""Conductor tables. Schema changes go through alembic (conductor/db/migrations)."""
+"""Conductor tables. Schema changes go through alembic (conductor/db/alembic)."""
 
 import sqlalchemy as sa
 from sqlalchemy import orm

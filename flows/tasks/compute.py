@@ -118,7 +118,7 @@ def _policy(task, migration, instance, subtype):
     Both read only what the hosts reported (features, paths): one query for the
     two hosts, not get_host's usage and providers.
     """
-    hosts = task.db.host_facts(migration['source'], migration['destination'])
+    hosts = task.db.hosts.facts(migration['source'], migration['destination'])
     source, destination = hosts[migration['source']], hosts[migration['destination']]
     return (policy.for_migration(task.conf, instance, migration['importance'],
                                  source, destination),
@@ -135,11 +135,11 @@ class StartMigration(base.MigrationTask):
         super().__init__(c.START_MIGRATION)
 
     def execute(self, migration_id, instance, source, destination, subtype):
-        mig = self.db.get_migration(migration_id)
+        mig = self.db.migrations.get(migration_id)
         if mig['cancel_requested']:
             raise exception.MigrationCancelled(migration=migration_id)
         if mig['status'] == states.PREPARING:
-            self.db.advance(migration_id, 'start')
+            self.db.migrations.advance(migration_id, 'start')
         # Run again after a crash: a job that already runs or ran is not restarted.
         job = self.compute.get_migration_job(source, instance['uuid'])
         if job['status'] in ('running', 'completed'):
@@ -161,11 +161,11 @@ class StartMigration(base.MigrationTask):
         if (job or {}).get('paused_copy'):
             # The hypervisor cannot copy this guest live without corrupting it:
             # its whole copy is downtime, which the history must show.
-            self.db.add_task_event(migration_id, c.START_MIGRATION, 'DECISION',
-                                   host=source, error=None, details={
-                                       'action': policy.PAUSE,
-                                       'why': 'paused for the whole copy: %s' %
-                                              job['paused_copy']})
+            self.db.history.add(migration_id, c.START_MIGRATION, 'DECISION',
+                                host=source, error=None, details={
+                                    'action': policy.PAUSE,
+                                    'why': 'paused for the whole copy: %s' %
+                                           job['paused_copy']})
 
     def _started(self, migration_id, source, destination, instance):
         uuid = instance['uuid']
@@ -199,7 +199,7 @@ class MonitorMigration(base.MigrationTask):
         super().__init__(c.MONITOR_MIGRATION)
 
     def execute(self, migration_id, instance, source, destination, subtype):
-        mig = self.db.get_migration(migration_id)
+        mig = self.db.migrations.get(migration_id)
         if mig['status'] == states.FINISHING:
             return
         chosen, bandwidth, _dest = _policy(self, mig, instance, subtype)
@@ -210,7 +210,7 @@ class MonitorMigration(base.MigrationTask):
         wait_s = 0.0  # the first sample at once
         lost = None   # since when the source's agent has not answered
         while True:
-            mig = self.db.get_migration(migration_id)
+            mig = self.db.migrations.get(migration_id)
             if mig['cancel_requested'] and mig['status'] == states.RUNNING:
                 job = self.compute.abort_migration(source, uuid)
                 if job['status'] != 'completed':
@@ -239,22 +239,22 @@ class MonitorMigration(base.MigrationTask):
             steering.state['paused'] = steering.state['paused'] or bool(
                 job.get('paused'))
             if status == 'completed':
-                self.db.switch_over(migration_id, _stats(job))
+                self.db.migrations.switch_over(migration_id, _stats(job))
                 return
             if status == 'none' and self.guest_runs_on(destination, uuid):
                 # The source agent lost the job (it restarted) and the guest had
                 # moved meanwhile: finished, not to be rolled back.
                 LOG.info('Migration %s: the guest already runs on %s',
                          migration_id, destination)
-                self.db.switch_over(migration_id, {})
+                self.db.migrations.switch_over(migration_id, {})
                 return
             if status in ('failed', 'cancelled', 'none'):
                 raise exception.MigrationJobFailed(
                     instance=uuid,
                     reason=job.get('error') or 'job %s on %s' % (status, source))
             if job.get('post_copy') and mig['status'] == states.RUNNING:
-                self.db.enter_post_copy(migration_id)
-            self.db.update_migration(migration_id, progress=_progress(job))
+                self.db.migrations.enter_post_copy(migration_id)
+            self.db.migrations.update(migration_id, progress=_progress(job))
             if mig['force_complete_requested'] and not (
                     steering.state['post_copy'] or steering.state['paused']):
                 action, why = steering.force_complete()
@@ -265,12 +265,12 @@ class MonitorMigration(base.MigrationTask):
 
     def _act(self, migration_id, source, uuid, action, why, job):
         name = action[0] if isinstance(action, tuple) else action
-        self.db.add_task_event(migration_id, c.MONITOR_MIGRATION, 'DECISION',
-                               host='conductor', error=None, details={
-                                   'action': name, 'why': why,
-                                   'downtime_ms': (action[1] if isinstance(
-                                       action, tuple) else None),
-                                   'sample': _progress(job)})
+        self.db.history.add(migration_id, c.MONITOR_MIGRATION, 'DECISION',
+                            host='conductor', error=None, details={
+                                'action': name, 'why': why,
+                                'downtime_ms': (action[1] if isinstance(
+                                    action, tuple) else None),
+                                'sample': _progress(job)})
         LOG.info('Migration %s: %s (%s)', migration_id, name, why)
         steer = {policy.DOWNTIME: lambda: self.compute.set_max_downtime(
                      source, uuid, action[1]),
@@ -285,7 +285,7 @@ class MonitorMigration(base.MigrationTask):
                 return
             if name == policy.POST_COPY and job.get('post_copy') and \
                     job['status'] == 'running':
-                self.db.enter_post_copy(migration_id)
+                self.db.migrations.enter_post_copy(migration_id)
         elif name == policy.ABORT:
             self.compute.abort_migration(source, uuid)
             raise exception.MigrationJobFailed(instance=uuid,
@@ -353,5 +353,5 @@ class PostMigrationDestination(_ForwardOnly):
         # The destination's own account of the finished job is the true one.
         done = (guest or {}).get('completed_job')
         if done:
-            stats = dict(self.db.get_migration(migration_id)['stats'], **done)
-            self.db.update_migration(migration_id, stats=stats)
+            stats = dict(self.db.migrations.get(migration_id)['stats'], **done)
+            self.db.migrations.update(migration_id, stats=stats)
