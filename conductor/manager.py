@@ -154,7 +154,8 @@ class ConductorManager(object):
             self.runner.submit(migration, store)
         except Exception as exc:
             # Not started: release the guest so the request can be made again.
-            self.db.migrations.advance(migration['id'], 'fail', error='not started: %s' % exc)
+            self.db.migrations.advance(migration['id'], 'fail',
+                                       error='not started: %s' % exc)
             raise
         LOG.info('Migration %s of %s: %s -> %s (%s)', migration['id'],
                  inst['name'], source['name'], ', '.join(candidates), subtype)
@@ -310,7 +311,8 @@ class ConductorManager(object):
         except exception.InvalidArgument:
             return
         try:
-            self.db.reports.record(host, info, guests,
-                                   vanish_after=self.conf.conductor.vanished_guest_grace)
+            self.db.reports.record(
+                host, info, guests,
+                vanish_after=self.conf.conductor.vanished_guest_grace)
         except Exception:  # a cast: nobody else would see the error
             LOG.exception('Report from host %s not taken in', host)

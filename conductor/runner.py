@@ -388,7 +388,8 @@ class FlowRunner(object):
         with self._slot(source):
             if self.db.migrations.get(migration_id)['cancel_requested']:
                 # Aborted while queued: nothing was claimed or changed yet.
-                self.db.migrations.advance(migration_id, 'cancel', error='aborted on request')
+                self.db.migrations.advance(migration_id, 'cancel',
+                                           error='aborted on request')
                 return
             hosts = _atom_hosts(_subtype_runs_on(store['subtype']), store)
             with history.TaskHistoryListener(engine, self.db, migration_id, hosts,

@@ -95,7 +95,8 @@ class MigrationTask(task.Task):
             LOG.exception('Migration %s: %s failed during rollback', migration_id,
                           what)
             try:
-                self.db.migrations.add_rollback_error(migration_id, '%s: %s' % (what, exc))
+                self.db.migrations.add_rollback_error(migration_id,
+                                                      '%s: %s' % (what, exc))
             except Exception:
                 LOG.exception('Migration %s: cannot record rollback error',
                               migration_id)

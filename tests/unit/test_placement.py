@@ -92,7 +92,8 @@ def disabled(cloud):
 
 
 def _allocs(cloud, consumer):
-    return sorted((a['host'], a['memory_mb']) for a in cloud.db.allocations.list(consumer))
+    return sorted((a['host'], a['memory_mb'])
+                  for a in cloud.db.allocations.list(consumer))
 
 
 def _nested(cloud, consumer):
