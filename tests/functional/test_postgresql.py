@@ -244,7 +244,7 @@ def test_two_conductors_cannot_both_claim_the_last_room(pg, cloud):
             racing.on = True
             barrier.wait()
             try:
-                dbs[i].claim(migs[i]['id'])
+                dbs[i].allocations.claim(migs[i]['id'])
                 results[i] = 'claimed'
             except exception.InsufficientCapacity as exc:
                 results[i] = exc
@@ -265,10 +265,10 @@ def test_two_conductors_cannot_both_claim_the_last_room(pg, cloud):
         assert 'memory_mb' in str(loser) and dest in str(loser)
         # The second claim really waited for the first one's transaction.
         assert elapsed >= 0.9, elapsed
-        claims = dbs[1].allocations(host=dest)
+        claims = dbs[1].allocations.list(host=dest)
         assert [a['memory_mb'] for a in claims] == [3072]
         assert claims[0]['consumer'] == migs[results.index('claimed')]['instance_uuid']
-        assert dbs[1].get_host(dest)['used']['memory_mb'] == 3072
+        assert dbs[1].hosts.get(dest)['used']['memory_mb'] == 3072
     finally:
         for db in dbs:
             db.engine.dispose()
