@@ -55,8 +55,8 @@ class ConductorManager(object):
         self.db = db or db_api.Database(conf.database.connection)
         self.db.upgrade()
         self.compute = compute_rpcapi.ComputeAPI(conf, auth=auth)
-        task_base.bind(task_base.Services(conf, self.db, self.compute))
-        self.runner = flow_runner.FlowRunner(conf, self.db)
+        self.runner = flow_runner.FlowRunner(
+            conf, self.db, task_base.Services(conf, self.db, self.compute))
         self.drainer = host_drain.Drainer(self)
         # A slot freed is a slot a drain may use now, not at its next look.
         self.runner.on_finished.append(lambda _mid: self.drainer.wake())

@@ -30,6 +30,7 @@ from conductor import jobboard
 from conductor import persistence
 from flows import constants
 from flows import states
+from flows.tasks import base as task_base
 
 LOG = logging.getLogger(__name__)
 
@@ -80,9 +81,11 @@ def _atom_hosts(runs_on, store):
 
 class FlowRunner(object):
 
-    def __init__(self, conf, db):
+    def __init__(self, conf, db, services):
         self.conf = conf
         self.db = db
+        # What this runner's flows use: bound to each flow as its engine loads.
+        self.services = services
         # Shares the conductor database's engine (and its sqlite settings).
         self.backend = persistence.Backend(
             {'connection': conf.database.connection}, engine=db.engine)
@@ -139,9 +142,18 @@ class FlowRunner(object):
         with contextlib.closing(self.backend.get_connection()) as conn:
             conn.save_logbook(book)
         (flow_detail,) = book
-        engine = taskflow.engines.load_from_detail(
-            flow_detail, backend=self.backend, engine='serial')
-        return book, engine
+        return book, self.engine(flow_detail)
+
+    def engine(self, flow_detail):
+        """The saved flow's engine, its atoms bound to this runner's services.
+
+        As TaskFlow's load_from_detail, with the flow rebuilt by its factory
+        bound before the engine is made.
+        """
+        flow = task_base.bind(taskflow.engines.flow_from_detail(flow_detail),
+                              self.services)
+        return taskflow.engines.load(flow, flow_detail=flow_detail,
+                                     backend=self.backend, engine='serial')
 
     def submit(self, migration, store):
         """Save the flow, then run it in the pool, or post it for any conductor."""
@@ -179,8 +191,7 @@ class FlowRunner(object):
         try:
             (flow_detail,) = book
             store = _saved_store(flow_detail, mig)
-            engine = taskflow.engines.load_from_detail(
-                flow_detail, backend=self.backend, engine='serial')
+            engine = self.engine(flow_detail)
         except Exception as exc:
             # Saved by an older conductor (in several writes) or damaged: not
             # worth a crash loop that would hold every other migration too.

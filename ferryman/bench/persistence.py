@@ -36,6 +36,7 @@ from taskflow import task
 import flows
 from ferryman.common import exception
 from ferryman.sim import cloud as sim
+from flows.tasks import base as task_base
 
 MODES = ('bare', 'in-memory', 'durable')
 
@@ -85,8 +86,8 @@ def _in_memory(cloud, name, destination):
     futures = []
 
     def run_unsaved(migration, store):
-        engine = taskflow.engines.load(flows.build(migration['subtype']),
-                                       store=store, engine='serial')
+        flow = task_base.bind(flows.build(migration['subtype']), runner.services)
+        engine = taskflow.engines.load(flow, store=store, engine='serial')
         futures.append(runner.executor.submit(engine.run))
     runner.submit = run_unsaved
     try:
