@@ -5,6 +5,16 @@ oslo.messaging re-raises a remote exception as the same class when its module is
 its message unchanged.
 """
 
+SHOWN = 120  # characters of a caller's value shown in an error
+
+
+def shown(value):
+    """A value as an error shows it: its repr, cut short when long."""
+    text = repr(value)
+    if len(text) > SHOWN:
+        text = '%s... (%d characters)' % (text[:SHOWN], len(text))
+    return text
+
 
 class FerrymanError(Exception):
     msg_fmt = "An unknown error occurred."
@@ -87,11 +97,6 @@ class StorageMismatch(Invalid):
                "%(instance)r towards %(host)r: %(reason)s")
 
 
-class TooManyMigrations(Conflict):
-    msg_fmt = ("Host %(host)r already runs %(running)d outbound migrations "
-               "(limit %(limit)d).")
-
-
 class AgentStepFailed(FerrymanError):
     msg_fmt = "Step %(step)s failed on host %(host)s: %(reason)s"
 
@@ -128,5 +133,11 @@ class DrainNotFound(NotFound):
 
 
 class NotAuthenticated(FerrymanError):
-    msg_fmt = "Refused %(method)s for host %(host)r: %(reason)s"
+    msg_fmt = "Refused %(method)s for host %(shown_host)s: %(reason)s"
     code = 401
+
+    def __init__(self, message=None, **kwargs):
+        # The host is the caller's word, not yet checked: shown cut short. (The
+        # kwargs cross RPC and rebuild this error there, so they gain nothing.)
+        kwargs.pop('shown_host', None)
+        super().__init__(message, shown_host=shown(kwargs.get('host')), **kwargs)
