@@ -65,11 +65,12 @@ def statuses(cloud, monkeypatch):
     """migration id -> the statuses the conductor recorded for it, in order."""
     seen = {}
     for name in ('advance', 'enter_post_copy', 'switch_over'):
-        def recording(migration_id, *args, _real=getattr(cloud.db, name), **kwargs):
+        def recording(migration_id, *args,
+                      _real=getattr(cloud.db.migrations, name), **kwargs):
             mig = _real(migration_id, *args, **kwargs)
             seen.setdefault(migration_id, []).append(mig['status'])
             return mig
-        monkeypatch.setattr(cloud.db, name, recording)
+        monkeypatch.setattr(cloud.db.migrations, name, recording)
     return seen
 
 
