@@ -8,6 +8,7 @@ from conductor.db import models
 from conductor.db import reports
 from conductor.db import rows
 from ferryman.common import exception
+from ferryman.common import vocabulary as vocab
 
 
 def test_hosts_read_together_equal_each_read_alone(cloud):
@@ -80,3 +81,12 @@ def test_a_migration_read_equals_its_orm_row(cloud, guest):
     assert read['switchover_at'].endswith('Z') and read['stats'] == orm['stats']
     with pytest.raises(exception.MigrationNotFound, match='no-such-migration'):
         cloud.db.migrations.get('no-such-migration')
+
+
+def test_every_state_and_subtype_fits_its_column():
+    # PostgreSQL refuses a longer value (sqlite stores it): a new state name
+    # must fit, or its migration fails there at that state.
+    status = models.Migration.__table__.c.status.type.length
+    subtype = models.Migration.__table__.c.subtype.type.length
+    assert [s for s in vocab.TERMINAL + vocab.ACTIVE if len(s) > status] == []
+    assert [s for s in vocab.SUBTYPES if len(s) > subtype] == []
