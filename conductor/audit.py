@@ -40,7 +40,7 @@ def run(db, compute, hosts, owned):
     jobs claimed by any conductor or waiting on the board to be claimed)."""
     violations = []
     instances, unreadable = {}, set()
-    for inst in db.list_instances():
+    for inst in db.instances.list():
         problems = schemas.problems('instance', inst)
         if problems:
             unreadable.add(inst['uuid'])
@@ -55,7 +55,7 @@ def run(db, compute, hosts, owned):
             violations.append(('record', 'host %s: its record cannot be '
                                'interpreted: %s' % (host['name'],
                                                     '; '.join(host['problems']))))
-    active = [m for m in db.list_migrations() if m['status'] in states.ACTIVE]
+    active = [m for m in db.migrations.list() if m['status'] in states.ACTIVE]
     in_flight = {m['instance_uuid']: m for m in active}
     inventories = {}
     for host in hosts:
@@ -86,7 +86,8 @@ def run(db, compute, hosts, owned):
     # Allocations: exactly the guests' own plus in-flight claims.
     expected = {}
     for uuid, inst in instances.items():
-        expected[(uuid, inst['host'])] = db.requested(inst, _subtype_for(inst, in_flight))
+        expected[(uuid, inst['host'])] = placement.requested(
+            inst, _subtype_for(inst, in_flight))
     for mig in active:
         inst = instances.get(mig['instance_uuid'])
         if inst is None:
@@ -94,15 +95,17 @@ def run(db, compute, hosts, owned):
         if mig['switchover_at'] is None:
             # Claimed: the destination for the guest, the source held by the
             # migration (or not yet claimed at all: the guest on its source).
-            expected[(mig['id'], mig['source'])] = db.requested(inst, states.BLOCK)
-            expected[(inst['uuid'], mig['destination'])] = db.requested(
+            expected[(mig['id'], mig['source'])] = placement.requested(
+                inst, states.BLOCK)
+            expected[(inst['uuid'], mig['destination'])] = placement.requested(
                 inst, mig['subtype'])
         else:
-            expected[(mig['id'], mig['source'])] = db.requested(inst, states.BLOCK)
+            expected[(mig['id'], mig['source'])] = placement.requested(
+                inst, states.BLOCK)
     # Disk is compared nowhere: a guest on shared storage uses no host disk, which
     # only the storage probe of a migration reveals.
     held = {(a['consumer'], a['host']): {r: a[r] for r in COMPARED}
-            for a in db.allocations() if a['consumer'] not in unreadable}
+            for a in db.allocations.list() if a['consumer'] not in unreadable}
     expected = {k: {r: v[r] for r in COMPARED} for k, v in expected.items()}
     for key, amounts in held.items():
         consumer, host = key
@@ -121,7 +124,7 @@ def run(db, compute, hosts, owned):
             violations.append(('allocation', 'guest %s has no allocation on its '
                                'host %s' % (consumer, host)))
 
-    violations.extend(_nested([n for n in db.nested_allocations()
+    violations.extend(_nested([n for n in db.allocations.nested()
                                if n['consumer'] not in unreadable],
                               instances, active, hosts))
 

@@ -15,7 +15,7 @@ A drain is advanced by one of them at a time, under a lease its passes renew
 hands it back, a dead one's lapses and any other drainer takes it. The limits
 hold across conductors because each start counts the migrations in flight in
 the database in the transaction that records it, under one lock
-(``Database.create_drain_migration``); a drainer that lost its lease can
+(``Drains.create_migration``); a drainer that lost its lease can
 neither start a migration nor write the drain.
 
 A guest no host could take (refused by the scheduler, or its migration failed
@@ -29,7 +29,7 @@ import time
 
 from oslo_log import log as logging
 
-from conductor.db import api as db_api
+from conductor.db import drains as db_drains
 from conductor import jobboard
 from ferryman.common import exception
 from ferryman.common import validation
@@ -43,7 +43,7 @@ MOVED = 'moved'
 FAILED = 'failed'
 GUEST_STATES = (PENDING, MIGRATING, MOVED, FAILED)
 MAX_PARALLEL = 1000
-# In the error of a migration whose claim found no room (db_api.misfit_error,
+# In the error of a migration whose claim found no room (placement.misfit_error,
 # exception.InsufficientCapacity).
 CAPACITY_REFUSAL = 'lacks capacity for instance'
 # Requests that fail for want of an answer (an agent or the database away) are
@@ -120,7 +120,7 @@ class Drainer(object):
         if release:
             with self._lock:
                 try:
-                    self.db.release_drains(self.owner)
+                    self.db.drains.release(self.owner)
                 except Exception:
                     LOG.exception('Cannot hand back the drains of %s; their '
                                   'leases lapse', self.owner)
@@ -141,12 +141,12 @@ class Drainer(object):
     def drain(self, drain_id, host, max_parallel=None):
         """Record a drain of ``host`` (disabling it) and set it going."""
         validate_max_parallel(max_parallel)
-        self.db.get_host(host)  # HostNotFound names it
-        guests = {i['uuid']: _pending(i) for i in self.db.list_instances(host=host)}
-        drain = self.db.create_drain(drain_id, host,
-                                     max_parallel or self.conf.drain_max_per_host,
-                                     guests, owner=self.owner,
-                                     lease=self.conf.drain_lease_expiry)
+        self.db.hosts.get(host)  # HostNotFound names it
+        guests = {i['uuid']: _pending(i) for i in self.db.instances.list(host=host)}
+        drain = self.db.drains.create(drain_id, host,
+                                      max_parallel or self.conf.drain_max_per_host,
+                                      guests, owner=self.owner,
+                                      lease=self.conf.drain_lease_expiry)
         LOG.info('Drain %s of %s: %d guests, at most %d at once', drain_id, host,
                  len(guests), drain['max_parallel'])
         self.wake()
@@ -157,12 +157,12 @@ class Drainer(object):
         """One look at every drain under way that this drainer holds (or may
         take); the drains looked at."""
         with self._lock:
-            drains = self.db.lease_drains(self.owner, self.conf.drain_lease_expiry)
+            drains = self.db.drains.lease(self.owner, self.conf.drain_lease_expiry)
             if not drains:
                 return []
             # One look at what is in flight for every drain of this pass; each
             # start is counted in as it happens.
-            leaving = self.db.active_migrations_by_source()
+            leaving = self.db.migrations.active_by_source()
             for drain in drains:
                 if self._stopping.is_set():
                     break
@@ -179,7 +179,7 @@ class Drainer(object):
         following = {g['migration']: u for u, g in guests.items()
                      if g['status'] == MIGRATING}
         if following:
-            for mig in self.db.get_migrations(list(following)):
+            for mig in self.db.migrations.get_many(list(following)):
                 uuid = following[mig['id']]
                 self._follow(drain, uuid, guests[uuid], mig)
         now = time.time()
@@ -194,14 +194,14 @@ class Drainer(object):
                 break
             try:
                 started = self._start(drain, uuid, guests[uuid])
-            except db_api.NoDrainSlot as exc:
+            except db_drains.NoDrainSlot as exc:
                 LOG.debug('Drain %s: no slot for %s: %s', drain['id'], uuid, exc)
                 break
             if started:
                 leaving[host] = leaving.get(host, 0) + 1
         done = all(g['status'] in (MOVED, FAILED) for g in guests.values())
         if done:
-            for inst in self.db.list_instances(host=host):
+            for inst in self.db.instances.list(host=host):
                 if inst['uuid'] not in guests:
                     # Arrived since the drain began (a migration already on its
                     # way here, a guest found by a report): it goes too.
@@ -209,8 +209,8 @@ class Drainer(object):
                     done = False
         values = {'guests': guests}
         if done:
-            values['status'] = db_api.DRAIN_DONE
-        if (guests != drain['guests'] or done) and self.db.update_drain(
+            values['status'] = db_drains.DRAIN_DONE
+        if (guests != drain['guests'] or done) and self.db.drains.update(
                 drain['id'], owner=self.owner, **values) is None:
             LOG.warning('Drain %s of %s: taken over by another conductor; '
                         'leaving it', drain['id'], host)
@@ -237,7 +237,7 @@ class Drainer(object):
     def _start(self, drain, uuid, guest):
         """Start the guest's migration; True if one now runs for it."""
         try:
-            inst = self.db.get_instance(uuid)
+            inst = self.db.instances.get(uuid)
         except exception.InstanceNotFound:
             guest.update(status=FAILED, error='the guest no longer exists')
             return False
@@ -255,7 +255,7 @@ class Drainer(object):
         try:
             mig = self.manager.start_migration(uuid, importance='high',
                                                drain_slot=slot)
-        except db_api.NoDrainSlot:
+        except db_drains.NoDrainSlot:
             raise  # no room now, or not ours: the guest waits; not its failure
         except exception.InstanceAlreadyMigrating as exc:
             # Someone else started one since we looked: follow it.

@@ -6,7 +6,7 @@ from taskflow.listeners import base as listener_base
 from taskflow.types import failure as tf_failure
 
 from conductor import crash
-from conductor.db import api as db_api
+from conductor.db import rows
 from flows import constants
 from flows.tasks import base as task_base
 
@@ -28,7 +28,7 @@ class TaskHistoryListener(listener_base.Listener):
         self._started = {}
 
     def _record(self, atom, state, details, host):
-        now = db_api.utcnow()
+        now = rows.utcnow()
         started = None
         if state in _STARTS:
             self._started[atom] = started = now
@@ -43,8 +43,8 @@ class TaskHistoryListener(listener_base.Listener):
         try:
             if host is DESTINATION:
                 host = self._destination()
-            self.db.add_task_event(self.migration_id, atom, state, host=host,
-                                   started_at=started, ended_at=ended, error=error)
+            self.db.history.add(self.migration_id, atom, state, host=host,
+                                started_at=started, ended_at=ended, error=error)
         except Exception:  # history must never break the migration itself
             LOG.exception('Cannot record %s %s of migration %s', atom, state,
                           self.migration_id)
@@ -57,7 +57,7 @@ class TaskHistoryListener(listener_base.Listener):
         try:
             return self._engine.storage.fetch(constants.PLACED_DESTINATION)
         except Exception:
-            return self.db.get_migration(self.migration_id)['destination']
+            return self.db.migrations.get(self.migration_id)['destination']
 
     def _task_receiver(self, state, details):
         name = details['task_name']

@@ -81,7 +81,7 @@ class ConductorManager(object):
 
         Everything that can refuse the request runs before anything is recorded,
         so a refused request changes nothing. ``drain_slot`` (a drain's) records
-        it only within the drain limits (Database.create_drain_migration).
+        it only within the drain limits (Drains.create_migration).
         """
         # Drains come here too, not through live_migrate's schema.
         _str('instance', instance)
@@ -89,7 +89,7 @@ class ConductorManager(object):
         _bool('force', force)
         policy.validate('importance', importance, policy.IMPORTANCE)
         requested = selection.normalize_block_migration(block_migration)
-        inst = self.db.get_instance(instance)
+        inst = self.db.instances.get(instance)
         unreadable = schemas.problems('instance', inst)
         if unreadable:
             raise exception.RecordUnreadable(what='instance %s' % inst['uuid'],
@@ -102,8 +102,8 @@ class ConductorManager(object):
                                                      migration=inst['migration_id'])
         # Source and destination read together: the request's checks are part
         # of every migration's cost.
-        hosts = self.db.get_hosts([inst['host']] + ([host] if host else []),
-                                  self._down_after)
+        hosts = self.db.hosts.get_many([inst['host']] + ([host] if host else []),
+                                       self._down_after)
         source = hosts.get(inst['host'])
         if source is None:
             raise exception.HostNotFound(host=inst['host'])
@@ -136,8 +136,8 @@ class ConductorManager(object):
             'source': source['name'], 'destination': candidates[0],
             'subtype': subtype, 'block_migration': requested, 'force': force,
             'importance': importance}
-        migration = self.db.create_migration(values) if drain_slot is None else \
-            self.db.create_drain_migration(values, **drain_slot)
+        migration = self.db.migrations.create(values) if drain_slot is None else \
+            self.db.drains.create_migration(values, **drain_slot)
         store = {
             'migration_id': migration['id'],
             'instance': {k: inst[k] for k in ('uuid', 'name', 'vcpus', 'memory_mb',
@@ -153,7 +153,8 @@ class ConductorManager(object):
             self.runner.submit(migration, store)
         except Exception as exc:
             # Not started: release the guest so the request can be made again.
-            self.db.advance(migration['id'], 'fail', error='not started: %s' % exc)
+            self.db.migrations.advance(migration['id'], 'fail',
+                                       error='not started: %s' % exc)
             raise
         LOG.info('Migration %s of %s: %s -> %s (%s)', migration['id'],
                  inst['name'], source['name'], ', '.join(candidates), subtype)
@@ -163,7 +164,7 @@ class ConductorManager(object):
         """A forced move copies the source allocation as it is: one that spans
         nested providers (NUMA cells, PCI devices) cannot be, and is refused
         before anything changes."""
-        providers = self.db.allocation_providers(inst['uuid'], inst['host'])
+        providers = self.db.allocations.providers(inst['uuid'], inst['host'])
         if len(providers) > 1:
             raise exception.CannotForceNested(
                 instance=inst['uuid'], host=dest['name'], count=len(providers),
@@ -174,7 +175,7 @@ class ConductorManager(object):
         filters and both agents' checks, then the next ones of the same subtype,
         up to [conductor] max_destination_attempts, for the flow to fall back on."""
         hosts, refused = scheduler.candidates(
-            inst, source, self.db.list_hosts(self._down_after))
+            inst, source, self.db.hosts.list(self._down_after))
         errors = []
         for i, dest in enumerate(hosts):
             try:
@@ -216,7 +217,7 @@ class ConductorManager(object):
         """Ask a migration to stop; it ends in cancelled with the guest on the
         source. Before the copy it simply never starts; during it the job is
         aborted and everything rolled back. Past switch-over it is too late."""
-        mig = self.db.get_migration(migration)
+        mig = self.db.migrations.get(migration)
         if mig['status'] in states.TERMINAL:
             raise exception.CannotAbort(migration=migration,
                                         reason='it is already %s' % mig['status'])
@@ -225,44 +226,44 @@ class ConductorManager(object):
                 migration=migration, reason='the guest already runs on %s; the '
                 'migration is finishing' % mig['destination'])
         LOG.info('Migration %s: abort requested', migration)
-        return self.db.update_migration(migration, cancel_requested=True)
+        return self.db.migrations.update(migration, cancel_requested=True)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def force_complete_migration(self, ctxt, migration):
         """Finish now: post-copy where the policy and hosts allow it, else pause
         the guest until the copy completes."""
-        mig = self.db.get_migration(migration)
+        mig = self.db.migrations.get(migration)
         if mig['status'] not in states.BEFORE_SWITCH_OVER:
             raise exception.CannotForceComplete(
                 migration=migration, reason='it is %s' % mig['status'])
         LOG.info('Migration %s: force-complete requested', migration)
-        return self.db.update_migration(migration, force_complete_requested=True)
+        return self.db.migrations.update(migration, force_complete_requested=True)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def get_migration(self, ctxt, migration):
-        return self.db.get_migration(migration)
+        return self.db.migrations.get(migration)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_migrations(self, ctxt, instance=None, status=None, host=None):
         if instance is not None:
-            instance = self.db.get_instance(instance)['uuid']
-        return self.db.list_migrations(instance=instance, status=status, host=host)
+            instance = self.db.instances.get(instance)['uuid']
+        return self.db.migrations.list(instance=instance, status=status, host=host)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def get_task_history(self, ctxt, migration):
-        self.db.get_migration(migration)
-        return self.db.get_task_history(migration)
+        self.db.migrations.get(migration)
+        return self.db.history.list(migration)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def audit(self, ctxt):
         """Check every invariant against the hosts; list what is violated."""
-        hosts = self.db.list_hosts(self._down_after)
+        hosts = self.db.hosts.list(self._down_after)
         violations = audit.run(self.db, self.compute, hosts,
                                owned=set(self.runner.owners()))
         return {'violations': [{'kind': k, 'text': t} for k, t in violations],
-                'hosts': len(hosts), 'instances': len(self.db.list_instances()),
+                'hosts': len(hosts), 'instances': len(self.db.instances.list()),
                 'active_migrations': len([
-                    m for m in self.db.list_migrations()
+                    m for m in self.db.migrations.list()
                     if m['status'] in states.ACTIVE])}
 
     # Host drains. ------------------------------------------------------------------
@@ -278,38 +279,39 @@ class ConductorManager(object):
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def get_drain(self, ctxt, drain):
-        return host_drain.with_counts(self.db.get_drain(drain))
+        return host_drain.with_counts(self.db.drains.get(drain))
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_drains(self, ctxt, host=None):
-        return [host_drain.with_counts(d) for d in self.db.list_drains(host=host)]
+        return [host_drain.with_counts(d) for d in self.db.drains.list(host=host)]
 
     # Hosts and guests. -------------------------------------------------------------
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_hosts(self, ctxt):
-        return self.db.list_hosts(self._down_after)
+        return self.db.hosts.list(self._down_after)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def list_instances(self, ctxt, host=None):
-        return self.db.list_instances(host=host)
+        return self.db.instances.list(host=host)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def describe_instances(self, ctxt, host=None, instance=None):
-        return self.db.describe_instances(host=host, instance=instance)
+        return self.db.instances.describe(host=host, instance=instance)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def set_host_enabled(self, ctxt, host, enabled, reason=None):
-        self.db.set_host_enabled(host, enabled, reason)
-        return self.db.get_host(host, self._down_after)
+        self.db.hosts.set_enabled(host, enabled, reason)
+        return self.db.hosts.get(host, self._down_after)
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE, sender='host')
     def report_host(self, ctxt, host, info, guests):
         """Take in what an agent reports about its host and guests, once it
         passes the report's schema (refusals are logged, and raised to a
         caller: a cast has none); the report speaks for ``host`` alone
-        (Database.report_host)."""
+        (Reports.record)."""
         try:
-            self.db.report_host(host, info, guests,
-                                vanish_after=self.conf.conductor.vanished_guest_grace)
+            self.db.reports.record(
+                host, info, guests,
+                vanish_after=self.conf.conductor.vanished_guest_grace)
         except Exception:  # a cast: nobody else would see the error
             LOG.exception('Report from host %s not taken in', host)

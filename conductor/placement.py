@@ -13,7 +13,10 @@ inside its claim transaction, the scheduler on its snapshot of every host.
 
 import itertools
 
-RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
+from ferryman.common import exception
+from ferryman.common import schemas
+from ferryman.common import vocabulary
+
 VCPU = 'VCPU'
 MEMORY_MB = 'MEMORY_MB'
 PCI_DEVICE = 'PCI_DEVICE'
@@ -37,6 +40,24 @@ class Misfit(Exception):
         self.reason = reason
 
 
+def misfit_error(misfit, host, instance):
+    """InsufficientCapacity for a request that does not fit, naming the filter."""
+    return exception.InsufficientCapacity(
+        message='Host %r lacks capacity for instance %r: %s (refused by filter '
+                '%s)' % (host, instance, misfit.reason, misfit.kind),
+        host=host, instance=instance, resource=misfit.resource,
+        requested=misfit.requested, free=misfit.free)
+
+
+def requested(instance, subtype):
+    """What the guest (a dict) needs on a destination: local disk only when
+    copied."""
+    wanted = {r: instance[r] for r in schemas.RESOURCES}
+    if subtype != vocabulary.BLOCK:
+        wanted['disk_gb'] = 0
+    return wanted
+
+
 def ratio(host, resource):
     return float((host.get('allocation_ratios') or {}).get(resource, 1.0))
 
@@ -51,7 +72,7 @@ def capacity(host, resource):
 
 def check_root(host, used, wanted):
     """Raise Misfit when ``wanted`` (resource -> amount) exceeds what is free."""
-    for resource in RESOURCES:
+    for resource in schemas.RESOURCES:
         free = capacity(host, resource) - used.get(resource, 0)
         if wanted.get(resource, 0) > free:
             raise Misfit('capacity', resource, wanted[resource], free,

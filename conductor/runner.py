@@ -216,10 +216,10 @@ class FlowRunner(object):
             event, error = 'fail', '%s; nothing had been done' % why
         LOG.error('Migration %s (%s): %s', mig['id'], mig['status'], error)
         if not begun:
-            self.db.unclaim(mig['id'])
-        self.db.add_task_event(mig['id'], constants.MIGRATION_SENTINEL,
-                               tf_states.FAILURE, host='conductor', error=error)
-        self.db.advance(mig['id'], event, error=error)
+            self.db.allocations.unclaim(mig['id'])
+        self.db.history.add(mig['id'], constants.MIGRATION_SENTINEL,
+                            tf_states.FAILURE, host='conductor', error=error)
+        self.db.migrations.advance(mig['id'], event, error=error)
         return None
 
     def resume(self, mig):
@@ -243,7 +243,7 @@ class FlowRunner(object):
         database failing, say) never stops the others: the reaper tries again.
         """
         resumed = []
-        for mig in self.db.list_migrations():
+        for mig in self.db.migrations.list():
             if mig['status'] in states.TERMINAL or mig['id'] in self.futures:
                 continue
             try:
@@ -301,7 +301,7 @@ class FlowRunner(object):
         return started
 
     def _start_job(self, job, mid, source, engine_box):
-        mig = self.db.get_migration(mid)
+        mig = self.db.migrations.get(mid)
         if mig['status'] in states.TERMINAL:
             # Finished, but its conductor died before taking the job off.
             self.board.consume(job)
@@ -328,7 +328,7 @@ class FlowRunner(object):
         try:
             if not self.board.holds(job):
                 return  # lost to another conductor: not ours to finish
-            if self.db.get_migration(mid)['status'] in states.TERMINAL:
+            if self.db.migrations.get(mid)['status'] in states.TERMINAL:
                 self.board.consume(job)
             else:
                 # Stopped short (stopping, a database outage): anyone may go on.
@@ -364,7 +364,7 @@ class FlowRunner(object):
         owners = self.owners()
         reaped = []
         seen = set()
-        for mig in self.db.list_migrations():
+        for mig in self.db.migrations.list():
             if mig['status'] in states.TERMINAL or mig['id'] in owners:
                 continue
             seen.add(mig['id'])
@@ -397,9 +397,10 @@ class FlowRunner(object):
 
     def _run(self, migration_id, source, engine, store):
         with self._slot(source):
-            if self.db.get_migration(migration_id)['cancel_requested']:
+            if self.db.migrations.get(migration_id)['cancel_requested']:
                 # Aborted while queued: nothing was claimed or changed yet.
-                self.db.advance(migration_id, 'cancel', error='aborted on request')
+                self.db.migrations.advance(migration_id, 'cancel',
+                                           error='aborted on request')
                 return
             hosts = _atom_hosts(_subtype_runs_on(store['subtype']), store)
             with history.TaskHistoryListener(engine, self.db, migration_id, hosts,

@@ -1,12 +1,11 @@
 """Destination filters and weighers, shared by scheduled and admin-chosen requests.
 
-Filters run in order on a host snapshot (``Database.list_hosts``); the first that
+Filters run in order on a host snapshot (``Hosts.list``); the first that
 refuses names itself in the error, so an operator who chose a host learns why it
 was refused. Weighers order what passes.
 """
 
 from conductor import placement
-from conductor.db import api as db_api
 from ferryman.common import exception
 from flows import states
 
@@ -22,11 +21,6 @@ def expected_subtype(instance, source, host):
     if instance['storage'] == 'volume':
         return states.BLOCK_STORAGE
     return states.BLOCK
-
-
-def needs(instance, subtype):
-    return {'vcpus': instance['vcpus'], 'memory_mb': instance['memory_mb'],
-            'disk_gb': instance['disk_gb'] if subtype == states.BLOCK else 0}
 
 
 def _named(name, error):
@@ -75,15 +69,15 @@ def _refusal(instance, source, host, force):
             reason='CPU lacks features %s' % ', '.join(missing))
     if force:
         return None, None
-    wanted = needs(instance, expected_subtype(instance, source, host))
+    wanted = placement.requested(instance, expected_subtype(instance, source, host))
     try:
         placement.check_root(host, host['used'], wanted)
         placement.fit_nested(host, host.get('providers') or [],
                              instance.get('numa_topology'),
                              instance.get('pci_requests'))
     except placement.Misfit as misfit:
-        return misfit.kind, db_api.misfit_error(misfit, host['name'],
-                                                instance['uuid'])
+        return misfit.kind, placement.misfit_error(misfit, host['name'],
+                                                   instance['uuid'])
     return None, None
 
 

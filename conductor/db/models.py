@@ -1,4 +1,4 @@
-"""Conductor tables. Schema changes go through alembic (conductor/db/migrations)."""
+"""Conductor tables. Schema changes go through alembic (conductor/db/alembic)."""
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -126,7 +126,7 @@ class Migration(Base):
     force = sa.Column(sa.Boolean, nullable=False, default=False)
     importance = sa.Column(sa.String(8), nullable=False, default='medium',
                            server_default='medium')
-    status = sa.Column(sa.String(16), nullable=False, index=True)
+    status = sa.Column(sa.String(32), nullable=False, index=True)
     created_at = sa.Column(sa.DateTime, nullable=False)
     updated_at = sa.Column(sa.DateTime, nullable=False)
     # Set once the guest runs on the destination: from then on only roll forward.

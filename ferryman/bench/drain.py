@@ -25,9 +25,10 @@ import time
 
 from conductor import drain as host_drain
 from conductor import placement
-from conductor.db import api as db_api
+from conductor.db import rows
 from ferryman.bench import transport as bench_transport
 from ferryman.common import exception
+from ferryman.common import schemas
 from ferryman.common import validation
 from ferryman.sim import cloud as sim
 from flows import states
@@ -47,8 +48,8 @@ def _percentile(values, fraction):
 def overcommit(db):
     """Providers holding more than they can: [(provider, resource, used, cap)]."""
     out = []
-    for host in db.list_hosts():
-        for r in placement.RESOURCES:
+    for host in db.hosts.list():
+        for r in schemas.RESOURCES:
             cap = placement.capacity(host, r)
             if host['used'][r] > cap:
                 out.append((host['name'], r, host['used'][r], cap))
@@ -69,7 +70,7 @@ def _misplaced(cloud, uuids):
             if guest['power_state'] == 'running':
                 where[uuid].append(host)
     return [u for u in uuids
-            if where.get(u) != [cloud.db.get_instance(u)['host']]]
+            if where.get(u) != [cloud.db.instances.get(u)['host']]]
 
 
 def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
@@ -115,7 +116,7 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
         cloud.refresh()
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         agents_cpu0 = cloud.pool.cpu_s() if cloud.pool else 0.0
-        started, started_at = time.monotonic(), db_api.utcnow()
+        started, started_at = time.monotonic(), rows.utcnow()
         drains = [cloud.api.drain_host(h, max_parallel=max_parallel)['id']
                   for h in sources]
         deadline = started + timeout
@@ -131,11 +132,11 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
             time.sleep(1.0)
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         agents_cpu = (cloud.pool.cpu_s() - agents_cpu0) if cloud.pool else None
-        migs = [m for m in cloud.db.list_migrations() if m['importance'] == 'high']
+        migs = [m for m in cloud.db.migrations.list() if m['importance'] == 'high']
         done = [m for m in migs if m['status'] == states.COMPLETED]
         # To the last completion, as recorded: not to the poll that noticed it.
         # (On the database's clock, the one its times are recorded by.)
-        wall = (max([_parse(m['updated_at']) for m in migs] or [db_api.utcnow()])
+        wall = (max([_parse(m['updated_at']) for m in migs] or [rows.utcnow()])
                 - started_at).total_seconds()
         latency = [(_parse(m['updated_at']) - _parse(m['created_at'])).total_seconds()
                    for m in done]

@@ -66,7 +66,7 @@ def _bare(cloud, guest, source, destination):
     never starts a copy twice: that call is a cost of resumability, not of the
     migration, and is left out here.)"""
     compute = cloud.conductor.manager.compute
-    src = cloud.db.get_host(source)
+    src = cloud.db.hosts.get(source)
     info = {k: src[k] for k in ('hypervisor_type', 'cpu_model', 'cpu_features')}
     for _probe in range(2):
         token = uuid.uuid4().hex  # what the conductor sends (agents check it)
@@ -143,7 +143,7 @@ def _measure(cloud, migrations):
             # Agents report only when told to here: keep every host up however
             # long a loaded machine makes the run (untimed).
             cloud.refresh()
-        source = cloud.db.get_instance('bench')['host']
+        source = cloud.db.instances.get('bench')['host']
         destination = hosts[1 - hosts.index(source)]
         statements, commits = counter.statements, counter.commits
         cpu = time.process_time()
@@ -166,7 +166,7 @@ def _measure(cloud, migrations):
             # The bare path moved the guest behind the database's back.
             _record_move(cloud, guest['uuid'], destination)
         else:
-            status = cloud.db.get_migration(mig_id)['status']
+            status = cloud.db.migrations.get(mig_id)['status']
             if status != vocab.COMPLETED:
                 raise exception.FerrymanError(
                     'benchmark migration %s (%s) ended %s' % (mig_id, mode, status))

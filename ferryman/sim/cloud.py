@@ -110,7 +110,7 @@ class SimCloud(object):
             # report must pass it.
             schemas.check(schemas.CONDUCTOR_SERVICE, 'report_host', {
                 'host': host, 'info': info, 'guests': guests})
-            self.db.report_host(host, info, guests, vanish_after=vanish_after)
+            self.db.reports.record(host, info, guests, vanish_after=vanish_after)
 
         for agent in self.agents.values():
             take(agent.host, agent.manager.host_info(),

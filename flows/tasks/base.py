@@ -106,7 +106,7 @@ class MigrationTask(UsesServices, task.Task):
                    for g in self.compute.list_guests(host))
 
     def switched_over(self, migration_id):
-        return self.db.get_migration(migration_id)['switchover_at'] is not None
+        return self.db.migrations.get(migration_id)['switchover_at'] is not None
 
     def best_effort(self, migration_id, what, fn, *args, **kwargs):
         """Run one undo step; a failure is recorded on the migration, never raised,
@@ -117,7 +117,8 @@ class MigrationTask(UsesServices, task.Task):
             LOG.exception('Migration %s: %s failed during rollback', migration_id,
                           what)
             try:
-                self.db.add_rollback_error(migration_id, '%s: %s' % (what, exc))
+                self.db.migrations.add_rollback_error(migration_id,
+                                                      '%s: %s' % (what, exc))
             except Exception:
                 LOG.exception('Migration %s: cannot record rollback error',
                               migration_id)

@@ -88,8 +88,8 @@ class ConnectVolumes(base.MigrationTask):
         super().__init__(c.CONNECT_VOLUMES)
 
     def execute(self, migration_id, instance, destination):
-        if self.db.get_migration(migration_id)['status'] == states.PREPARING:
-            self.db.advance(migration_id, 'connect_volumes')
+        if self.db.migrations.get(migration_id)['status'] == states.PREPARING:
+            self.db.migrations.advance(migration_id, 'connect_volumes')
         self.compute.connect_volumes(destination, instance)
 
     def revert(self, migration_id, instance, destination, **kwargs):
@@ -102,8 +102,8 @@ class ConnectVolumes(base.MigrationTask):
                              self._disconnected, migration_id)
 
     def _disconnected(self, migration_id):
-        if self.db.get_migration(migration_id)['status'] == states.CONNECTING_VOLUMES:
-            self.db.advance(migration_id, 'disconnect_volumes')
+        if self.db.migrations.get(migration_id)['status'] == states.CONNECTING_VOLUMES:
+            self.db.migrations.advance(migration_id, 'disconnect_volumes')
 
 
 class PlugNetworking(base.MigrationTask):
@@ -128,7 +128,7 @@ def _policy(task, migration, instance):
     Both read only what the hosts reported (features, paths): one query for the
     two hosts, not get_host's usage and providers.
     """
-    hosts = task.db.host_facts(migration['source'], migration['destination'])
+    hosts = task.db.hosts.facts(migration['source'], migration['destination'])
     source, destination = hosts[migration['source']], hosts[migration['destination']]
     return (policy.for_migration(task.conf, instance, migration['importance'],
                                  source, destination),
@@ -145,11 +145,11 @@ class StartMigration(base.MigrationTask):
         super().__init__(c.START_MIGRATION)
 
     def execute(self, migration_id, instance, source, destination, subtype):
-        mig = self.db.get_migration(migration_id)
+        mig = self.db.migrations.get(migration_id)
         if mig['cancel_requested']:
             raise exception.MigrationCancelled(migration=migration_id)
         if states.allows(subtype, mig['status'], 'start'):
-            self.db.advance(migration_id, 'start')
+            self.db.migrations.advance(migration_id, 'start')
         # Run again after a crash: a job that already runs or ran is not restarted.
         job = self.compute.get_migration_job(source, instance['uuid'])
         if job['status'] in (vocab.JOB_RUNNING, vocab.JOB_COMPLETED):
@@ -171,11 +171,11 @@ class StartMigration(base.MigrationTask):
         if (job or {}).get('paused_copy'):
             # The hypervisor cannot copy this guest live without corrupting it:
             # its whole copy is downtime, which the history must show.
-            self.db.add_task_event(migration_id, c.START_MIGRATION, 'DECISION',
-                                   host=source, error=None, details={
-                                       'action': policy.PAUSE.kind,
-                                       'why': 'paused for the whole copy: %s' %
-                                              job['paused_copy']})
+            self.db.history.add(migration_id, c.START_MIGRATION, 'DECISION',
+                                host=source, error=None, details={
+                                    'action': policy.PAUSE.kind,
+                                    'why': 'paused for the whole copy: %s' %
+                                           job['paused_copy']})
 
     def _started(self, migration_id, source, destination, instance):
         uuid = instance['uuid']
@@ -210,7 +210,7 @@ class MonitorMigration(base.MigrationTask):
         super().__init__(c.MONITOR_MIGRATION)
 
     def execute(self, migration_id, instance, source, destination, subtype):
-        mig = self.db.get_migration(migration_id)
+        mig = self.db.migrations.get(migration_id)
         if mig['status'] == states.FINISHING:
             return
         chosen, bandwidth, _dest = _policy(self, mig, instance)
@@ -221,7 +221,7 @@ class MonitorMigration(base.MigrationTask):
         wait_s = 0.0  # the first sample at once
         lost = None   # since when the source's agent has not answered
         while True:
-            mig = self.db.get_migration(migration_id)
+            mig = self.db.migrations.get(migration_id)
             if mig['cancel_requested'] and mig['status'] in (states.COPYING_DISKS,
                                                              states.RUNNING):
                 job = self.compute.abort_migration(source, uuid)
@@ -252,7 +252,7 @@ class MonitorMigration(base.MigrationTask):
                 job.get('paused'))
             if status == vocab.JOB_COMPLETED:
                 self._disks_copied(migration_id)
-                self.db.switch_over(migration_id, _stats(job))
+                self.db.migrations.switch_over(migration_id, _stats(job))
                 return
             if status == vocab.JOB_NONE and self.guest_runs_on(destination, uuid):
                 # The source agent lost the job (it restarted) and the guest had
@@ -260,7 +260,7 @@ class MonitorMigration(base.MigrationTask):
                 LOG.info('Migration %s: the guest already runs on %s',
                          migration_id, destination)
                 self._disks_copied(migration_id)
-                self.db.switch_over(migration_id, {})
+                self.db.migrations.switch_over(migration_id, {})
                 return
             if status in (vocab.JOB_FAILED, vocab.JOB_CANCELLED, vocab.JOB_NONE):
                 raise exception.MigrationJobFailed(
@@ -269,8 +269,8 @@ class MonitorMigration(base.MigrationTask):
             if not job.get('copying_disks'):
                 mig = self._disks_copied(migration_id, mig)
             if job.get('post_copy') and mig['status'] == states.RUNNING:
-                self.db.enter_post_copy(migration_id)
-            self.db.update_migration(migration_id, progress=_progress(job))
+                self.db.migrations.enter_post_copy(migration_id)
+            self.db.migrations.update(migration_id, progress=_progress(job))
             if mig['force_complete_requested'] and not (
                     steering.state['post_copy'] or steering.state['paused']):
                 action, why = steering.force_complete()
@@ -282,18 +282,18 @@ class MonitorMigration(base.MigrationTask):
     def _disks_copied(self, migration_id, mig=None):
         """block: the job copies memory now, or has ended well, so its disks are
         copied (the monitor may not have sampled the moment between)."""
-        mig = mig or self.db.get_migration(migration_id)
+        mig = mig or self.db.migrations.get(migration_id)
         if mig['status'] == states.COPYING_DISKS:
-            return self.db.advance(migration_id, 'disks_copied')
+            return self.db.migrations.advance(migration_id, 'disks_copied')
         return mig
 
     def _act(self, migration_id, source, uuid, action, why, job):
         name = action.kind
-        self.db.add_task_event(migration_id, c.MONITOR_MIGRATION, 'DECISION',
-                               host='conductor', error=None, details={
-                                   'action': name, 'why': why,
-                                   'downtime_ms': action.downtime_ms,
-                                   'sample': _progress(job)})
+        self.db.history.add(migration_id, c.MONITOR_MIGRATION, 'DECISION',
+                            host='conductor', error=None, details={
+                                'action': name, 'why': why,
+                                'downtime_ms': action.downtime_ms,
+                                'sample': _progress(job)})
         LOG.info('Migration %s: %s (%s)', migration_id, name, why)
         steer = {policy.DOWNTIME: lambda: self.compute.set_max_downtime(
                      source, uuid, action.downtime_ms),
@@ -310,7 +310,7 @@ class MonitorMigration(base.MigrationTask):
             if action == policy.POST_COPY and job.get('post_copy') and \
                     job['status'] == vocab.JOB_RUNNING:
                 self._disks_copied(migration_id)
-                self.db.enter_post_copy(migration_id)
+                self.db.migrations.enter_post_copy(migration_id)
         elif action == policy.ABORT:
             self.compute.abort_migration(source, uuid)
             raise exception.MigrationJobFailed(instance=uuid,
@@ -378,5 +378,5 @@ class PostMigrationDestination(_ForwardOnly):
         # The destination's own account of the finished job is the true one.
         done = (guest or {}).get('completed_job')
         if done:
-            stats = dict(self.db.get_migration(migration_id)['stats'], **done)
-            self.db.update_migration(migration_id, stats=stats)
+            stats = dict(self.db.migrations.get(migration_id)['stats'], **done)
+            self.db.migrations.update(migration_id, stats=stats)

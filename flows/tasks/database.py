@@ -23,32 +23,33 @@ class MigrationSentinel(base.MigrationTask):
         super().__init__(c.MIGRATION_SENTINEL)
 
     def execute(self, migration_id):
-        mig = self.db.get_migration(migration_id)
+        mig = self.db.migrations.get(migration_id)
         if mig['status'] == states.ACCEPTED:
-            self.db.advance(migration_id, 'prepare')
+            self.db.migrations.advance(migration_id, 'prepare')
 
     def revert(self, migration_id, flow_failures=None, **kwargs):
         try:
             errors = [base.failure_text(f) for f in (flow_failures or {}).values()
                       if isinstance(f, tf_failure.Failure)]
             text = '; '.join(errors) or 'flow failed'
-            mig = self.db.get_migration(migration_id)
+            mig = self.db.migrations.get(migration_id)
             if mig['status'] in states.TERMINAL:
                 return
             if mig['switchover_at'] is not None:
-                self.db.advance(migration_id, 'error', error=text,
-                                last_known_host=mig['destination'])
+                self.db.migrations.advance(migration_id, 'error', error=text,
+                                           last_known_host=mig['destination'])
             elif mig['cancel_requested'] and not mig['rollback_errors']:
-                self.db.advance(migration_id, 'cancel', error='aborted on request',
-                                last_known_host=mig['source'])
+                self.db.migrations.advance(migration_id, 'cancel',
+                                           error='aborted on request',
+                                           last_known_host=mig['source'])
             elif mig['rollback_errors']:
-                self.db.advance(migration_id, 'error',
-                                error=text + '; rollback incomplete: ' +
-                                '; '.join(mig['rollback_errors']),
-                                last_known_host=mig['source'])
+                self.db.migrations.advance(migration_id, 'error',
+                                           error=text + '; rollback incomplete: ' +
+                                           '; '.join(mig['rollback_errors']),
+                                           last_known_host=mig['source'])
             else:
-                self.db.advance(migration_id, 'fail', error=text,
-                                last_known_host=mig['source'])
+                self.db.migrations.advance(migration_id, 'fail', error=text,
+                                           last_known_host=mig['source'])
         except Exception:
             LOG.exception('Migration %s: cannot record its final status',
                           migration_id)
@@ -71,7 +72,7 @@ class DestinationRetry(base.UsesServices, retry.ParameterizedForEach):
     def on_failure(self, values, history, *args, **kwargs):
         migration_id = kwargs.get(c.MIGRATION_ID)
         try:
-            if self.db.get_migration(migration_id)['cancel_requested']:
+            if self.db.migrations.get(migration_id)['cancel_requested']:
                 return retry.REVERT_ALL
         except Exception:
             LOG.exception('Migration %s: cannot read it; no further attempt',
@@ -86,22 +87,22 @@ class DestinationRetry(base.UsesServices, retry.ParameterizedForEach):
 
 class ClaimResources(base.MigrationTask):
     """The attempt's destination claimed for the guest, the source held by the
-    migration, in one transaction (Database.claim); the migration's destination
+    migration, in one transaction (Allocations.claim); the migration's destination
     follows the attempt."""
 
     def __init__(self):
         super().__init__(c.CLAIM_RESOURCES)
 
     def execute(self, migration_id, destination, candidates):
-        mig = self.db.get_migration(migration_id)
+        mig = self.db.migrations.get(migration_id)
         if len(candidates) > 1:
             # The history shows which host each attempt went to.
-            self.db.add_task_event(
+            self.db.history.add(
                 migration_id, c.CLAIM_RESOURCES, 'ATTEMPT', host=destination,
                 details={'attempt': candidates.index(destination) + 1
                          if destination in candidates else None,
                          'candidates': list(candidates)})
-        self.db.claim(migration_id, destination, force=mig['force'])
+        self.db.allocations.claim(migration_id, destination, force=mig['force'])
 
     def revert(self, migration_id, destination, result, **kwargs):
         if isinstance(result, tf_failure.Failure):
@@ -109,10 +110,10 @@ class ClaimResources(base.MigrationTask):
         if self.switched_over(migration_id):
             # The guest lives on the destination: its claim there is its own now.
             self.best_effort(migration_id, 'drop source allocation',
-                             self.db.drop_source_allocation, migration_id)
+                             self.db.allocations.drop_source, migration_id)
         else:
             self.best_effort(migration_id, 'release claim on %s' % destination,
-                             self.db.unclaim, migration_id, destination)
+                             self.db.allocations.unclaim, migration_id, destination)
 
 
 class FinishMigration(base.MigrationTask):
@@ -122,6 +123,6 @@ class FinishMigration(base.MigrationTask):
         super().__init__(c.FINISH_MIGRATION)
 
     def execute(self, migration_id):
-        self.db.drop_source_allocation(migration_id)
-        if self.db.get_migration(migration_id)['status'] != states.COMPLETED:
-            self.db.advance(migration_id, 'complete')
+        self.db.allocations.drop_source(migration_id)
+        if self.db.migrations.get(migration_id)['status'] != states.COMPLETED:
+            self.db.migrations.advance(migration_id, 'complete')

@@ -40,7 +40,7 @@ def sampling(db, hosts):
 
     def run():
         while not stop.is_set():
-            by_source = db.active_migrations_by_source()
+            by_source = db.migrations.active_by_source()
             seen['cluster'] = max(seen['cluster'], sum(by_source.values()))
             for h in hosts:
                 seen[h] = max(seen[h], by_source.get(h, 0))

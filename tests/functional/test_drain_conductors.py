@@ -70,12 +70,12 @@ def test_two_conductors_share_the_limits_and_take_over_a_dead_ones_drain(
         drains = {'src1': _drain_on(client_conf, 'conductor', 'src1')['id'],
                   'src2': _drain_on(client_conf, 'conductor2', 'src2')['id']}
         for host, drain_id in drains.items():
-            owners[host] = db.get_drain(drain_id)['owner']
+            owners[host] = db.drains.get(drain_id)['owner']
         # Each conductor holds the drain it was asked for (owner: HOST.PID.X).
         assert owners['src1'].split('.')[0] == 'conductor', owners
         assert owners['src2'].split('.')[0] == 'conductor2', owners
-        cluster.wait_for(lambda: db.get_drain(drains['src1'])['guests'] and sum(
-            g['status'] == 'moved' for g in db.get_drain(drains['src1'])[
+        cluster.wait_for(lambda: db.drains.get(drains['src1'])['guests'] and sum(
+            g['status'] == 'moved' for g in db.drains.get(drains['src1'])[
                 'guests'].values()) >= 1, 'a first guest of src1 moved',
             interval=0.05)
         # The first conductor dies mid-drain: its lease is never handed back.
@@ -83,10 +83,10 @@ def test_two_conductors_share_the_limits_and_take_over_a_dead_ones_drain(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         died = time.monotonic()
-        assert db.get_drain(drains['src1'])['status'] == 'running'
+        assert db.drains.get(drains['src1'])['status'] == 'running'
 
         def taken_over():
-            return db.get_drain(drains['src1'])['owner'] == owners['src2']
+            return db.drains.get(drains['src1'])['owner'] == owners['src2']
         cluster.wait_for(taken_over, 'src1 drain taken over by conductor2',
                          timeout=LEASE + 20, interval=0.05)
         took = time.monotonic() - died

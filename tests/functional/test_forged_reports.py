@@ -15,8 +15,8 @@ import oslo_messaging as messaging
 import pytest
 import sqlalchemy as sa
 
-from conductor.db import api as db_api
 from conductor.db import models
+from conductor.db import rows
 from ferryman.common import conf as ferryman_conf
 from ferryman.common import rpc
 from ferryman.common import rpc_auth
@@ -42,7 +42,7 @@ def _state(db):
     real agents report every half second)."""
     with db.session() as s:
         out = {table.__tablename__: sorted(
-            (db_api.to_dict(row) for row in s.scalars(sa.select(table))), key=repr)
+            (rows.to_dict(row) for row in s.scalars(sa.select(table))), key=repr)
             for table in (models.Host, models.Instance, models.Allocation,
                           models.Provider, models.NestedAllocation,
                           models.Migration)}
@@ -148,7 +148,7 @@ def test_host_list_survives_an_uninterpretable_stored_value(cluster, db):
         s.add(models.Host(name=phantom, enabled=True, hypervisor_type='fake',
                           cpu_features=[], vcpus=8, memory_mb=8192, disk_gb=10,
                           instances_path='/x', reserved={'vcpus': 'lots'},
-                          last_seen=db_api.utcnow()))
+                          last_seen=rows.utcnow()))
     try:
         rc, hosts = cluster.cli('host', 'list')
         assert rc == 0, hosts

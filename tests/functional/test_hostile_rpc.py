@@ -34,8 +34,8 @@ import sqlalchemy as sa
 
 from compute_agent import manager as agent_manager
 from conductor import manager as conductor_manager
-from conductor.db import api as db_api
 from conductor.db import models
+from conductor.db import rows
 from ferryman.common import conf as ferryman_conf
 from ferryman.common import rpc
 from ferryman.common import rpc_auth
@@ -449,7 +449,7 @@ class Sender(object):
 def _state(cluster, db):
     with db.session() as s:
         out = {table.__tablename__: sorted(
-            (db_api.to_dict(row) for row in s.scalars(sa.select(table))), key=repr)
+            (rows.to_dict(row) for row in s.scalars(sa.select(table))), key=repr)
             for table in (models.Host, models.Instance, models.Allocation,
                           models.Provider, models.NestedAllocation,
                           models.Migration, models.Drain)}

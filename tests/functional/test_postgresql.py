@@ -68,7 +68,7 @@ def _usage(cloud):
 
 
 def _allocations(cloud, consumer):
-    return [(a['host'], a['memory_mb']) for a in cloud.db.allocations(consumer)]
+    return [(a['host'], a['memory_mb']) for a in cloud.db.allocations.list(consumer)]
 
 
 def test_server_in_a_given_dir_restarts_and_reports_failure(tmp_path):
@@ -128,8 +128,8 @@ def test_each_subtype_completes(cloud, guest, subtype):
     assert mig['status'] == states.COMPLETED, mig['error']
     assert mig['subtype'] == subtype
     assert cloud.cloud.find_guest(g['uuid']) == {dest: 'running'}
-    assert cloud.db.get_instance(g['uuid'])['host'] == dest
-    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    assert cloud.db.instances.get(g['uuid'])['host'] == dest
+    assert not cloud.db.instances.get(g['uuid'])['migration_id']
     if storage == 'local':
         assert cloud.cloud.read_disk(dest, g['uuid']) == 'data of %s' % g['name']
     # Counted once, on the destination.
@@ -154,7 +154,7 @@ def test_failure_rolls_back(cloud, guest):
     assert _usage(cloud) == before
     assert _allocations(cloud, g['uuid']) == [(src, 1024)]
     assert _allocations(cloud, mig['id']) == []
-    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    assert not cloud.db.instances.get(g['uuid'])['migration_id']
     seen = {(e['atom'], e['state'])
             for e in cloud.api.get_task_history(mig['id'])}
     assert (c.MIGRATION_SENTINEL, 'REVERTED') in seen
@@ -203,7 +203,7 @@ def _claim_setup(db, capacity_mb, wanted_mb, guests):
             'vcpus': 64, 'memory_mb': capacity_mb, 'disk_gb': 1000,
             'instances_path': None}
     dest = 'race-dest-%s' % tag
-    db.report_host(dest, info, [])
+    db.reports.record(dest, info, [])
     migrations = []
     for i in range(guests):
         src = 'race-src-%s-%d' % (tag, i)
@@ -211,8 +211,8 @@ def _claim_setup(db, capacity_mb, wanted_mb, guests):
              'vcpus': 1, 'memory_mb': wanted_mb, 'disk_gb': 0, 'storage': 'volume',
              'disks': [], 'volumes': ['v%d' % i], 'sla_class': 'pet',
              'power_state': 'running'}
-        db.report_host(src, dict(info, memory_mb=wanted_mb * 2), [g])
-        migrations.append(db.create_migration({
+        db.reports.record(src, dict(info, memory_mb=wanted_mb * 2), [g])
+        migrations.append(db.migrations.create({
             'id': str(uuid.uuid4()), 'instance_uuid': g['uuid'], 'source': src,
             'destination': dest, 'subtype': states.BLOCK_STORAGE,
             'block_migration': 'false', 'force': False}))
@@ -244,7 +244,7 @@ def test_two_conductors_cannot_both_claim_the_last_room(pg, cloud):
             racing.on = True
             barrier.wait()
             try:
-                dbs[i].claim(migs[i]['id'])
+                dbs[i].allocations.claim(migs[i]['id'])
                 results[i] = 'claimed'
             except exception.InsufficientCapacity as exc:
                 results[i] = exc
@@ -265,10 +265,10 @@ def test_two_conductors_cannot_both_claim_the_last_room(pg, cloud):
         assert 'memory_mb' in str(loser) and dest in str(loser)
         # The second claim really waited for the first one's transaction.
         assert elapsed >= 0.9, elapsed
-        claims = dbs[1].allocations(host=dest)
+        claims = dbs[1].allocations.list(host=dest)
         assert [a['memory_mb'] for a in claims] == [3072]
         assert claims[0]['consumer'] == migs[results.index('claimed')]['instance_uuid']
-        assert dbs[1].get_host(dest)['used']['memory_mb'] == 3072
+        assert dbs[1].hosts.get(dest)['used']['memory_mb'] == 3072
     finally:
         for db in dbs:
             db.engine.dispose()

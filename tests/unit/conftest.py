@@ -48,11 +48,11 @@ def guest(cloud, doomed):
 def _destroy(cloud, uuids, timeout=30.0):
     deadline = time.monotonic() + timeout
     for u in uuids:
-        for mig in cloud.db.list_migrations(instance=u):
+        for mig in cloud.db.migrations.list(instance=u):
             if mig['status'] in states.ACTIVE:
                 cloud.conductor.manager.runner.wait(
                     mig['id'], max(0.1, deadline - time.monotonic()))
-    migrations = {u: cloud.db.list_migrations(instance=u) for u in uuids}
+    migrations = {u: cloud.db.migrations.list(instance=u) for u in uuids}
     active = [m['id'] for ms in migrations.values() for m in ms
               if m['status'] in states.ACTIVE]
     assert not active, 'migrations still active after the test: %s' % active
@@ -65,8 +65,8 @@ def _destroy(cloud, uuids, timeout=30.0):
         if any(m['status'] == states.ERROR for m in migrations[u]):
             continue
         for consumer in [u] + [m['id'] for m in migrations[u]]:
-            held[consumer] = (cloud.db.allocations(consumer=consumer) +
-                              cloud.db.nested_allocations(consumer=consumer))
+            held[consumer] = (cloud.db.allocations.list(consumer=consumer) +
+                              cloud.db.allocations.nested(consumer=consumer))
     leaked = {c: a for c, a in held.items() if a}
     assert not leaked, 'claims left after the test: %s' % leaked
 

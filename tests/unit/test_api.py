@@ -117,7 +117,7 @@ def test_live_migration_through_the_api(cloud, guest, compute):
     servers = compute(servers_client.ServersClient, '2.30')
     assert servers.show_server(g['uuid'])['server']['status'] == 'ACTIVE'
     servers.live_migrate_server(g['uuid'], host='compute2', block_migration='auto')
-    mig = cloud.db.list_migrations(instance=g['uuid'])[0]
+    mig = cloud.db.migrations.list(instance=g['uuid'])[0]
     assert cloud.wait(mig['id'])['status'] == states.COMPLETED
     server = wait_server(servers, g['uuid'], 'ACTIVE')
     assert (server['OS-EXT-SRV-ATTR:host'], server['OS-EXT-STS:task_state']) == \
@@ -184,13 +184,13 @@ def test_services_disable_and_enable(cloud, compute, api):
                                      disabled_reason='maintenance')['service']
         assert (shown['status'], shown['disabled_reason']) == ('disabled',
                                                                'maintenance')
-        host = cloud.db.get_host('compute3')
+        host = cloud.db.hosts.get('compute3')
         assert (host['enabled'], host['disabled_reason']) == (False, 'maintenance')
         old().enable_service(host='compute3', binary='nova-compute')
-        assert cloud.db.get_host('compute3')['enabled'] is True
+        assert cloud.db.hosts.get('compute3')['enabled'] is True
         old().disable_log_reason(host='compute3', binary='nova-compute',
                                  disabled_reason='again')
-        assert cloud.db.get_host('compute3')['disabled_reason'] == 'again'
+        assert cloud.db.hosts.get('compute3')['disabled_reason'] == 'again'
         shown = new().update_service(svc['id'], status='enabled')['service']
         assert (shown['status'], shown['disabled_reason']) == ('enabled', None)
     finally:
@@ -203,7 +203,7 @@ def test_services_disable_and_enable(cloud, compute, api):
                           ({}, 'body')):
         status, body, _ = call(api.app, 'PUT', path, '2.53', change)
         assert status == 400 and words in body['badRequest']['message'], body
-    assert cloud.db.get_host('compute3')['enabled'] is True
+    assert cloud.db.hosts.get('compute3')['enabled'] is True
     status, body, _ = call(api.app, 'PUT', '/v2.1/os-services/disable', '2.1',
                            {'host': 'nosuch', 'binary': 'nova-compute'})
     assert status == 404 and 'nosuch' in body['itemNotFound']['message']
@@ -223,7 +223,7 @@ def test_server_is_migrating_then_error(cloud, guest, api, monkeypatch):
     status, body, _ = call(api.app, 'GET', '/v2.1/servers/%s' % g['uuid'])
     assert body['server']['status'] == 'MIGRATING'
     assert body['server']['OS-EXT-STS:task_state'] == 'migrating'
-    mig = cloud.db.list_migrations(instance=g['uuid'])[0]
+    mig = cloud.db.migrations.list(instance=g['uuid'])[0]
     assert cloud.wait(mig['id'])['status'] == states.ERROR
     status, body, _ = call(api.app, 'GET', '/v2.1/servers/%s' % g['uuid'])
     assert body['server']['status'] == 'ERROR'
@@ -234,7 +234,7 @@ def test_failed_migration_leaves_server_active(cloud, guest, api):
     g = guest('compute1')
     cloud.cloud.inject_fault('compute2', 'create_local_disks')
     call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'], '2.30', live())
-    mig = cloud.db.list_migrations(instance=g['uuid'])[0]
+    mig = cloud.db.migrations.list(instance=g['uuid'])[0]
     assert cloud.wait(mig['id'])['status'] == states.FAILED
     status, body, _ = call(api.app, 'GET', '/v2.1/servers/%s' % g['uuid'])
     assert (body['server']['status'], body['server']['OS-EXT-SRV-ATTR:host']) == \
@@ -261,7 +261,7 @@ def test_live_migrate_body_per_microversion(cloud, guest, api, version, args, fi
                            version, {'os-migrateLive': args})
     assert status == 400, body
     assert field in body['badRequest']['message']
-    assert cloud.db.list_migrations(instance=g['uuid']) == []
+    assert cloud.db.migrations.list(instance=g['uuid']) == []
 
 
 @pytest.mark.parametrize('version, args', [
@@ -277,10 +277,10 @@ def test_live_migrate_accepted_shapes(cloud, guest, api, version, args):
                            version, {'os-migrateLive': args})
     assert (status, body) == (202, None)
     deadline = time.monotonic() + 10
-    while not cloud.db.list_migrations(instance=g['uuid']):
+    while not cloud.db.migrations.list(instance=g['uuid']):
         assert time.monotonic() < deadline, 'no migration started'
         time.sleep(0.05)
-    mig = cloud.wait(cloud.db.list_migrations(instance=g['uuid'])[0]['id'])
+    mig = cloud.wait(cloud.db.migrations.list(instance=g['uuid'])[0]['id'])
     assert mig['status'] == states.COMPLETED, mig['error']
 
 
@@ -296,8 +296,8 @@ def test_refused_destination_is_400_below_2_34_and_202_from_it(cloud, guest, api
                            '2.34', live(host='nosuchhost'))
     assert (status, body) == (202, None)
     time.sleep(0.5)
-    assert cloud.db.list_migrations(instance=g['uuid']) == []
-    assert cloud.db.get_instance(g['uuid'])['host'] == 'compute1'
+    assert cloud.db.migrations.list(instance=g['uuid']) == []
+    assert cloud.db.instances.get(g['uuid'])['host'] == 'compute1'
 
 
 def test_force_without_host_is_refused(cloud, guest, api):
@@ -316,7 +316,7 @@ def test_migrating_server_cannot_be_moved_again(cloud, stuck, api):
     assert status == 409
     assert "Cannot 'os-migrateLive' instance %s while it is in task_state " \
         "migrating" % g['uuid'] == body['conflictingRequest']['message']
-    mig = cloud.db.list_migrations(instance=g['uuid'])[0]
+    mig = cloud.db.migrations.list(instance=g['uuid'])[0]
     cloud.api.abort_migration(mig['id'])
     assert cloud.wait(mig['id'])['status'] == states.CANCELLED
 
@@ -325,7 +325,7 @@ def _running(cloud, uuid, timeout=30):
     """The guest's migration once running with a progress sample taken."""
     deadline = time.monotonic() + timeout
     while True:
-        mig = cloud.db.list_migrations(instance=uuid)[0]
+        mig = cloud.db.migrations.list(instance=uuid)[0]
         if mig['status'] == states.RUNNING and \
                 mig['progress'].get('memory_total_mb') or \
                 time.monotonic() > deadline:
@@ -416,7 +416,7 @@ def test_bad_bodies(cloud, guest, api, raw, code, words):
     assert status == code
     (fault,) = body.values()
     assert fault['code'] == code and words in fault['message']
-    assert cloud.db.list_migrations(instance=g['uuid']) == []
+    assert cloud.db.migrations.list(instance=g['uuid']) == []
 
 
 def test_server_name_filter_is_literal(cloud, guest, api):
@@ -480,7 +480,7 @@ def test_noauth_needs_a_token_and_an_admin(cloud, guest, api):
     status, body, _ = call(api.app, 'POST', path, '2.30', live(), token='demo:demo')
     assert status == 403 and 'demo' in body['forbidden']['message']
     assert call(api.app, 'GET', '/v2.1/servers/detail', token='demo:demo')[0] == 403
-    assert cloud.db.list_migrations(instance=g['uuid']) == []
+    assert cloud.db.migrations.list(instance=g['uuid']) == []
 
 
 def test_auth_strategy_none_takes_any_request(cloud, guest):

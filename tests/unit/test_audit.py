@@ -75,14 +75,14 @@ def _nested_texts(cloud):
 def test_audit_checks_nested_allocations(cloud, guest, nested_hosts):
     g = guest('compute1', 'volume', numa_topology=[{'vcpus': 1, 'memory_mb': 512}],
               pci_requests=[{'count': 1, 'trait': PHYSNET}])
-    held = cloud.db.nested_allocations(consumer=g['uuid'])
+    held = cloud.db.allocations.nested(consumer=g['uuid'])
     assert sorted(a['provider'] for a in held) == [
         'compute1/numa0', 'compute1/pci/0000:81:00.1']
     assert _nested_texts(cloud) == []
     # Moved with its cells and device: nothing left behind, nothing missing.
     mig = cloud.api.live_migrate(g['name'], host='compute2')
     assert cloud.wait(mig['id'])['status'] == states.COMPLETED
-    assert {a['host'] for a in cloud.db.nested_allocations(consumer=g['uuid'])} \
+    assert {a['host'] for a in cloud.db.allocations.nested(consumer=g['uuid'])} \
         == {'compute2'}
     assert _nested_texts(cloud) == []
 

@@ -40,7 +40,7 @@ def test_post_copy_cannot_be_aborted_and_completes(cloud, guest, real_time):
     mig = cloud.api.live_migrate(g['name'], host='compute2')
     seen = _until(cloud, mig['id'], (states.POST_COPY,))
     assert seen['last_known_host'] == 'compute2'
-    assert cloud.db.get_instance(g['uuid'])['host'] == 'compute2'
+    assert cloud.db.instances.get(g['uuid'])['host'] == 'compute2'
     with pytest.raises(exception.CannotAbort) as err:
         cloud.api.abort_migration(mig['id'])
     assert 'compute2' in str(err.value)

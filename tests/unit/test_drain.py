@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from compute_agent import service as agent_service
 from conductor import drain as host_drain
 from conductor import placement
-from conductor.db import api as db_api
+from conductor.db import drains as db_drains
 from conductor.db import models
+from conductor.db import rows
 from ferryman.common import exception
 from ferryman.common import rpc
 from ferryman.cmd import cli
@@ -45,7 +46,7 @@ def make_host(cloud, doomed):
         # Its own first report lands first: a report beside it could insert
         # the same new host twice.
         deadline = time.monotonic() + 30
-        while not any(h['name'] == name for h in cloud.db.list_hosts()):
+        while not any(h['name'] == name for h in cloud.db.hosts.list()):
             assert time.monotonic() < deadline, 'no report from %s' % name
             time.sleep(0.01)
         cloud.refresh()
@@ -55,7 +56,7 @@ def make_host(cloud, doomed):
     for opt in DRAIN_OPTS:
         conf.clear_override(opt, group='conductor')
     for name, agent in made:
-        doomed.extend(i['uuid'] for i in cloud.db.list_instances()
+        doomed.extend(i['uuid'] for i in cloud.db.instances.list()
                       if i['name'].startswith(name + '-'))
         del cloud.agents[name]
         agent.server.stop()
@@ -100,9 +101,9 @@ class Sampler(object):
 
     def _run(self):
         while not self._stop.is_set():
-            self.max_host = max(self.max_host,
-                                self.db.count_active_migrations(source=self.host))
-            self.max_cluster = max(self.max_cluster, self.db.count_active_migrations())
+            by_source = self.db.migrations.active_by_source()
+            self.max_host = max(self.max_host, by_source.get(self.host, 0))
+            self.max_cluster = max(self.max_cluster, sum(by_source.values()))
             time.sleep(0.005)
 
     def __enter__(self):
@@ -132,21 +133,21 @@ def test_drain_moves_every_guest_within_the_per_host_limit(cloud, host, max_para
     with Sampler(cloud.db, host) as seen:
         drain = cloud.api.drain_host(host, max_parallel=max_parallel)
         assert drain['status'] == 'running' and drain['total'] == 6
-        assert cloud.db.get_host(host)['enabled'] is False
+        assert cloud.db.hosts.get(host)['enabled'] is False
         drain = _wait_done(cloud, drain['id'])
     assert drain['status'] == 'done'
     assert drain['counts'] == {'pending': 0, 'migrating': 0, 'moved': 6, 'failed': 0}
     assert seen.max_host == max_parallel, (seen.max_host, max_parallel)
     for g in guests:
-        where = cloud.db.get_instance(g['uuid'])['host']
+        where = cloud.db.instances.get(g['uuid'])['host']
         assert where != host
         assert cloud.cloud.find_guest(g['uuid']) == {where: 'running'}
         assert drain['guests'][g['uuid']]['destination'] == where
         mig = cloud.api.get_migration(drain['guests'][g['uuid']]['migration'])
         assert mig['importance'] == 'high' and mig['status'] == states.COMPLETED
-    assert cloud.db.allocations(host=host) == []
+    assert cloud.db.allocations.list(host=host) == []
     # Still disabled: nothing is placed back on it.
-    assert cloud.db.get_host(host)['enabled'] is False
+    assert cloud.db.hosts.get(host)['enabled'] is False
 
 
 def test_drain_respects_the_cluster_limit(cloud, host):
@@ -195,7 +196,7 @@ def test_guests_that_cannot_move_are_summarised_with_why(cloud, host):
     assert 'shutoff' in why[off['uuid']]
     assert 'attempts' not in drain['guests'][off['uuid']]
     for g in movable:
-        assert cloud.db.get_instance(g['uuid'])['host'] != host
+        assert cloud.db.instances.get(g['uuid'])['host'] != host
 
 
 def test_a_new_drainer_carries_on_a_recorded_drain(cloud, host):
@@ -206,8 +207,8 @@ def test_a_new_drainer_carries_on_a_recorded_drain(cloud, host):
         drain = cloud.api.drain_host(host, max_parallel=2)
         time.sleep(0.2)
         assert cloud.api.get_drain(drain['id'])['counts']['pending'] == 3
-        assert all(cloud.db.get_instance(g['uuid'])['host'] == host for g in guests)
-        assert cloud.db.get_drain(drain['id'])['owner'] == manager.drainer.owner
+        assert all(cloud.db.instances.get(g['uuid'])['host'] == host for g in guests)
+        assert cloud.db.drains.get(drain['id'])['owner'] == manager.drainer.owner
     finally:
         # The old conductor stops cleanly (handing its drains back); the
         # restarted one's drainer carries on from the database alone.
@@ -229,7 +230,7 @@ def test_bad_drain_requests_are_refused_naming_the_value(cloud, host):
     assert 'no-such-host' in str(err.value)
     # Nothing recorded, the host still enabled.
     assert cloud.api.list_drains(host=host) == []
-    assert cloud.db.get_host(host)['enabled'] is True
+    assert cloud.db.hosts.get(host)['enabled'] is True
     cloud.cloud.inject_fault(host, 'start_migration', delay_s=0.5)
     first = cloud.api.drain_host(host)
     with pytest.raises(exception.DrainInProgress) as err:
@@ -241,7 +242,7 @@ def test_bad_drain_requests_are_refused_naming_the_value(cloud, host):
 
 
 def _owner(cloud, drain_id):
-    return cloud.db.get_drain(drain_id)['owner']
+    return cloud.db.drains.get(drain_id)['owner']
 
 
 def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
@@ -260,7 +261,7 @@ def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
         assert second.step() == []
         time.sleep(0.3)
         assert second.step() == []  # the lease still runs
-        assert all(cloud.db.get_instance(g['uuid'])['host'] == host
+        assert all(cloud.db.instances.get(g['uuid'])['host'] == host
                    for g in guests)
         # The first conductor "dies" (its lease is never handed back) ...
         time.sleep(1.0)
@@ -270,16 +271,16 @@ def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
         assert started == 2
         # ... and a stale pass of it changes nothing.
         assert first.step() == []
-        pending = next(u for u, g in cloud.db.get_drain(drain['id'])[
+        pending = next(u for u, g in cloud.db.drains.get(drain['id'])[
             'guests'].items() if g['status'] == 'pending')
         slot = {'drain_id': drain['id'], 'owner': first.owner, 'max_per_host': 9,
                 'max_cluster': 99}
-        with pytest.raises(db_api.NoDrainSlot) as err:
+        with pytest.raises(db_drains.NoDrainSlot) as err:
             manager.start_migration(pending, importance='high', drain_slot=slot)
         assert 'no longer held by %s' % first.owner in str(err.value)
-        assert cloud.db.get_instance(pending)['migration_id'] is None
-        assert cloud.db.update_drain(drain['id'], owner=first.owner,
-                                     status='done') is None
+        assert cloud.db.instances.get(pending)['migration_id'] is None
+        assert cloud.db.drains.update(drain['id'], owner=first.owner,
+                                      status='done') is None
         second.start()
         drain = _wait_done(cloud, drain['id'])
     finally:
@@ -304,15 +305,15 @@ def test_a_pass_slower_than_its_lease_keeps_its_drain(cloud, host):
         slot = {'drain_id': drain['id'], 'owner': manager.drainer.owner,
                 'max_per_host': 9, 'max_cluster': 99}
         # Without a lease to renew it with, a lapsed lease still refuses.
-        with pytest.raises(db_api.NoDrainSlot) as err:
+        with pytest.raises(db_drains.NoDrainSlot) as err:
             manager.start_migration(g['uuid'], importance='high', drain_slot=slot)
         assert 'no longer held' in str(err.value)
         mig = manager.start_migration(g['uuid'], importance='high',
                                       drain_slot=dict(slot, lease=1.0))
         assert mig['instance_uuid'] == g['uuid']
-        row = cloud.db.get_drain(drain['id'])
+        row = cloud.db.drains.get(drain['id'])
         assert row['owner'] == manager.drainer.owner
-        assert row['lease_expires_at'] > db_api.utcnow().isoformat()
+        assert row['lease_expires_at'] > rows.utcnow().isoformat()
         manager.runner.wait(mig['id'])
     finally:
         manager.drainer.stop()
@@ -327,21 +328,21 @@ def test_no_slot_at_the_start_is_not_a_failed_request(cloud, host, monkeypatch):
     (g,) = _guests(cloud, host, 1)
     manager = cloud.conductor.manager
     manager.drainer.stop()
-    real = cloud.db.create_drain_migration
+    real = cloud.db.drains.create_migration
     refused = []
 
     def no_room(values, **slot):
         if len(refused) < host_drain.REQUEST_TRIES + 1:
             refused.append(values['instance_uuid'])
-            raise db_api.NoDrainSlot('1 migrations leave %s, at most 1' % host)
+            raise db_drains.NoDrainSlot('1 migrations leave %s, at most 1' % host)
         return real(values, **slot)
-    monkeypatch.setattr(cloud.db, 'create_drain_migration', no_room)
+    monkeypatch.setattr(cloud.db.drains, 'create_migration', no_room)
     drainer = host_drain.Drainer(manager)
     try:
         drain = drainer.drain(str(uuid.uuid4()), host)
         for _ in range(host_drain.REQUEST_TRIES + 1):
             drainer.step()
-        guest = cloud.db.get_drain(drain['id'])['guests'][g['uuid']]
+        guest = cloud.db.drains.get(drain['id'])['guests'][g['uuid']]
         assert guest['status'] == host_drain.PENDING, guest
         assert 'tries' not in guest
         assert len(refused) == host_drain.REQUEST_TRIES + 1
@@ -366,7 +367,7 @@ def test_limits_hold_across_drainers(cloud, make_host):
     try:
         # The second host's drain goes to the second drainer; neither may take
         # the other's guests.
-        cloud.db.set_host_enabled(hosts[1], False)
+        cloud.db.hosts.set_enabled(hosts[1], False)
         with Sampler(cloud.db, hosts[0]) as seen0, \
                 Sampler(cloud.db, hosts[1]) as seen1:
             d0 = cloud.api.drain_host(hosts[0], max_parallel=2)
@@ -392,12 +393,12 @@ def test_a_start_beyond_the_limits_records_nothing(cloud, host):
                                        (9, 0, 'in the cluster, at most 0')):
             slot = {'drain_id': drain['id'], 'owner': manager.drainer.owner,
                     'max_per_host': per_host, 'max_cluster': cluster}
-            before = len(cloud.db.list_migrations(instance=g['uuid']))
-            with pytest.raises(db_api.NoDrainSlot) as err:
+            before = len(cloud.db.migrations.list(instance=g['uuid']))
+            with pytest.raises(db_drains.NoDrainSlot) as err:
                 manager.start_migration(g['uuid'], drain_slot=slot)
             assert why in str(err.value)
-            assert len(cloud.db.list_migrations(instance=g['uuid'])) == before
-            assert cloud.db.get_instance(g['uuid'])['migration_id'] is None
+            assert len(cloud.db.migrations.list(instance=g['uuid'])) == before
+            assert cloud.db.instances.get(g['uuid'])['migration_id'] is None
     finally:
         manager.drainer.stop()
         manager.drainer = host_drain.Drainer(manager).start()
@@ -429,7 +430,7 @@ def test_a_guest_refused_for_room_is_retried_until_a_host_has_room(cloud, make_h
     g = drain['guests'][big['uuid']]
     assert (g['status'], g['destination'], g['error']) == ('moved', roomy, None)
     assert 'retry_at' not in g and 1 <= g['attempts'] < 30
-    assert cloud.db.get_instance(big['uuid'])['host'] == roomy
+    assert cloud.db.instances.get(big['uuid'])['host'] == roomy
 
 
 def test_a_guest_refused_for_room_gives_up_after_its_attempts(cloud, host):
@@ -447,12 +448,12 @@ def test_a_guest_refused_for_room_gives_up_after_its_attempts(cloud, host):
     assert g['error'].startswith('no host could take it in 3 attempts: ')
     assert 'refused by filter capacity' in g['error']
     assert took >= 0.5  # two waits between three tries
-    assert cloud.db.get_instance(huge['uuid'])['host'] == host
+    assert cloud.db.instances.get(huge['uuid'])['host'] == host
 
 
 @pytest.mark.parametrize('refusal', [
-    db_api.misfit_error(placement.Misfit('capacity', 'memory_mb', 5, 1,
-                                         'memory_mb needs 5, 1 free'), 'h2', 'u'),
+    placement.misfit_error(placement.Misfit('capacity', 'memory_mb', 5, 1,
+                                            'memory_mb needs 5, 1 free'), 'h2', 'u'),
     exception.InsufficientCapacity(host='h2', instance='u', resource='vcpus',
                                    requested=4, free=0)])
 def test_a_migration_that_found_no_room_is_retried_like_a_refusal(cloud, refusal):
@@ -532,8 +533,8 @@ def test_cli_refuses_a_bad_max_parallel(capsys):
 def test_drain_counts_match_the_database(cloud, host):
     _guests(cloud, host, 2)
     drain = _wait_done(cloud, cloud.api.drain_host(host)['id'])
-    assert drain == host_drain.with_counts(cloud.db.get_drain(drain['id']))
-    assert cloud.db.list_drains(host=host, status=db_api.DRAIN_DONE)[0]['id'] == \
+    assert drain == host_drain.with_counts(cloud.db.drains.get(drain['id']))
+    assert cloud.db.drains.list(host=host, status=db_drains.DRAIN_DONE)[0]['id'] == \
         drain['id']
 
 

@@ -11,8 +11,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from conductor.db import api as db_api
 from conductor.db import models
+from conductor.db import rows
 from ferryman.common import exception
 from ferryman.common import schemas
 from ferryman.cmd import cli
@@ -25,7 +25,7 @@ def _state(cloud):
     """Every row a report or an RPC method could change, as plain dicts."""
     with cloud.db.session() as s:
         return {table.__tablename__: sorted(
-            (db_api.to_dict(row) for row in s.scalars(sa.select(table))),
+            (rows.to_dict(row) for row in s.scalars(sa.select(table))),
             key=repr) for table in (models.Host, models.Instance, models.Allocation,
                                     models.Provider, models.NestedAllocation,
                                     models.Migration, models.Drain)}
@@ -140,7 +140,7 @@ def test_a_report_never_rewrites_another_hosts_guest(cloud, guest, caplog):
     after = _state(cloud)
     assert after['ferryman_instances'] == before['ferryman_instances']
     assert after['ferryman_allocations'] == before['ferryman_allocations']
-    assert cloud.db.get_instance(g['uuid'])['host'] == 'compute1'
+    assert cloud.db.instances.get(g['uuid'])['host'] == 'compute1'
     assert any(g['uuid'] in r.getMessage() and 'compute1' in r.getMessage()
                for r in caplog.records if r.levelno >= logging.WARNING), caplog.text
 
@@ -154,14 +154,14 @@ def test_a_guest_migrating_to_the_host_is_reported_without_rewriting_it(
         while cloud.api.get_migration(mig['id'])['status'] != states.RUNNING:
             assert time.time() < deadline
             time.sleep(0.01)
-        before = cloud.db.get_instance(g['uuid'])
+        before = cloud.db.instances.get(g['uuid'])
         info, guests = _report(cloud, 'compute2')
         arriving = dict(cloud.agents['compute1'].manager.driver.get_guest(
             g['uuid']), name='renamed', power_state='paused')
         with caplog.at_level(logging.WARNING):
             cloud.conductor.manager.report_host({}, 'compute2', info,
                                                 guests + [arriving])
-        assert cloud.db.get_instance(g['uuid']) == before
+        assert cloud.db.instances.get(g['uuid']) == before
         # Expected (the conductor knows the migration): nothing to warn about.
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING and
                     g['uuid'] in r.getMessage()], caplog.text

@@ -39,7 +39,7 @@ def _usage(cloud):
 
 
 def _allocations(cloud, consumer):
-    return [(a['host'], a['memory_mb']) for a in cloud.db.allocations(consumer)]
+    return [(a['host'], a['memory_mb']) for a in cloud.db.allocations.list(consumer)]
 
 
 def _probe_left(cloud, host, mig_id):
@@ -65,11 +65,12 @@ def statuses(cloud, monkeypatch):
     """migration id -> the statuses the conductor recorded for it, in order."""
     seen = {}
     for name in ('advance', 'enter_post_copy', 'switch_over'):
-        def recording(migration_id, *args, _real=getattr(cloud.db, name), **kwargs):
+        def recording(migration_id, *args,
+                      _real=getattr(cloud.db.migrations, name), **kwargs):
             mig = _real(migration_id, *args, **kwargs)
             seen.setdefault(migration_id, []).append(mig['status'])
             return mig
-        monkeypatch.setattr(cloud.db, name, recording)
+        monkeypatch.setattr(cloud.db.migrations, name, recording)
     return seen
 
 
@@ -106,7 +107,7 @@ def test_each_subtype_completes(cloud, guest, subtype):
     assert cloud.cloud.find_guest(g['uuid']) == {dest: 'running'}
     assert cloud.cloud.leftovers(src, g['uuid']) == []
     assert cloud.api.list_instances(host=dest)[-1:] and \
-        cloud.db.get_instance(g['uuid'])['host'] == dest
+        cloud.db.instances.get(g['uuid'])['host'] == dest
     if storage == 'local':
         assert cloud.cloud.read_disk(dest, g['uuid']) == 'data of %s' % g['name']
     # Counted once, on the destination.
@@ -123,7 +124,7 @@ def test_each_subtype_completes(cloud, guest, subtype):
     hosts = {e['atom']: e['host'] for e in events}
     assert hosts[c.START_MIGRATION] == src
     assert hosts[c.PLUG_NETWORKING] == dest
-    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    assert not cloud.db.instances.get(g['uuid'])['migration_id']
 
 
 @pytest.mark.parametrize('subtype,step,where', MATRIX)
@@ -146,7 +147,7 @@ def test_failure_at_each_step_rolls_back(cloud, guest, subtype, step, where):
     assert _usage(cloud) == before
     assert _allocations(cloud, g['uuid']) == [(src, 1024)]
     assert _allocations(cloud, mig['id']) == []
-    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    assert not cloud.db.instances.get(g['uuid'])['migration_id']
     states_seen = {(e['atom'], e['state']) for e in
                    cloud.api.get_task_history(mig['id'])}
     assert (c.MIGRATION_SENTINEL, 'REVERTED') in states_seen
@@ -183,8 +184,8 @@ def test_failure_after_switch_over_is_error_never_rollback(
             [x for x in left if x.startswith('volume:')]
     assert _allocations(cloud, g['uuid']) == [(dest, 1024)]
     assert _allocations(cloud, mig['id']) == []
-    assert cloud.db.get_instance(g['uuid'])['host'] == dest
-    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    assert cloud.db.instances.get(g['uuid'])['host'] == dest
+    assert not cloud.db.instances.get(g['uuid'])['migration_id']
 
 
 def test_transient_failure_after_switch_over_is_retried(cloud, guest):
@@ -234,7 +235,7 @@ def test_bad_input_changes_nothing(cloud, guest, kwargs, error, named):
     assert named in str(err.value)
     assert (cloud.api.list_migrations(), _usage(cloud)) == before
     assert cloud.cloud.leftovers('compute2', g['uuid']) == []
-    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    assert not cloud.db.instances.get(g['uuid'])['migration_id']
 
 
 def test_host_disabled_and_down_are_refused(cloud, guest):
@@ -330,7 +331,7 @@ def test_failed_rollback_is_error_for_an_operator(cloud, guest, subtype, undo):
     # Everything else was still undone, and the guest never left the source.
     assert cloud.cloud.find_guest(g['uuid']) == {src: 'running'}
     assert _allocations(cloud, g['uuid']) == [(src, g['memory_mb'])]
-    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    assert not cloud.db.instances.get(g['uuid'])['migration_id']
     events = {(e['atom'], e['state']) for e in cloud.api.get_task_history(mig['id'])}
     assert (c.CLAIM_RESOURCES, 'REVERTED') in events
 

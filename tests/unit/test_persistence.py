@@ -97,7 +97,7 @@ def test_migration_flow_and_atoms_are_in_the_database(cloud, guest):
         (tf_states.SUCCESS, 1.0)}
     injected = [ad for ad in flow_detail if ad.name.startswith('_TaskFlow_')]
     assert injected[0].results['migration_id'] == mig['id']
-    history = cloud.db.get_task_history(mig['id'])
+    history = cloud.db.history.list(mig['id'])
     assert [e['state'] for e in history if e['atom'] == 'claim-resources'] == [
         'RUNNING', 'SUCCESS']
 

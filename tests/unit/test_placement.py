@@ -92,16 +92,17 @@ def disabled(cloud):
 
 
 def _allocs(cloud, consumer):
-    return sorted((a['host'], a['memory_mb']) for a in cloud.db.allocations(consumer))
+    return sorted((a['host'], a['memory_mb'])
+                  for a in cloud.db.allocations.list(consumer))
 
 
 def _nested(cloud, consumer):
-    return sorted(a['provider'] for a in cloud.db.nested_allocations(consumer))
+    return sorted(a['provider'] for a in cloud.db.allocations.nested(consumer))
 
 
 def _held_anywhere(cloud, consumer, host):
-    return ([a for a in cloud.db.allocations(consumer, host)] +
-            [a for a in cloud.db.nested_allocations(consumer, host)])
+    return ([a for a in cloud.db.allocations.list(consumer, host)] +
+            [a for a in cloud.db.allocations.nested(consumer, host)])
 
 
 def _running_atom(cloud, mig_id, atom, timeout=30):
@@ -297,15 +298,15 @@ def _race_setup(db, capacity_mb, wanted_mb):
             'vcpus': 64, 'memory_mb': capacity_mb, 'disk_gb': 1000,
             'instances_path': None}
     dest = 'race-dest-%s' % tag
-    db.report_host(dest, info, [])
+    db.reports.record(dest, info, [])
     migs = []
     for i in range(2):
         src = 'race-src-%s-%d' % (tag, i)
         g = {'uuid': str(uuid.uuid4()), 'name': 'race-%s-%d' % (tag, i), 'vcpus': 1,
              'memory_mb': wanted_mb, 'disk_gb': 0, 'storage': 'volume', 'disks': [],
              'volumes': ['v%d' % i], 'sla_class': 'pet', 'power_state': 'running'}
-        db.report_host(src, dict(info, memory_mb=wanted_mb * 2), [g])
-        migs.append(db.create_migration({
+        db.reports.record(src, dict(info, memory_mb=wanted_mb * 2), [g])
+        migs.append(db.migrations.create({
             'id': str(uuid.uuid4()), 'instance_uuid': g['uuid'], 'source': src,
             'destination': dest, 'subtype': states.BLOCK_STORAGE,
             'block_migration': 'false', 'force': False}))
@@ -332,7 +333,7 @@ def test_concurrent_claims_for_the_last_capacity_only_one_wins(tmp_path):
             racing.on = True
             barrier.wait()
             try:
-                db.claim(migs[i]['id'])
+                db.allocations.claim(migs[i]['id'])
                 results[i] = 'claimed'
             except exception.InsufficientCapacity as exc:
                 results[i] = exc
@@ -346,13 +347,13 @@ def test_concurrent_claims_for_the_last_capacity_only_one_wins(tmp_path):
         winner = results.index('claimed')
         loser = results[winner ^ 1]
         assert 'memory_mb' in str(loser) and dest in str(loser)
-        assert [a['consumer'] for a in db.allocations(host=dest)] == [
+        assert [a['consumer'] for a in db.allocations.list(host=dest)] == [
             migs[winner]['instance_uuid']]
         # The loser changed nothing: its guest still holds its own source.
         lost = migs[winner ^ 1]
-        assert [a['consumer'] for a in db.allocations(host=lost['source'])] == [
+        assert [a['consumer'] for a in db.allocations.list(host=lost['source'])] == [
             lost['instance_uuid']]
-        assert db.allocations(consumer=lost['id']) == []
+        assert db.allocations.list(consumer=lost['id']) == []
     finally:
         db.engine.dispose()
 
@@ -361,7 +362,7 @@ def test_two_migrations_racing_for_a_host_one_completes(cloud, guest, memory):
     a, b = (guest('compute1', 'local', memory_mb=4096) for _ in range(2))
     # Room for one more such guest on compute3 in the conductor's count, for
     # both on its hypervisor: both requests pass their checks, one claim fits.
-    db_used = cloud.db.get_host('compute3')['used']['memory_mb']
+    db_used = cloud.db.hosts.get('compute3')['used']['memory_mb']
     hv_used = sum(g['memory_mb'] for g in cloud.cloud.guests('compute3', True))
     memory('compute3', max(db_used, hv_used) + 6144)
     started, refused = [], []
@@ -379,9 +380,9 @@ def test_two_migrations_racing_for_a_host_one_completes(cloud, guest, memory):
             assert 'compute3' in m['error'] and 'filter capacity' in m['error']
             assert _allocs(cloud, m['instance_uuid']) == [('compute1', 4096)]
     assert all('filter capacity' in r for r in refused)
-    on_dest = [x for x in (a, b) if cloud.db.allocations(x['uuid'], 'compute3')]
+    on_dest = [x for x in (a, b) if cloud.db.allocations.list(x['uuid'], 'compute3')]
     assert len(on_dest) == 1
-    assert cloud.db.get_host('compute3')['used']['memory_mb'] == db_used + 4096
+    assert cloud.db.hosts.get('compute3')['used']['memory_mb'] == db_used + 4096
     assert _mine(cloud, a['uuid'], b['uuid'], *[m['id'] for m in ends]) == []
 
 
@@ -404,7 +405,7 @@ def test_forced_host_skips_capacity_and_copies_the_source_allocation(cloud, gues
     # Room for the guest on p3's hypervisor, none in the conductor's count once
     # p3 keeps all but 1 GiB for itself.
     agent = cloud.agents['compute3'].conf
-    total = cloud.db.get_host('compute3')['memory_mb']
+    total = cloud.db.hosts.get('compute3')['memory_mb']
     agent.set_override('reserved_host_memory_mb', total - 1024, group='compute')
     cloud.refresh()
     try:
@@ -424,15 +425,15 @@ def test_forced_with_nested_allocations_is_refused_changing_nothing(cloud, guest
     g = guest('compute1', 'local', numa_topology=[{'vcpus': 1, 'memory_mb': 512}])
     assert _nested(cloud, g['uuid']) == ['compute1/numa0'] or \
         _nested(cloud, g['uuid']) == ['compute1/numa1']
-    before = (cloud.api.list_migrations(), cloud.db.allocations(),
-              cloud.db.nested_allocations())
+    before = (cloud.api.list_migrations(), cloud.db.allocations.list(),
+              cloud.db.allocations.nested())
     with pytest.raises(exception.CannotForceNested) as err:
         cloud.api.live_migrate(g['name'], host='compute2', force=True)
     assert '2 resource providers' in str(err.value) and 'numa' in str(err.value)
-    assert (cloud.api.list_migrations(), cloud.db.allocations(),
-            cloud.db.nested_allocations()) == before
+    assert (cloud.api.list_migrations(), cloud.db.allocations.list(),
+            cloud.db.allocations.nested()) == before
     assert cloud.cloud.leftovers('compute2', g['uuid']) == []
-    assert not cloud.db.get_instance(g['uuid'])['migration_id']
+    assert not cloud.db.instances.get(g['uuid'])['migration_id']
 
 
 def test_force_needs_a_host(cloud, guest):
@@ -475,9 +476,9 @@ def test_pci_guest_goes_only_where_a_device_with_its_trait_is_free(cloud, guest)
 
 # Retries over candidates. ---------------------------------------------------------
 def _order(cloud, g):
-    inst = cloud.db.get_instance(g['uuid'])
-    source = cloud.db.get_host(inst['host'])
-    passed, _ = scheduler.candidates(inst, source, cloud.db.list_hosts())
+    inst = cloud.db.instances.get(g['uuid'])
+    source = cloud.db.hosts.get(inst['host'])
+    passed, _ = scheduler.candidates(inst, source, cloud.db.hosts.list())
     return [h['name'] for h in passed]
 
 

@@ -15,7 +15,7 @@ def _report_without(cloud, host, *gone):
 
 
 def _used_memory(cloud, host):
-    return cloud.db.get_host(host)['used']['memory_mb']
+    return cloud.db.hosts.get(host)['used']['memory_mb']
 
 
 def test_vanished_guest_is_forgotten_after_the_grace_unless_migrating(cloud, guest,
@@ -33,15 +33,15 @@ def test_vanished_guest_is_forgotten_after_the_grace_unless_migrating(cloud, gue
         used = _used_memory(cloud, 'compute1')
         _report_without(cloud, 'compute1', gone['uuid'], moving['uuid'])
         # One report is not enough: it may have been gathered before a change.
-        assert cloud.db.get_instance(gone['uuid'])['host'] == 'compute1'
+        assert cloud.db.instances.get(gone['uuid'])['host'] == 'compute1'
         time.sleep(1.1)
         _report_without(cloud, 'compute1', gone['uuid'], moving['uuid'])
         with pytest.raises(exception.InstanceNotFound):
-            cloud.db.get_instance(gone['uuid'])
-        assert cloud.db.allocations(gone['uuid']) == []
+            cloud.db.instances.get(gone['uuid'])
+        assert cloud.db.allocations.list(gone['uuid']) == []
         assert _used_memory(cloud, 'compute1') == used - 512
         # The guest in a migration keeps its record and its claims.
-        assert cloud.db.get_instance(moving['uuid'])['migration_id'] == mig['id']
+        assert cloud.db.instances.get(moving['uuid'])['migration_id'] == mig['id']
     finally:
         conf.clear_override('vanished_guest_grace', group='conductor')
         cloud.api.abort_migration(mig['id'])
@@ -60,6 +60,6 @@ def test_a_guest_seen_again_is_kept(cloud, guest):
         cloud.refresh()  # there after all (a stale report had lacked it)
         time.sleep(0.6)
         _report_without(cloud, 'compute2', g['uuid'])
-        assert cloud.db.get_instance(g['uuid'])['host'] == 'compute2'
+        assert cloud.db.instances.get(g['uuid'])['host'] == 'compute2'
     finally:
         conf.clear_override('vanished_guest_grace', group='conductor')

@@ -92,10 +92,10 @@ def _released(cloud, g, mig):
     """The guest runs on its source, unlocked, holding its claim there only."""
     source = mig['source']
     assert cloud.cloud.find_guest(g['uuid']) == {source: 'running'}
-    inst = cloud.db.get_instance(g['uuid'])
+    inst = cloud.db.instances.get(g['uuid'])
     assert (inst['host'], inst['migration_id']) == (source, None)
-    assert cloud.db.allocations(consumer=mig['id']) == []
-    assert [a['host'] for a in cloud.db.allocations(consumer=g['uuid'])] == [
+    assert cloud.db.allocations.list(consumer=mig['id']) == []
+    assert [a['host'] for a in cloud.db.allocations.list(consumer=g['uuid'])] == [
         source]
 
 
@@ -115,7 +115,7 @@ def test_a_bad_saved_flow_fails_and_the_others_resume(cloud, guest, monkeypatch,
     assert bad['status'] == states.FAILED
     assert 'nothing had been done' in bad['error']
     _released(cloud, bad_guest, bad)
-    (event,) = cloud.db.get_task_history(bad['id'])
+    (event,) = cloud.db.history.list(bad['id'])
     assert (event['atom'], event['state'], event['error']) == (
         c.MIGRATION_SENTINEL, tf_states.FAILURE, bad['error'])
     assert cloud.api.audit()['violations'] == []
@@ -127,7 +127,7 @@ def test_an_unreadable_flow_that_had_begun_ends_in_error(cloud, guest, monkeypat
     g = guest('compute1')
     with _submitting(cloud, monkeypatch, _saved_only) as runner:
         mig = cloud.api.live_migrate(g['name'], host='compute2')
-    cloud.db.advance(mig['id'], 'prepare')
+    cloud.db.migrations.advance(mig['id'], 'prepare')
     with contextlib.closing(runner.backend.get_connection()) as conn:
         (fd,) = conn.get_logbook(mig['id'])
         for ad in fd:

@@ -86,8 +86,8 @@ def _completed_on(cloud, mig, g, src, dest, undo_calls):
         _mine(undo_calls, g['uuid']) == [('abort_migration', src, g['uuid'])]
     assert cloud.cloud.find_guest(g['uuid']) == {dest: 'running'}
     assert cloud.cloud.leftovers(src, g['uuid']) == []
-    assert cloud.db.get_instance(g['uuid'])['host'] == dest
-    assert cloud.db.get_migration(mig['id'])['last_known_host'] == dest
+    assert cloud.db.instances.get(g['uuid'])['host'] == dest
+    assert cloud.db.migrations.get(mig['id'])['last_known_host'] == dest
 
 
 def test_source_agent_restarted_after_the_move_still_completes(
@@ -136,7 +136,7 @@ def test_abort_arriving_after_the_copy_finished_completes(cloud, guest, monkeypa
 # Steps past switch-over only go forward. --------------------------------------------
 def _snapshot(cloud, uuid, hosts):
     """What the guest has on the hosts, and where the database says it runs."""
-    out = {'instance_host': cloud.db.get_instance(uuid)['host']}
+    out = {'instance_host': cloud.db.instances.get(uuid)['host']}
     for host in hosts:
         state = cloud.cloud.load(host)
         path = os.path.join(state['info']['instances_path'], uuid)
@@ -170,8 +170,8 @@ def test_a_failure_past_switch_over_undoes_no_forward_step(
                             'post_migration_destination', fail)
     else:
         # After both hosts' steps: neither may be undone.
-        real = cloud.db.drop_source_allocation
-        monkeypatch.setattr(cloud.db, 'drop_source_allocation',
+        real = cloud.db.allocations.drop_source
+        monkeypatch.setattr(cloud.db.allocations, 'drop_source',
                             lambda mig_id: fail() if not at_failure else real(mig_id))
     mig = cloud.wait(cloud.api.live_migrate(g['name'], host=dest)['id'])
     assert at_failure, 'the step never ran'
@@ -185,9 +185,9 @@ def test_a_failure_past_switch_over_undoes_no_forward_step(
                                   'files': None}
     assert at_failure[0][dest]['guest'] == 'running'
     # Counted on the destination only, as after a migration that completed.
-    assert [(a['host'], a['memory_mb']) for a in cloud.db.allocations(g['uuid'])] \
+    assert [(a['host'], a['memory_mb']) for a in cloud.db.allocations.list(g['uuid'])] \
         == [(dest, g['memory_mb'])]
-    assert cloud.db.allocations(mig['id']) == []
+    assert cloud.db.allocations.list(mig['id']) == []
 
 
 # The simulated driver. --------------------------------------------------------------

@@ -275,14 +275,14 @@ def _wait_refused(caplog, method, host, count=1, timeout=10):
 
 def _report_state(cloud, host):
     return sorted((i['uuid'], i['name'], i['power_state'], i['memory_mb'])
-                  for i in cloud.db.list_instances(host=host))
+                  for i in cloud.db.instances.list(host=host))
 
 
 def test_forged_reports_are_refused_logged_and_change_nothing(
         cloud, bare, guest, caplog):
     g = guest('compute1')
     before = _report_state(cloud, 'compute1')
-    hosts_before = sorted(h['name'] for h in cloud.db.list_hosts())
+    hosts_before = sorted(h['name'] for h in cloud.db.hosts.list())
     agent = cloud.agents['compute1'].manager
     forged_guests = [dict(x, name='forged', memory_mb=1) if x['uuid'] == g['uuid']
                      else x for x in agent.driver.list_guests()]
@@ -310,7 +310,7 @@ def test_forged_reports_are_refused_logged_and_change_nothing(
     client.cast({}, 'report_host', **dict(args, host='phantom-host'))
     _wait_refused(caplog, 'report_host', 'phantom-host')
     assert _report_state(cloud, 'compute1') == before
-    assert sorted(h['name'] for h in cloud.db.list_hosts()) == hosts_before
+    assert sorted(h['name'] for h in cloud.db.hosts.list()) == hosts_before
 
 
 def test_a_replayed_report_is_refused(cloud, bare, guest, caplog):

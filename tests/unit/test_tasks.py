@@ -24,7 +24,8 @@ GUEST = {'uuid': 'g-1', 'name': 'guest'}
 
 
 class FakeDb(object):
-    """One migration's record; every write is noted in ``calls``."""
+    """One migration's record; every write is noted in ``calls``, as
+    'store.verb' (the database's stores: migrations, allocations, history)."""
 
     def __init__(self, fail=(), **migration):
         self.migration = dict({
@@ -33,28 +34,46 @@ class FakeDb(object):
             'rollback_errors': [], 'force': False}, **migration)
         self.fail = set(fail)
         self.calls = []
+        self.migrations = _FakeMigrations(self)
+        self.allocations = _FakeStore(self, 'allocations',
+                                      ('unclaim', 'drop_source', 'claim'))
+        self.history = _FakeStore(self, 'history', ('add',))
 
     def _call(self, name, *args, **kwargs):
         self.calls.append((name,) + args + ((kwargs,) if kwargs else ()))
         if name in self.fail:
             raise exception.FerrymanError('database down')
 
-    def get_migration(self, migration_id):
+
+class _FakeMigrations(object):
+
+    def __init__(self, db):
+        self.db = db
+
+    def get(self, migration_id):
         assert migration_id == MID
-        if 'get_migration' in self.fail:
+        if 'migrations.get' in self.db.fail:
             raise exception.FerrymanError('database down')
-        return dict(self.migration)
+        return dict(self.db.migration)
 
     def advance(self, migration_id, event, **kwargs):
-        self._call('advance', migration_id, event, **kwargs)
+        self.db._call('migrations.advance', migration_id, event, **kwargs)
 
     def add_rollback_error(self, migration_id, text):
-        self.migration['rollback_errors'].append(text)
+        self.db.migration['rollback_errors'].append(text)
 
-    def __getattr__(self, name):
-        if name in ('unclaim', 'drop_source_allocation', 'claim', 'add_task_event'):
-            return lambda *args, **kwargs: self._call(name, *args, **kwargs)
-        raise AttributeError(name)
+
+class _FakeStore(object):
+    """A store whose ``verbs`` only note their calls."""
+
+    def __init__(self, db, name, verbs):
+        self.db, self.name, self.verbs = db, name, verbs
+
+    def __getattr__(self, verb):
+        if verb in self.verbs:
+            return lambda *args, **kwargs: self.db._call(
+                '%s.%s' % (self.name, verb), *args, **kwargs)
+        raise AttributeError(verb)
 
 
 class FakeCompute(object):
@@ -101,31 +120,31 @@ def _failure(text):
 def _sentinel_revert(db, failures=None):
     _bound(database.MigrationSentinel(), db).revert(
         MID, flow_failures=failures or {c.START_MIGRATION: _failure('boom')})
-    return [call for call in db.calls if call[0] == 'advance']
+    return [call for call in db.calls if call[0] == 'migrations.advance']
 
 
 def test_sentinel_fails_a_migration_wholly_undone():
     assert _sentinel_revert(FakeDb()) == [
-        ('advance', MID, 'fail', {'error': 'boom', 'last_known_host': 'src'})]
+        ('migrations.advance', MID, 'fail', {'error': 'boom', 'last_known_host': 'src'})]
 
 
 def test_sentinel_errs_once_the_guest_runs_on_the_destination():
     db = FakeDb(switchover_at='2026-01-01T00:00:00', cancel_requested=True)
     assert _sentinel_revert(db) == [
-        ('advance', MID, 'error', {'error': 'boom', 'last_known_host': 'dst'})]
+        ('migrations.advance', MID, 'error', {'error': 'boom', 'last_known_host': 'dst'})]
 
 
 def test_sentinel_cancels_an_aborted_migration_wholly_undone():
     assert _sentinel_revert(FakeDb(cancel_requested=True)) == [
-        ('advance', MID, 'cancel', {'error': 'aborted on request',
-                                    'last_known_host': 'src'})]
+        ('migrations.advance', MID, 'cancel', {'error': 'aborted on request',
+                                               'last_known_host': 'src'})]
 
 
 @pytest.mark.parametrize('cancelled', [False, True])
 def test_sentinel_errs_when_an_undo_failed(cancelled):
     db = FakeDb(cancel_requested=cancelled, rollback_errors=['unplug: refused'])
     assert _sentinel_revert(db) == [
-        ('advance', MID, 'error', {
+        ('migrations.advance', MID, 'error', {
             'error': 'boom; rollback incomplete: unplug: refused',
             'last_known_host': 'src'})]
 
@@ -143,14 +162,14 @@ def test_sentinel_joins_every_failure_and_names_a_flow_without_any():
     assert db.calls[0][3]['error'] == 'flow failed'
 
 
-@pytest.mark.parametrize('fail', ['get_migration', 'advance'])
+@pytest.mark.parametrize('fail', ['migrations.get', 'migrations.advance'])
 def test_sentinel_revert_never_raises(fail):
     db = FakeDb(fail=[fail])
     _sentinel_revert(db)  # logged, not raised: nothing else would run after it
 
 
 @pytest.mark.parametrize('status, advanced', [
-    (states.ACCEPTED, [('advance', MID, 'prepare')]),
+    (states.ACCEPTED, [('migrations.advance', MID, 'prepare')]),
     (states.PREPARING, [])])  # resumed after it had run
 def test_sentinel_prepares_an_accepted_migration_once(status, advanced):
     db = FakeDb(status=status)
@@ -168,17 +187,17 @@ def test_a_failed_claim_has_nothing_to_release():
 def test_claim_revert_releases_the_attempts_claim_before_switch_over():
     db = FakeDb()
     _bound(database.ClaimResources(), db).revert(MID, 'dst', None)
-    assert db.calls == [('unclaim', MID, 'dst')]
+    assert db.calls == [('allocations.unclaim', MID, 'dst')]
 
 
 def test_claim_revert_past_switch_over_drops_the_source_allocation_only():
     db = FakeDb(switchover_at='2026-01-01T00:00:00')
     _bound(database.ClaimResources(), db).revert(MID, 'dst', None)
-    assert db.calls == [('drop_source_allocation', MID)]
+    assert db.calls == [('allocations.drop_source', MID)]
 
 
 def test_claim_revert_records_a_failed_release_and_goes_on():
-    db = FakeDb(fail=['unclaim'])
+    db = FakeDb(fail=['allocations.unclaim'])
     _bound(database.ClaimResources(), db).revert(MID, 'dst', None)
     assert db.migration['rollback_errors'] == [
         'release claim on dst: database down']
@@ -188,9 +207,9 @@ def test_claim_notes_the_attempt_when_there_are_several_candidates():
     db = FakeDb()
     _bound(database.ClaimResources(), db).execute(MID, 'b', ['a', 'b'])
     assert db.calls == [
-        ('add_task_event', MID, c.CLAIM_RESOURCES, 'ATTEMPT', {
+        ('history.add', MID, c.CLAIM_RESOURCES, 'ATTEMPT', {
             'host': 'b', 'details': {'attempt': 2, 'candidates': ['a', 'b']}}),
-        ('claim', MID, 'b', {'force': False})]
+        ('allocations.claim', MID, 'b', {'force': False})]
 
 
 # The retry over candidate destinations. --------------------------------------------
@@ -209,7 +228,7 @@ def test_retry_gives_up_out_of_candidates():
 
 
 @pytest.mark.parametrize('db', [FakeDb(cancel_requested=True),
-                                FakeDb(fail=['get_migration'])])
+                                FakeDb(fail=['migrations.get'])])
 def test_retry_stops_once_aborted_or_unreadable(db):
     assert _decision(db, ['a']) == retry.REVERT_ALL
 

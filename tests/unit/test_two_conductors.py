@@ -27,9 +27,9 @@ def test_two_conductors_run_migrations_at_once_each_in_its_own_database():
         for mig in ended:
             assert (mig['status'], mig['error']) == (states.COMPLETED, None)
         for c, mig, other in zip(clouds, migs, reversed(migs)):
-            assert [m['id'] for m in c.db.list_migrations()] == [mig['id']]
-            atoms = {e['atom'] for e in c.db.get_task_history(mig['id'])}
+            assert [m['id'] for m in c.db.migrations.list()] == [mig['id']]
+            atoms = {e['atom'] for e in c.db.history.list(mig['id'])}
             assert 'finish-migration' in atoms, atoms
-            assert c.db.get_task_history(other['id']) == []
-            assert c.cloud.find_guest(c.db.get_instance('twin')['uuid']) == {
+            assert c.db.history.list(other['id']) == []
+            assert c.cloud.find_guest(c.db.instances.get('twin')['uuid']) == {
                 'compute3': 'running'}

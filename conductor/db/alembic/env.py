@@ -5,7 +5,7 @@ from conductor.db import models
 config = context.config
 
 
-def run_migrations_online():
+def run_online():
     connectable = config.attributes['connection']
     context.configure(connection=connectable, target_metadata=models.Base.metadata,
                       version_table='ferryman_alembic_version',
@@ -14,4 +14,4 @@ def run_migrations_online():
         context.run_migrations()
 
 
-run_migrations_online()
+run_online()
