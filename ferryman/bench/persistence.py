@@ -87,7 +87,7 @@ def _in_memory(cloud, name, destination):
     def run_unsaved(migration, store):
         engine = taskflow.engines.load(flows.build(migration['subtype']),
                                        store=store, engine='serial')
-        futures.append(runner.executor.submit(engine.run))
+        futures.append(runner.pool.executor.submit(engine.run))
     runner.submit = run_unsaved
     try:
         mig = manager.live_migrate({}, name, host=destination)
