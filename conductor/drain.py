@@ -88,10 +88,10 @@ def _pending(inst):
 
 class Drainer(object):
 
-    def __init__(self, manager):
-        self.manager = manager
-        self.db = manager.db
-        self.conf = manager.conf.conductor
+    def __init__(self, conf, db, admission):
+        self.db = db
+        self.admission = admission
+        self.conf = conf.conductor
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = None
@@ -103,7 +103,7 @@ class Drainer(object):
                 reason='must exceed drain_interval (%s): passes renew the lease'
                        % self.conf.drain_interval)
         # Unique per process: a restarted conductor is a new owner.
-        self.owner = jobboard.owner_name(manager.conf)
+        self.owner = jobboard.owner_name(conf)
 
     # Life cycle. --------------------------------------------------------------------
     def start(self):
@@ -135,7 +135,7 @@ class Drainer(object):
     def _loop(self):
         while not self._stopping.is_set():
             try:
-                self.step()
+                self.run_pass()
             except Exception:
                 LOG.exception('Drain pass failed')
             self._wake.wait(self.conf.drain_interval)
@@ -157,7 +157,7 @@ class Drainer(object):
         return with_counts(drain)
 
     # The work. ----------------------------------------------------------------------
-    def step(self):
+    def run_pass(self):
         """One look at every drain under way that this drainer holds (or may
         take); the drains looked at."""
         with self._lock:
@@ -171,13 +171,13 @@ class Drainer(object):
                 if self._stopping.is_set():
                     break
                 try:
-                    self._advance(drain, leaving)
+                    self._work_on(drain, leaving)
                 except Exception:
                     LOG.exception('Drain %s of %s: pass failed', drain['id'],
                                   drain['host'])
             return [d['id'] for d in drains]
 
-    def _advance(self, drain, leaving):
+    def _work_on(self, drain, leaving):
         host = drain['host']
         guests = {u: dict(g) for u, g in drain['guests'].items()}
         following = {g['migration']: u for u, g in guests.items()
@@ -197,7 +197,7 @@ class Drainer(object):
                     self._stopping.is_set():
                 break
             try:
-                started = self._start(drain, uuid, guests[uuid])
+                started = self._move(drain, uuid, guests[uuid])
             except db_api.NoDrainSlot as exc:
                 LOG.debug('Drain %s: no slot for %s: %s', drain['id'], uuid, exc)
                 break
@@ -238,7 +238,7 @@ class Drainer(object):
             guest.update(status=FAILED, error='migration %s %s: %s' % (
                 mig['id'], mig['status'], mig['error'] or 'no error recorded'))
 
-    def _start(self, drain, uuid, guest):
+    def _move(self, drain, uuid, guest):
         """Start the guest's migration; True if one now runs for it."""
         try:
             inst = self.db.get_instance(uuid)
@@ -257,8 +257,7 @@ class Drainer(object):
                 'max_cluster': self.conf.drain_max_cluster,
                 'lease': self.conf.drain_lease_expiry}
         try:
-            mig = self.manager.start_migration(uuid, importance='high',
-                                               drain_slot=slot)
+            mig = self.admission.admit(uuid, importance='high', drain_slot=slot)
         except db_api.NoDrainSlot:
             raise  # no room now, or not ours: the guest waits; not its failure
         except exception.InstanceAlreadyMigrating as exc:

@@ -114,6 +114,11 @@ class Sampler(object):
         self._thread.join()
 
 
+def _drainer(manager):
+    """Another drainer of the conductor's (as a second conductor would run)."""
+    return host_drain.Drainer(manager.conf, manager.db, manager.admission)
+
+
 def _wait_done(cloud, drain_id, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -212,7 +217,7 @@ def test_a_new_drainer_carries_on_a_recorded_drain(cloud, host):
         # The old conductor stops cleanly (handing its drains back); the
         # restarted one's drainer carries on from the database alone.
         manager.drainer.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
     drain = _wait_done(cloud, drain['id'])
     assert drain['counts']['moved'] == 3
     assert cloud.api.list_drains(host=host)[0]['id'] == drain['id']
@@ -253,29 +258,29 @@ def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
     manager = cloud.conductor.manager
     first = manager.drainer
     first.stop()  # passes by hand from here on
-    second = host_drain.Drainer(manager)
+    second = _drainer(manager)
     try:
         drain = cloud.api.drain_host(host, max_parallel=2)
         assert _owner(cloud, drain['id']) == first.owner
-        assert second.step() == []
+        assert second.run_pass() == []
         time.sleep(0.3)
-        assert second.step() == []  # the lease still runs
+        assert second.run_pass() == []  # the lease still runs
         assert all(cloud.db.get_instance(g['uuid'])['host'] == host
                    for g in guests)
         # The first conductor "dies" (its lease is never handed back) ...
         time.sleep(1.0)
-        assert second.step() == [drain['id']]
+        assert second.run_pass() == [drain['id']]
         assert _owner(cloud, drain['id']) == second.owner
         started = cloud.api.get_drain(drain['id'])['counts']['migrating']
         assert started == 2
         # ... and a stale pass of it changes nothing.
-        assert first.step() == []
+        assert first.run_pass() == []
         pending = next(u for u, g in cloud.db.get_drain(drain['id'])[
             'guests'].items() if g['status'] == 'pending')
         slot = {'drain_id': drain['id'], 'owner': first.owner, 'max_per_host': 9,
                 'max_cluster': 99}
         with pytest.raises(db_api.NoDrainSlot) as err:
-            manager.start_migration(pending, importance='high', drain_slot=slot)
+            manager.admission.admit(pending, importance='high', drain_slot=slot)
         assert 'no longer held by %s' % first.owner in str(err.value)
         assert cloud.db.get_instance(pending)['migration_id'] is None
         assert cloud.db.update_drain(drain['id'], owner=first.owner,
@@ -284,7 +289,7 @@ def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
         drain = _wait_done(cloud, drain['id'])
     finally:
         second.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
     assert drain['counts']['moved'] == 3
     # Handed back on a clean stop.
     assert _owner(cloud, drain['id']) is None
@@ -305,9 +310,9 @@ def test_a_pass_slower_than_its_lease_keeps_its_drain(cloud, host):
                 'max_per_host': 9, 'max_cluster': 99}
         # Without a lease to renew it with, a lapsed lease still refuses.
         with pytest.raises(db_api.NoDrainSlot) as err:
-            manager.start_migration(g['uuid'], importance='high', drain_slot=slot)
+            manager.admission.admit(g['uuid'], importance='high', drain_slot=slot)
         assert 'no longer held' in str(err.value)
-        mig = manager.start_migration(g['uuid'], importance='high',
+        mig = manager.admission.admit(g['uuid'], importance='high',
                                       drain_slot=dict(slot, lease=1.0))
         assert mig['instance_uuid'] == g['uuid']
         row = cloud.db.get_drain(drain['id'])
@@ -316,7 +321,7 @@ def test_a_pass_slower_than_its_lease_keeps_its_drain(cloud, host):
         manager.runner.wait(mig['id'])
     finally:
         manager.drainer.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
     assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
 
 
@@ -336,11 +341,11 @@ def test_no_slot_at_the_start_is_not_a_failed_request(cloud, host, monkeypatch):
             raise db_api.NoDrainSlot('1 migrations leave %s, at most 1' % host)
         return real(values, **slot)
     monkeypatch.setattr(cloud.db, 'create_drain_migration', no_room)
-    drainer = host_drain.Drainer(manager)
+    drainer = _drainer(manager)
     try:
         drain = drainer.drain(str(uuid.uuid4()), host)
         for _ in range(host_drain.REQUEST_TRIES + 1):
-            drainer.step()
+            drainer.run_pass()
         guest = cloud.db.get_drain(drain['id'])['guests'][g['uuid']]
         assert guest['status'] == host_drain.PENDING, guest
         assert 'tries' not in guest
@@ -349,7 +354,7 @@ def test_no_slot_at_the_start_is_not_a_failed_request(cloud, host, monkeypatch):
         assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
     finally:
         drainer.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
 
 
 def test_limits_hold_across_drainers(cloud, make_host):
@@ -362,7 +367,7 @@ def test_limits_hold_across_drainers(cloud, make_host):
         cloud.cloud.inject_fault(h, 'start_migration', delay_s=0.2)
     cloud.conductor_conf.set_override('drain_max_cluster', 3, group='conductor')
     manager = cloud.conductor.manager
-    other = host_drain.Drainer(manager)
+    other = _drainer(manager)
     try:
         # The second host's drain goes to the second drainer; neither may take
         # the other's guests.
@@ -394,13 +399,13 @@ def test_a_start_beyond_the_limits_records_nothing(cloud, host):
                     'max_per_host': per_host, 'max_cluster': cluster}
             before = len(cloud.db.list_migrations(instance=g['uuid']))
             with pytest.raises(db_api.NoDrainSlot) as err:
-                manager.start_migration(g['uuid'], drain_slot=slot)
+                manager.admission.admit(g['uuid'], drain_slot=slot)
             assert why in str(err.value)
             assert len(cloud.db.list_migrations(instance=g['uuid'])) == before
             assert cloud.db.get_instance(g['uuid'])['migration_id'] is None
     finally:
         manager.drainer.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
     assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
 
 
@@ -462,7 +467,7 @@ def test_a_migration_that_found_no_room_is_retried_like_a_refusal(cloud, refusal
     conf.set_override('drain_retry_interval', 5.0, group='conductor')
     conf.set_override('drain_capacity_attempts', 2, group='conductor')
     try:
-        drainer = host_drain.Drainer(cloud.conductor.manager)
+        drainer = _drainer(cloud.conductor.manager)
         drain = {'id': 'd'}
         guest = {'name': 'x', 'status': 'migrating', 'migration': 'm1',
                  'destination': None, 'error': None}
@@ -497,7 +502,7 @@ def test_a_bad_lease_expiry_is_refused_naming_it(cloud):
     conf.set_override('drain_interval', 2.0, group='conductor')
     try:
         with pytest.raises(exception.InvalidArgument) as err:
-            host_drain.Drainer(cloud.conductor.manager)
+            _drainer(cloud.conductor.manager)
     finally:
         for opt in ('drain_lease_expiry', 'drain_interval'):
             conf.clear_override(opt, group='conductor')
