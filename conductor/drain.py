@@ -42,9 +42,6 @@ MOVED = 'moved'
 FAILED = 'failed'
 GUEST_STATES = (PENDING, MIGRATING, MOVED, FAILED)
 MAX_PARALLEL = 1000
-# In the error of a migration whose claim found no room (db_api.misfit_error,
-# exception.InsufficientCapacity).
-CAPACITY_REFUSAL = 'lacks capacity for instance'
 # Requests that fail for want of an answer (an agent or the database away) are
 # tried again on later passes, this many times in all.
 REQUEST_TRIES = 3
@@ -74,11 +71,6 @@ def with_counts(drain):
     drain['counts'] = counts(drain)
     drain['total'] = len(drain['guests'])
     return drain
-
-
-def _lacked_room(exc):
-    """A refusal that may go away as other guests move or leave."""
-    return isinstance(exc, (exception.NoValidHost, exception.InsufficientCapacity))
 
 
 def _pending(inst):
@@ -228,7 +220,7 @@ class Drainer(object):
         if mig['status'] == states.COMPLETED:
             guest.update(status=MOVED, destination=mig['destination'])
         elif mig['status'] == states.FAILED and \
-                CAPACITY_REFUSAL in (mig['error'] or ''):
+                mig['error_kind'] == exception.NO_ROOM:
             # Every candidate filled up before its claim (other drains, other
             # conductors): all undone, the guest on its source; as a refusal.
             guest.update(status=PENDING, migration=None)
@@ -265,7 +257,7 @@ class Drainer(object):
             guest.update(status=MIGRATING, migration=exc.kwargs['migration'])
             return False
         except exception.FerrymanError as exc:
-            if _lacked_room(exc):
+            if exc.kind == exception.NO_ROOM:
                 return self._no_room(drain, uuid, guest, exc.message)
             guest.update(status=FAILED, error=exc.message)
             LOG.warning('Drain %s: %s (%s) cannot move: %s', drain['id'],

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from taskflow.types import failure as tf_failure
 
 from compute_agent import service as agent_service
 from conductor import drain as host_drain
@@ -472,28 +473,89 @@ def test_a_migration_that_found_no_room_is_retried_like_a_refusal(cloud, refusal
         guest = {'name': 'x', 'status': 'migrating', 'migration': 'm1',
                  'destination': None, 'error': None}
 
-        def failed(mid, error):
+        def failed(mid, error, kind):
             return {'id': mid, 'status': states.FAILED, 'destination': 'h2',
-                    'error': error}
+                    'error': error, 'error_kind': kind}
 
         before = time.time()
-        drainer._follow(drain, 'u', guest, failed('m1', refusal.message))
+        drainer._follow(drain, 'u', guest, failed('m1', refusal.message, refusal.kind))
         assert guest['status'] == 'pending' and guest['migration'] is None
         assert guest['attempts'] == 1 and guest['retry_at'] >= before + 5.0
         assert guest['error'] == 'migration m1 failed: %s' % refusal.message
         guest.update(status='migrating', migration='m2')
-        drainer._follow(drain, 'u', guest, failed('m2', refusal.message))
+        drainer._follow(drain, 'u', guest, failed('m2', refusal.message, refusal.kind))
         assert guest['status'] == 'failed' and guest['attempts'] == 2
         assert guest['error'] == 'no host could take it in 2 attempts: ' \
             'migration m2 failed: %s' % refusal.message
         # Any other failure ends it at once.
         other = {'name': 'y', 'status': 'migrating', 'migration': 'm3'}
-        drainer._follow(drain, 'v', other, failed('m3', 'agent on h2 said no'))
+        drainer._follow(drain, 'v', other, failed('m3', 'agent on h2 said no', None))
         assert other['status'] == 'failed' and 'attempts' not in other
         assert other['error'] == 'migration m3 failed: agent on h2 said no'
     finally:
         for opt in ('drain_retry_interval', 'drain_capacity_attempts'):
             conf.clear_override(opt, group='conductor')
+
+
+def test_rewording_the_capacity_error_keeps_the_retries(
+        cloud, make_host, monkeypatch):
+    """Drains retry on the kind of a refusal, never on its wording: a migration
+    whose claim found no room, under any message, is tried again."""
+    real = exception.InsufficientCapacity.__init__
+
+    def reworded(self, message=None, **kwargs):
+        real(self, message='Sorry, %s is full' % kwargs.get('host'), **kwargs)
+    monkeypatch.setattr(exception.InsufficientCapacity, '__init__', reworded)
+    src, dest = make_host(), make_host(memory_mb=8192)
+    g = cloud.cloud.create_guest(src, src + '-g', memory_mb=2048, storage='volume')
+    cloud.refresh()
+    manager = cloud.conductor.manager
+    # Accepted (its flow saved, not run) before the destination fills up.
+    monkeypatch.setattr(manager.runner, 'submit', manager.runner.save)
+    mig = cloud.api.live_migrate(g['name'], host=dest)
+    cloud.cloud.create_guest(dest, dest + '-filler', memory_mb=8192,
+                             storage='volume')
+    cloud.refresh()
+    manager.runner.resume_all()
+    mig = cloud.wait(mig['id'])
+    assert mig['status'] == states.FAILED
+    assert mig['error'] == 'Sorry, %s is full' % dest
+    guest = {'name': g['name'], 'status': 'migrating', 'migration': mig['id'],
+             'destination': None, 'error': None}
+    _drainer(manager)._follow({'id': 'd'}, g['uuid'], guest, mig)
+    assert (guest['status'], guest['migration'], guest['attempts']) == (
+        'pending', None, 1)
+    assert guest['error'] == 'migration %s failed: Sorry, %s is full' % (
+        mig['id'], dest)
+    # Refused at the request, reworded too: the same.
+
+    class Refusing(object):
+        def admit(self, *args, **kwargs):
+            raise exception.InsufficientCapacity(host=dest, instance=g['uuid'])
+    drainer = host_drain.Drainer(manager.conf, manager.db, Refusing())
+    guest = {'name': g['name'], 'status': 'pending', 'migration': None,
+             'destination': None, 'error': None}
+    assert drainer._move({'id': 'd', 'host': src, 'max_parallel': 1}, g['uuid'],
+                         guest) is False
+    assert (guest['status'], guest['attempts'], guest['error']) == (
+        'pending', 1, 'Sorry, %s is full' % dest)
+
+
+@pytest.mark.parametrize('error,kind', [
+    (exception.InsufficientCapacity(message='full'), exception.NO_ROOM),
+    (exception.NoValidHost(message='none'), exception.NO_ROOM),
+    (exception.InstanceNotRunning(message='off'), None),
+    (RuntimeError('boom'), None)])
+def test_a_saved_failure_keeps_its_errors_kind(error, kind):
+    """The sentinel reads failures that may have been saved and loaded again
+    (a resumed flow): their exception is gone, their class names are left."""
+    try:
+        raise error
+    except Exception:
+        failure = tf_failure.Failure()
+    loaded = tf_failure.Failure.from_dict(failure.to_dict())
+    assert loaded.exception is None
+    assert exception.kind_named(loaded) == kind
 
 
 def test_a_bad_lease_expiry_is_refused_naming_it(cloud):
