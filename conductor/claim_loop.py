@@ -99,7 +99,7 @@ class ClaimLoop(object):
         engine_box.append(engine)
         LOG.info('Claimed migration %s (%s) as %s', mid, mig['status'],
                  self.board.owner)
-        future = self.pool.start(mid, source, engine, store)
+        future = self.pool.run(mid, source, engine, store)
         future.add_done_callback(lambda _f: self._finish_job(job, mid))
         return future
 

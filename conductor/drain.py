@@ -10,7 +10,7 @@ so a restarted conductor carries on where the last one stopped; the migrations
 themselves resume with their flows.
 
 Several conductors (on a jobboard, one PostgreSQL database) each run a drainer.
-A drain is advanced by one of them at a time, under a lease its passes renew
+A drain is worked on by one of them at a time, under a lease its passes renew
 (``drain_lease_expiry``): the conductor asked holds it first, one that stops
 hands it back, a dead one's lapses and any other drainer takes it. The limits
 hold across conductors because each start counts the migrations in flight in

@@ -59,9 +59,10 @@ class EnginePool(object):
     def full(self):
         return len(self._futures) >= self.conf.conductor.workers
 
-    def start(self, migration_id, source, engine, store):
+    def run(self, migration_id, source, engine, store):
         """Run the engine in the pool once its source host has a slot; its future."""
-        future = self.executor.submit(self._run, migration_id, source, engine, store)
+        future = self.executor.submit(self._run_engine, migration_id, source,
+                                      engine, store)
         self._futures[migration_id] = future
         future.add_done_callback(lambda _f: self._finished(migration_id))
         return future
@@ -70,7 +71,7 @@ class EnginePool(object):
         with self._slots_lock:
             return self._slots[host]
 
-    def _run(self, migration_id, source, engine, store):
+    def _run_engine(self, migration_id, source, engine, store):
         with self._slot(source):
             if self.db.get_migration(migration_id)['cancel_requested']:
                 # Aborted while queued: nothing was claimed or changed yet.

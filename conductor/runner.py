@@ -55,7 +55,7 @@ class FlowRunner(object):
         if self.board is not None:
             self.board.post(migration['id'], book, migration['source'])
             return None
-        return self.pool.start(migration['id'], migration['source'], engine, store)
+        return self.pool.run(migration['id'], migration['source'], engine, store)
 
     def resume(self, mig):
         """Run a migration from its saved flow here; False if it cannot be."""
@@ -64,7 +64,7 @@ class FlowRunner(object):
             return False
         LOG.info('Resuming migration %s (%s) from its saved flow',
                  mig['id'], mig['status'])
-        self.pool.start(mig['id'], mig['source'], *loaded)
+        self.pool.run(mig['id'], mig['source'], *loaded)
         return True
 
     def resume_all(self):
