@@ -11,15 +11,15 @@ import oslo_messaging as messaging
 from oslo_log import log as logging
 
 from compute_agent import faults
+from compute_agent import rpcapi as compute_rpcapi
 from compute_agent import virt
 from conductor import rpcapi as conductor_rpcapi
 from ferryman.common import exception
 from ferryman.common import rpc_auth
 from ferryman.common import schemas
+from ferryman.common import vocabulary as vocab
 
 LOG = logging.getLogger(__name__)
-
-SUBTYPES = ('block', 'file-level', 'block-storage')
 
 
 def _guest(guest):
@@ -30,18 +30,20 @@ def _guest(guest):
 
 
 def _subtype(subtype):
-    if subtype not in SUBTYPES:
-        raise exception.InvalidArgument(name='subtype', value=subtype,
-                                        reason='expected one of %s' % ', '.join(SUBTYPES))
+    if subtype not in vocab.SUBTYPES:
+        raise exception.InvalidArgument(
+            name='subtype', value=subtype,
+            reason='expected one of %s' % ', '.join(vocab.SUBTYPES))
     return subtype
 
 
-def step(fn):
-    """An RPC step of the conductor's: its arguments pass their schema before
-    anything acts on them; may be made to fail for tests."""
+def endpoint(fn):
+    """An RPC method the conductor calls (a step, in faults and errors), exposed
+    to RPC (nothing else on the manager is): its arguments pass their schema
+    before anything acts on them; may be made to fail for tests."""
+    @schemas.checked(schemas.AGENT_SERVICE)
     @functools.wraps(fn)
     def wrapper(self, ctxt, **kwargs):
-        schemas.check(schemas.AGENT_SERVICE, fn.__name__, kwargs)
         fault = faults.check_file(self.conf.compute.fault_injection_file,
                                   fn.__name__, self.host)
         result = fn(self, ctxt, **kwargs)
@@ -52,8 +54,8 @@ def step(fn):
 
 
 class ComputeManager(object):
-    # 1.1: get_migration_job(wait_s)
-    target = messaging.Target(version='1.1')
+    # Every version this serves: compute_agent.rpcapi keeps their history.
+    target = messaging.Target(version=compute_rpcapi.VERSION)
 
     # Longest a progress call may be held open (the RPC timeout must exceed it).
     MAX_WAIT_S = 10.0
@@ -96,7 +98,7 @@ class ComputeManager(object):
             self._stop.wait(self.conf.compute.report_interval)
 
     # RPC endpoint methods. -------------------------------------------------------
-    @step
+    @endpoint
     def get_host_info(self, ctxt):
         return self.host_info()
 
@@ -118,56 +120,56 @@ class ComputeManager(object):
                                      'disk_gb': c.disk_allocation_ratio}
         return info
 
-    @step
+    @endpoint
     def list_guests(self, ctxt):
         return self.driver.list_guests()
 
-    @step
+    @endpoint
     def get_inventory(self, ctxt):
         return self.driver.inventory()
 
-    @step
+    @endpoint
     def check_destination(self, ctxt, guest, source_info, probe):
         return self.driver.check_destination(_guest(guest), source_info, probe)
 
-    @step
+    @endpoint
     def remove_probe(self, ctxt, probe):
         return self.driver.remove_probe(probe)
 
-    @step
+    @endpoint
     def check_source(self, ctxt, uuid, probe):
         return self.driver.check_source(uuid, probe)
 
-    @step
+    @endpoint
     def create_local_disks(self, ctxt, guest):
         return self.driver.create_local_disks(_guest(guest))
 
-    @step
+    @endpoint
     def delete_local_disks(self, ctxt, guest):
         return self.driver.delete_local_disks(_guest(guest))
 
-    @step
+    @endpoint
     def connect_volumes(self, ctxt, guest):
         return self.driver.connect_volumes(_guest(guest))
 
-    @step
+    @endpoint
     def disconnect_volumes(self, ctxt, guest):
         return self.driver.disconnect_volumes(_guest(guest))
 
-    @step
+    @endpoint
     def plug_networking(self, ctxt, guest):
         return self.driver.plug_networking(_guest(guest))
 
-    @step
+    @endpoint
     def unplug_networking(self, ctxt, guest):
         return self.driver.unplug_networking(_guest(guest))
 
-    @step
+    @endpoint
     def start_migration(self, ctxt, guest, destination, subtype, params):
         return self.driver.start_migration(_guest(guest), destination,
                                            _subtype(subtype), params or {})
 
-    @step
+    @endpoint
     def get_migration_job(self, ctxt, uuid, wait_s=0.0):
         if isinstance(wait_s, bool) or not isinstance(wait_s, (int, float)) or \
                 not 0 <= wait_s <= self.MAX_WAIT_S:
@@ -178,27 +180,28 @@ class ComputeManager(object):
             self.driver.wait_migration_job(uuid, wait_s)
         return self.driver.get_migration_job(uuid)
 
-    @step
+    @endpoint
     def abort_migration(self, ctxt, uuid):
         return self.driver.abort_migration(uuid)
 
-    @step
+    @endpoint
     def set_max_downtime(self, ctxt, uuid, downtime_ms):
         return self.driver.set_max_downtime(uuid, downtime_ms)
 
-    @step
+    @endpoint
     def start_post_copy(self, ctxt, uuid):
         return self.driver.start_post_copy(uuid)
 
-    @step
+    @endpoint
     def pause_guest(self, ctxt, uuid):
         return self.driver.pause_guest(uuid)
 
-    @step
+    @endpoint
     def post_migration_source(self, ctxt, guest, subtype):
         return self.driver.post_migration_source(_guest(guest), _subtype(subtype))
 
-    @step
+    @endpoint
     def post_migration_destination(self, ctxt, guest, subtype):
-        return self.driver.post_migration_destination(_guest(guest),
-                                                      _subtype(subtype))
+        guest = _guest(guest)
+        _subtype(subtype)  # on the wire since 1.0; the destination needs none
+        return self.driver.post_migration_destination(guest)

@@ -1,6 +1,11 @@
 """Client side of the compute agent RPC API (topic ferryman-compute, server = host).
 
-API version history:
+Each call asks for the version that brought it (the base one unless it says), so a
+conductor talks to the oldest agent that can answer. The agent's endpoint serves
+``VERSION``.
+
+API version history (the one place it is kept; a new method or argument gets the
+next minor version here, in VERSION, and in its call):
     1.0 - Initial version.
     1.1 - get_migration_job(wait_s): answers as soon as the job ends, or after
           wait_s, so the conductor sees a switch-over at once without polling fast.
@@ -9,6 +14,7 @@ API version history:
 from ferryman.common import rpc
 from ferryman.common import rpc_auth
 
+BASE_VERSION = '1.0'
 VERSION = '1.1'
 
 
@@ -18,7 +24,7 @@ class ComputeAPI(object):
     def __init__(self, conf, timeout=None, auth=None):
         """``auth`` (rpc_auth.Auth): signs every call with the host's key; by
         default the conductor's, from ``[auth] secret_file``."""
-        self.client = rpc.get_client(conf, rpc.COMPUTE_TOPIC, '1.0',
+        self.client = rpc.get_client(conf, rpc.COMPUTE_TOPIC, BASE_VERSION,
                                      version_cap=VERSION, timeout=timeout)
         self.auth = auth or rpc_auth.conductor_auth(conf)
 

@@ -15,6 +15,7 @@ from conductor import policy
 from conductor import scheduler
 from ferryman.common import exception
 from ferryman.common import schemas
+from ferryman.common import vocabulary
 from flows import selection
 
 LOG = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Admission(object):
         _str('instance', instance)
         _str('host', host, optional=True)
         _bool('force', force)
-        policy.validate('importance', importance, policy.IMPORTANCE)
+        policy.validate('importance', importance, vocabulary.IMPORTANCE)
         requested = selection.normalize_block_migration(block_migration)
         inst = self._guest(instance)
         # Source and destination read together: the request's checks are part

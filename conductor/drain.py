@@ -32,6 +32,7 @@ from oslo_log import log as logging
 from conductor.db import api as db_api
 from conductor import jobboard
 from ferryman.common import exception
+from ferryman.common import validation
 from flows import states
 
 LOG = logging.getLogger(__name__)
@@ -50,12 +51,7 @@ REQUEST_TRIES = 3
 def validate_max_parallel(value):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or \
-            not 1 <= value <= MAX_PARALLEL:
-        raise exception.InvalidArgument(
-            name='max_parallel', value=value,
-            reason='expected a whole number from 1 to %d' % MAX_PARALLEL)
-    return value
+    return validation.whole_number('max_parallel', value, 1, MAX_PARALLEL)
 
 
 def counts(drain):

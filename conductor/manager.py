@@ -9,6 +9,7 @@ from compute_agent import rpcapi as compute_rpcapi
 from conductor import admission
 from conductor import audit
 from conductor import drain as host_drain
+from conductor import rpcapi
 from conductor import runner as flow_runner
 from conductor.db import api as db_api
 from ferryman.common import exception
@@ -25,10 +26,8 @@ AGENT_METHODS = {'report_host': 'host'}
 
 
 class ConductorManager(object):
-    # 1.1: live_migrate(importance), force_complete_migration, abort_migration
-    # 1.2: audit
-    # 1.3: drain_host, get_drain, list_drains
-    target = messaging.Target(version='1.3')
+    # Every version this serves: conductor.rpcapi keeps their history.
+    target = messaging.Target(version=rpcapi.VERSION)
 
     def __init__(self, conf, db=None, auth=None):
         self.conf = conf
@@ -37,8 +36,8 @@ class ConductorManager(object):
         self.db = db or db_api.Database(conf.database.connection)
         self.db.upgrade()
         self.compute = compute_rpcapi.ComputeAPI(conf, auth=auth)
-        task_base.bind(task_base.Services(conf, self.db, self.compute))
-        self.runner = flow_runner.FlowRunner(conf, self.db)
+        self.runner = flow_runner.FlowRunner(
+            conf, self.db, task_base.Services(conf, self.db, self.compute))
         self.admission = admission.Admission(conf, self.db, self.compute,
                                              self.runner)
         self.drainer = host_drain.Drainer(conf, self.db, self.admission)
@@ -81,7 +80,7 @@ class ConductorManager(object):
         """Finish now: post-copy where the policy and hosts allow it, else pause
         the guest until the copy completes."""
         mig = self.db.get_migration(migration)
-        if mig['status'] not in (states.ACCEPTED, states.PREPARING, states.RUNNING):
+        if mig['status'] not in states.BEFORE_SWITCH_OVER:
             raise exception.CannotForceComplete(
                 migration=migration, reason='it is %s' % mig['status'])
         LOG.info('Migration %s: force-complete requested', migration)
@@ -147,16 +146,12 @@ class ConductorManager(object):
         self.db.set_host_enabled(host, enabled, reason)
         return self.db.get_host(host, self._down_after)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE, sender='host')
     def report_host(self, ctxt, host, info, guests):
         """Take in what an agent reports about its host and guests, once it
-        passes the report's schema (refusals are logged: a cast has nobody to
-        answer to); the report speaks for ``host`` alone (Database.report_host)."""
-        try:
-            schemas.check(schemas.CONDUCTOR_SERVICE, 'report_host',
-                          {'host': host, 'info': info, 'guests': guests},
-                          sender=host)
-        except exception.InvalidArgument:
-            return
+        passes the report's schema (refusals are logged, and raised to a
+        caller: a cast has none); the report speaks for ``host`` alone
+        (Database.report_host)."""
         try:
             self.db.report_host(host, info, guests,
                                 vanish_after=self.conf.conductor.vanished_guest_grace)

@@ -26,14 +26,32 @@ stalled too: post-copy where allowed, else abort.
 
 import math
 import time
+import typing
 
 from oslo_config import cfg
 
 from ferryman.common import exception
+from ferryman.common import vocabulary as vocab
 from ferryman.common.vocabulary import IMPORTANCE, SLA_CLASSES  # noqa: F401
 
-CONTINUE, DOWNTIME, POST_COPY, PAUSE, ABORT = (
-    'continue', 'set-downtime', 'post-copy', 'pause', 'abort')
+
+class Action(typing.NamedTuple):
+    """One steering action: its kind (recorded in the task history by that name)
+    and, for a downtime change, the new maximum downtime."""
+    kind: str
+    downtime_ms: typing.Optional[float] = None
+
+
+DOWNTIME = 'set-downtime'  # the kind of set_downtime()'s actions
+CONTINUE = Action('continue')
+POST_COPY = Action('post-copy')
+PAUSE = Action('pause')
+ABORT = Action('abort')
+
+
+def set_downtime(downtime_ms):
+    return Action(DOWNTIME, downtime_ms)
+
 
 policy_group = cfg.OptGroup('policy', title='Convergence policy')
 
@@ -209,7 +227,7 @@ class FerrymanPolicy(object):
         for downtime in self.ladder:
             if downtime > state['downtime_ms'] and predicted_seconds(
                     remaining, dirty, bw, downtime, memory) <= budget:
-                return (DOWNTIME, downtime), numbers + '; %.0f ms downtime suffices' % (
+                return set_downtime(downtime), numbers + '; %.0f ms downtime suffices' % (
                     downtime)
         if (self.post_copy or self.rule.pause) and t < self.conf.min_precopy_s:
             return CONTINUE, numbers + '; pre-copy gets %.0f s first' % (
@@ -217,7 +235,7 @@ class FerrymanPolicy(object):
         if self.post_copy or self.rule.pause:
             return self._last_resort(numbers + '; pre-copy will not converge in time')
         if self.ladder[-1] > state['downtime_ms']:
-            return (DOWNTIME, self.ladder[-1]), numbers + '; class maximum downtime'
+            return set_downtime(self.ladder[-1]), numbers + '; class maximum downtime'
         return CONTINUE, numbers + '; converging by auto-converge or the timeout'
 
 
@@ -251,7 +269,7 @@ class NovaPolicy(object):
             return ABORT, 'completion timeout %.0f s' % (self.timeout * gib)
         due = [d for delay, d in self._ladder(gib) if t >= delay]
         if due and due[-1] > state['downtime_ms']:
-            return (DOWNTIME, due[-1]), 'downtime step at %.0f s' % t
+            return set_downtime(due[-1]), 'downtime step at %.0f s' % t
         return CONTINUE, ''
 
 
@@ -335,8 +353,8 @@ class Steering(object):
             self._best = remaining
             self.state['last_progress_s'] = sample['elapsed_s']
         action, why = self.policy.decide(sample, self.state)
-        if isinstance(action, tuple):
-            self.state['downtime_ms'] = action[1]
+        if action.kind == DOWNTIME:
+            self.state['downtime_ms'] = action.downtime_ms
         elif action == POST_COPY:
             self.state['post_copy'] = True
         elif action == PAUSE:
@@ -346,7 +364,7 @@ class Steering(object):
 
 def data_mb(instance, subtype):
     """What a migration moves: memory, plus local disks for block."""
-    disk = instance['disk_gb'] * 1024.0 if subtype == 'block' else 0.0
+    disk = instance['disk_gb'] * 1024.0 if subtype == vocab.BLOCK else 0.0
     return float(instance['memory_mb']) + disk
 
 

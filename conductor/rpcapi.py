@@ -1,6 +1,11 @@
 """Client side of the conductor RPC API (topic ferryman-conductor).
 
-API version history:
+Each call asks for the version that brought it (or its newest argument), so a
+client talks to the oldest conductor that can answer. The conductor's endpoint
+serves ``VERSION``.
+
+API version history (the one place it is kept; a new method or argument gets the
+next minor version here, in VERSION, and in its call):
     1.0 - Initial version.
     1.1 - live_migrate(importance), abort_migration, force_complete_migration.
     1.2 - audit.
@@ -9,6 +14,7 @@ API version history:
 
 from ferryman.common import rpc
 
+BASE_VERSION = '1.0'
 VERSION = '1.3'
 
 
@@ -17,9 +23,12 @@ class ConductorAPI(object):
     def __init__(self, conf, timeout=None, auth=None):
         """``auth`` (rpc_auth.Auth): an agent's, to sign its reports with; the
         operators' calls need none."""
-        self.client = rpc.get_client(conf, rpc.CONDUCTOR_TOPIC, VERSION,
+        self.client = rpc.get_client(conf, rpc.CONDUCTOR_TOPIC, BASE_VERSION,
                                      version_cap=VERSION, timeout=timeout)
         self.auth = auth
+
+    def _call(self, method, version=BASE_VERSION, **kwargs):
+        return self.client.prepare(version=version).call({}, method, **kwargs)
 
     def live_migrate(self, instance, host=None, block_migration='auto', force=False,
                      importance='medium'):
@@ -28,53 +37,52 @@ class ConductorAPI(object):
         ``importance`` (low, medium, high) and the guest's SLA class decide how the
         copy is steered to finish; no hypervisor setting is asked for here.
         """
-        return self.client.call({}, 'live_migrate', instance=instance, host=host,
-                                block_migration=block_migration, force=force,
-                                importance=importance)
+        return self._call('live_migrate', '1.1', instance=instance, host=host,
+                          block_migration=block_migration, force=force,
+                          importance=importance)
 
     def force_complete_migration(self, migration):
         """Finish a running migration now (post-copy, or a pause)."""
-        return self.client.call({}, 'force_complete_migration', migration=migration)
+        return self._call('force_complete_migration', '1.1', migration=migration)
 
     def abort_migration(self, migration):
         """Stop a migration; it ends in cancelled, the guest on its source."""
-        return self.client.call({}, 'abort_migration', migration=migration)
+        return self._call('abort_migration', '1.1', migration=migration)
 
     def get_migration(self, migration):
-        return self.client.call({}, 'get_migration', migration=migration)
+        return self._call('get_migration', migration=migration)
 
     def list_migrations(self, instance=None, status=None, host=None):
-        return self.client.call({}, 'list_migrations', instance=instance,
-                                status=status, host=host)
+        return self._call('list_migrations', instance=instance, status=status,
+                          host=host)
 
     def get_task_history(self, migration):
-        return self.client.call({}, 'get_task_history', migration=migration)
+        return self._call('get_task_history', migration=migration)
 
     def audit(self):
         """Invariant violations found on the hosts, and what was checked."""
-        return self.client.call({}, 'audit')
+        return self._call('audit', '1.2')
 
     def drain_host(self, host, max_parallel=None):
         """Disable a host and live-migrate every guest off it; returns the drain
         (its id, and each guest's state) at once."""
-        return self.client.prepare(version='1.3').call(
-            {}, 'drain_host', host=host, max_parallel=max_parallel)
+        return self._call('drain_host', '1.3', host=host, max_parallel=max_parallel)
 
     def get_drain(self, drain):
-        return self.client.prepare(version='1.3').call({}, 'get_drain', drain=drain)
+        return self._call('get_drain', '1.3', drain=drain)
 
     def list_drains(self, host=None):
-        return self.client.prepare(version='1.3').call({}, 'list_drains', host=host)
+        return self._call('list_drains', '1.3', host=host)
 
     def list_hosts(self):
-        return self.client.call({}, 'list_hosts')
+        return self._call('list_hosts')
 
     def list_instances(self, host=None):
-        return self.client.call({}, 'list_instances', host=host)
+        return self._call('list_instances', host=host)
 
     def set_host_enabled(self, host, enabled, reason=None):
-        return self.client.call({}, 'set_host_enabled', host=host, enabled=enabled,
-                                reason=reason)
+        return self._call('set_host_enabled', host=host, enabled=enabled,
+                          reason=reason)
 
     def report_host(self, host, info, guests):
         """Agents publish their host's resources and guests (no reply wanted),

@@ -21,10 +21,11 @@ LOG = logging.getLogger(__name__)
 
 class FlowRunner(object):
 
-    def __init__(self, conf, db):
+    def __init__(self, conf, db, services):
         self.conf = conf
         self.db = db
-        self.saved = saved_flows.SavedFlows(conf, db)
+        self.services = services  # of this runner's flows
+        self.saved = saved_flows.SavedFlows(conf, db, services)
         self.backend = self.saved.backend
         self.pool = engine_pool.EnginePool(conf, db)
         spec = jobboard.board_conf(conf)  # raises on a bad [jobboard] first

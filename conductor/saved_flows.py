@@ -19,6 +19,7 @@ import flows
 from conductor import persistence
 from flows import constants
 from flows import states
+from flows.tasks import base as task_base
 
 LOG = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ def _saved_store(flow_detail, mig):
 
 class SavedFlows(object):
 
-    def __init__(self, conf, db):
+    def __init__(self, conf, db, services):
         self.db = db
+        # What the flows loaded here use: bound to each flow as its engine loads.
+        self.services = services
         # Shares the conductor database's engine (and its sqlite settings).
         self.backend = persistence.Backend(
             {'connection': conf.database.connection}, engine=db.engine)
@@ -76,9 +79,18 @@ class SavedFlows(object):
         with contextlib.closing(self.backend.get_connection()) as conn:
             conn.save_logbook(book)
         (flow_detail,) = book
-        engine = taskflow.engines.load_from_detail(
-            flow_detail, backend=self.backend, engine='serial')
-        return book, engine
+        return book, self.engine(flow_detail)
+
+    def engine(self, flow_detail):
+        """The saved flow's engine, its atoms bound to this conductor's services.
+
+        As TaskFlow's load_from_detail, with the flow rebuilt by its factory
+        bound before the engine is made.
+        """
+        flow = task_base.bind(taskflow.engines.flow_from_detail(flow_detail),
+                              self.services)
+        return taskflow.engines.load(flow, flow_detail=flow_detail,
+                                     backend=self.backend, engine='serial')
 
     def book(self, mig):
         """The migration's saved book; None, its migration ended, when its flow
@@ -99,8 +111,7 @@ class SavedFlows(object):
             try:
                 (flow_detail,) = book
                 store = _saved_store(flow_detail, mig)
-                engine = taskflow.engines.load_from_detail(
-                    flow_detail, backend=self.backend, engine='serial')
+                engine = self.engine(flow_detail)
             except Exception as exc:
                 # Saved by an older conductor (in several writes) or damaged:
                 # not worth a crash loop that would hold every other migration.

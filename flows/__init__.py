@@ -1,10 +1,12 @@
 """Live-migration flows, one factory per subtype, built from shared subflows."""
 
+from ferryman.common import vocabulary as vocab
+
 # Factories by subtype, as importable names: a resumed flow is rebuilt from these.
 FACTORIES = {
-    'block': 'flows.block.get_flow',
-    'file-level': 'flows.file_level.get_flow',
-    'block-storage': 'flows.block_storage.get_flow',
+    vocab.BLOCK: 'flows.block.get_flow',
+    vocab.FILE_LEVEL: 'flows.file_level.get_flow',
+    vocab.BLOCK_STORAGE: 'flows.block_storage.get_flow',
 }
 
 

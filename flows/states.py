@@ -1,7 +1,13 @@
-"""Migration state machines, one per subtype, with shared state names.
+"""Migration state machines, one per subtype, with shared names for shared states.
 
 Every status change of a migration is checked against its subtype's machine, so a
 status can never jump (say from completed back to running) whatever code asks.
+
+The subtypes differ where their flows do: block-storage connects the guest's
+volumes on the destination before the copy (``connecting-volumes``, recorded by
+its connect-volumes step and undone with it); block's job mirrors the local disks
+before it copies memory (``copying-disks``, from the job's start until the monitor
+sees the disks copied). file-level passes only the shared states.
 """
 
 from automaton import exceptions as automaton_exc
@@ -10,42 +16,52 @@ from automaton import machines
 from ferryman.common import exception
 # The names are the shared vocabulary's, here beside the machines that order them.
 from ferryman.common.vocabulary import (  # noqa: F401
-    ACCEPTED, ACTIVE, BLOCK, BLOCK_STORAGE, CANCELLED, COMPLETED, ERROR, FAILED,
-    FILE_LEVEL, FINISHING, POST_COPY, PREPARING, RUNNING, SUBTYPES, TERMINAL)
+    ACCEPTED, ACTIVE, BLOCK, BLOCK_STORAGE, CANCELLED, COMPLETED, CONNECTING_VOLUMES,
+    COPYING_DISKS, ERROR, FAILED, FILE_LEVEL, FINISHING, POST_COPY, PREPARING, RUNNING,
+    SUBTYPES, TERMINAL)
 
-# (from, event, to) shared by every subtype.
-_TRANSITIONS = [
+# (from, event, to) of every subtype.
+_SHARED = [
     (ACCEPTED, 'prepare', PREPARING),
-    (PREPARING, 'start', RUNNING),
     (RUNNING, 'switch_over', FINISHING),
     # Post-copy: past switch-over already, so forward (or error) only.
     (RUNNING, 'post_copy', POST_COPY),
     (POST_COPY, 'switch_over', FINISHING),
     (POST_COPY, 'error', ERROR),
     (FINISHING, 'complete', COMPLETED),
-    (ACCEPTED, 'fail', FAILED), (PREPARING, 'fail', FAILED),
-    (RUNNING, 'fail', FAILED),
-    (ACCEPTED, 'cancel', CANCELLED), (PREPARING, 'cancel', CANCELLED),
-    (RUNNING, 'cancel', CANCELLED),
-    (ACCEPTED, 'error', ERROR), (PREPARING, 'error', ERROR),
-    (RUNNING, 'error', ERROR), (FINISHING, 'error', ERROR),
+    (FINISHING, 'error', ERROR),
 ]
 
-# What "running" means differs per subtype; the names stay the same.
-DESCRIPTIONS = {
-    BLOCK: 'local disks and memory are copied to the destination',
-    FILE_LEVEL: 'memory is copied; the instance directory is shared',
-    BLOCK_STORAGE: 'memory is copied; volumes are attached on both hosts',
+# What each subtype passes between preparing and the memory copy.
+_BEFORE_MEMORY_COPY = {
+    FILE_LEVEL: [(PREPARING, 'start', RUNNING)],
+    BLOCK: [(PREPARING, 'start', COPYING_DISKS),
+            (COPYING_DISKS, 'disks_copied', RUNNING)],
+    BLOCK_STORAGE: [(PREPARING, 'connect_volumes', CONNECTING_VOLUMES),
+                    # The step undone (its destination failed): preparing again.
+                    (CONNECTING_VOLUMES, 'disconnect_volumes', PREPARING),
+                    (CONNECTING_VOLUMES, 'start', RUNNING)],
 }
 
 
 def _build(subtype):
+    transitions = _SHARED + _BEFORE_MEMORY_COPY[subtype]
+    passed = [ACCEPTED] + [dst for _src, _event, dst in transitions]
+    before_switch_over = [s for s in ACTIVE if s in passed and
+                          s not in (POST_COPY, FINISHING)]
+    # Until switch-over a failure rolls back, an abort cancels, and a failed
+    # rollback is an error.
+    for state in before_switch_over:
+        transitions = transitions + [(state, 'fail', FAILED),
+                                     (state, 'cancel', CANCELLED),
+                                     (state, 'error', ERROR)]
     machine = machines.FiniteMachine()
     for state in ACTIVE:
-        machine.add_state(state)
+        if state in passed:
+            machine.add_state(state)
     for state in TERMINAL:
         machine.add_state(state, terminal=True)
-    for src, event, dst in _TRANSITIONS:
+    for src, event, dst in transitions:
         machine.add_transition(src, dst, event)
     machine.default_start_state = ACCEPTED
     machine.freeze()
@@ -53,6 +69,9 @@ def _build(subtype):
 
 
 MACHINES = {subtype: _build(subtype) for subtype in SUBTYPES}
+
+# Where the guest still runs on its source and the migration can be cancelled.
+BEFORE_SWITCH_OVER = tuple(s for s in ACTIVE if s not in (POST_COPY, FINISHING))
 
 
 def advance(subtype, current, event):
@@ -65,3 +84,8 @@ def advance(subtype, current, event):
         raise exception.Invalid(
             reason='a %s migration in state %s cannot %s' % (subtype, current, event))
     return machine.current_state
+
+
+def allows(subtype, current, event):
+    """Whether ``event`` may happen to a migration in ``current``."""
+    return any(src == current and ev == event for src, ev, _dst in MACHINES[subtype])

@@ -9,9 +9,20 @@ format}], volumes [ids], sla_class, power_state.
 """
 
 import abc
+import contextlib
+import os
+
+from ferryman.common import exception
+
+# The destination's probe file, in its instance directory: a source that sees it
+# shares that directory.
+PROBE_PREFIX = '.ferryman-probe-'
 
 
 class ComputeDriver(abc.ABC):
+    """Drivers set ``instances_path``, where guests' directories (and probes) are."""
+
+    instances_path = None
 
     def __init__(self, conf, host):
         self.conf = conf
@@ -50,9 +61,26 @@ class ComputeDriver(abc.ABC):
         """Refuse (IncompatibleHost, InsufficientCapacity) a guest this host cannot
         take, then leave the named probe file in the instance directory."""
 
-    @abc.abstractmethod
+    def probe_path(self, probe):
+        """Where the probe file of that token is; refuses any token but the
+        conductor's (it becomes a file name)."""
+        if not isinstance(probe, str) or not probe.isalnum() or len(probe) > 64:
+            raise exception.InvalidArgument(name='probe', value=probe,
+                                            reason='expected an alphanumeric token')
+        return os.path.join(self.instances_path, PROBE_PREFIX + probe)
+
+    def leave_probe(self, probe):
+        with open(self.probe_path(probe), 'w') as f:
+            f.write(self.host)
+
     def remove_probe(self, probe):
         """Delete the probe file if present."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.probe_path(probe))
+
+    def sees_probe(self, probe):
+        """Whether the destination's probe is visible here: a shared directory."""
+        return os.path.exists(self.probe_path(probe))
 
     @abc.abstractmethod
     def check_source(self, uuid, probe):
@@ -91,7 +119,8 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def get_migration_job(self, uuid):
-        """status (none, running, completed, failed, cancelled), elapsed_s,
+        """status (``vocabulary.JOB_STATUSES``), elapsed_s,
+        copying_disks (a block job still copies local disks, memory not yet),
         iteration, memory_total_mb, memory_remaining_mb, data_total_mb,
         data_processed_mb, dirty_rate_mibps, bandwidth_mibps, downtime_ms, error."""
 
@@ -124,5 +153,5 @@ class ComputeDriver(abc.ABC):
         """Remove what the guest left on the source (never shared files)."""
 
     @abc.abstractmethod
-    def post_migration_destination(self, guest, subtype):
+    def post_migration_destination(self, guest):
         """Take ownership of the guest and activate its networking."""

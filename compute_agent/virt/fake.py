@@ -25,10 +25,9 @@ from compute_agent import faults
 from compute_agent.virt import driver
 from compute_agent.virt import simulation
 from ferryman.common import exception
+from ferryman.common import vocabulary as vocab
 
 LOG = logging.getLogger(__name__)
-
-PROBE_PREFIX = '.ferryman-probe-'
 
 
 class FakeCloud(object):
@@ -226,8 +225,8 @@ class _Job(object):
     def stats(self):
         with self.lock:
             stats = self.model.stats()
-        if stats['status'] == 'completed' and not self.handed_over:
-            stats['status'] = 'running'  # copied, but not yet switched over
+        if stats['status'] == vocab.JOB_COMPLETED and not self.handed_over:
+            stats['status'] = vocab.JOB_RUNNING  # copied, but not yet switched over
         return stats
 
 
@@ -328,26 +327,21 @@ class FakeDriver(driver.ComputeDriver):
             raise exception.InsufficientCapacity(
                 host=self.host, instance=guest['uuid'], resource='memory_mb',
                 requested=guest['memory_mb'], free=free)
-        _check_name(probe)
-        with open(os.path.join(self.instances_path, PROBE_PREFIX + probe), 'w') as f:
-            f.write(self.host)
+        self.leave_probe(probe)
         return {'instances_path': self.instances_path}
 
     def remove_probe(self, probe):
         self._fault('remove_probe')
-        _check_name(probe)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.instances_path, PROBE_PREFIX + probe))
+        super().remove_probe(probe)
 
     def check_source(self, uuid, probe):
         self._fault('check_source')
-        _check_name(probe)
+        self.probe_path(probe)  # refused before anything is read
         guest = self.get_guest(uuid)
         if guest['power_state'] != 'running':
             raise exception.InstanceNotRunning(instance=uuid,
                                                power_state=guest['power_state'])
-        return {'shared_instance_path': os.path.exists(
-                    os.path.join(self.instances_path, PROBE_PREFIX + probe)),
+        return {'shared_instance_path': self.sees_probe(probe),
                 'volume_backed': guest['storage'] == 'volume',
                 'local_disks': [d['name'] for d in guest['disks']],
                 'cpu_features': self.get_host_info()['cpu_features']}
@@ -415,7 +409,7 @@ class FakeDriver(driver.ComputeDriver):
         uuid = guest['uuid']
         with self._jobs_lock:
             job = self._jobs.get(uuid)
-            if job is not None and job.stats()['status'] == 'running':
+            if job is not None and job.stats()['status'] == vocab.JOB_RUNNING:
                 return job.stats()  # already started: a repeated call is a no-op
             current = self.get_guest(uuid)
             if current['power_state'] != 'running':
@@ -469,14 +463,14 @@ class FakeDriver(driver.ComputeDriver):
     def _destination_not_ready(self, guest, dest_state, subtype):
         # What libvirt would trip over: missing disks, volumes or ports.
         dest_dir = os.path.join(dest_state['info']['instances_path'], guest['uuid'])
-        if subtype == 'block':
+        if subtype == vocab.BLOCK:
             for disk in guest['disks']:
                 if not os.path.exists(os.path.join(dest_dir, 'disk.' + disk['name'])):
                     return 'destination disk %s is missing' % disk['name']
-        elif subtype == 'file-level':
+        elif subtype == vocab.FILE_LEVEL:
             if dest_state['info']['instances_path'] != self.instances_path:
                 return 'instance directory is not shared with the destination'
-        elif subtype == 'block-storage':
+        elif subtype == vocab.BLOCK_STORAGE:
             for vol in guest['volumes']:
                 if dest_state['volume_connections'].get(vol) != guest['uuid']:
                     return 'volume %s is not connected on the destination' % vol
@@ -493,7 +487,7 @@ class FakeDriver(driver.ComputeDriver):
             bandwidth = min(bandwidth, float(params['bandwidth_mibps']))
         return simulation.MigrationModel(
             guest['memory_mb'], guest['dirty_rate_mibps'], bandwidth,
-            disk_mb=_disk_gb(guest) * 1024.0 if subtype == 'block' else 0.0,
+            disk_mb=_disk_gb(guest) * 1024.0 if subtype == vocab.BLOCK else 0.0,
             max_downtime_ms=float(params.get('max_downtime_ms') or
                                   self.conf.fake.max_downtime_ms),
             auto_converge=bool(params.get('auto_converge')),
@@ -525,22 +519,22 @@ class FakeDriver(driver.ComputeDriver):
 
     def _copy(self, job):
         model = job.model
-        # Steps of 1/100 of the ideal copy time: fine enough to steer between.
-        step = max(0.01, (model.memory + model.disk_total) / model.bandwidth / 100.0)
+        # Ticks of 1/100 of the ideal copy time: fine enough to steer between.
+        tick = max(0.01, (model.memory + model.disk_total) / model.bandwidth / 100.0)
         failed_once = False
         while True:
             with job.lock:
                 if model.finished:
                     break
-                model.advance(step)
+                model.run_for(tick)
                 if model.phase == 'postcopy' and not job.switched:
                     self._post_copy_switch(job)
             if model.phase == 'precopy' and not failed_once:
                 failed_once = True
                 self._fault('migration_job')
-            # At least a millisecond per step: a job that never converges must
+            # At least a millisecond per tick: a job that never converges must
             # not spin a core while it waits to be steered or aborted.
-            if job.abort.wait(max(step * self.conf.fake.time_scale, 0.001)):
+            if job.abort.wait(max(tick * self.conf.fake.time_scale, 0.001)):
                 raise exception.MigrationJobFailed(instance=job.guest['uuid'],
                                                    reason='aborted')
         if model.phase == 'done':
@@ -564,7 +558,7 @@ class FakeDriver(driver.ComputeDriver):
         with self.cloud.locked():
             dest = self.cloud.load(job.destination)
             src = self.cloud.load(self.host)
-            if job.subtype == 'block':
+            if job.subtype == vocab.BLOCK:
                 src_dir = self._instance_dir(uuid)
                 dest_dir = os.path.join(dest['info']['instances_path'], uuid)
                 for disk in job.guest['disks']:
@@ -582,7 +576,7 @@ class FakeDriver(driver.ComputeDriver):
         with self._jobs_lock:
             job = self._jobs.get(uuid)
         if job is None:
-            return {'status': 'none'}
+            return {'status': vocab.JOB_NONE}
         return job.stats()
 
     def wait_migration_job(self, uuid, timeout):
@@ -596,7 +590,7 @@ class FakeDriver(driver.ComputeDriver):
         with self._jobs_lock:
             job = self._jobs.get(uuid)
         if job is None:
-            return {'status': 'none'}
+            return {'status': vocab.JOB_NONE}
         if job.switched:
             return job.stats()  # post-copy cannot be undone: it completes
         job.abort.set()
@@ -606,7 +600,7 @@ class FakeDriver(driver.ComputeDriver):
     def _steer(self, uuid, what):
         with self._jobs_lock:
             job = self._jobs.get(uuid)
-        if job is None or job.stats()['status'] != 'running':
+        if job is None or job.stats()['status'] != vocab.JOB_RUNNING:
             raise exception.MigrationJobFailed(instance=uuid,
                                                reason='no running migration job')
         with job.lock:
@@ -634,9 +628,9 @@ class FakeDriver(driver.ComputeDriver):
             raise exception.AgentStepFailed(
                 step='post_migration_source', host=self.host,
                 reason='guest %s still runs here' % uuid)
-        if subtype == 'block':
+        if subtype == vocab.BLOCK:
             shutil.rmtree(self._instance_dir(uuid), ignore_errors=True)
-        elif subtype == 'block-storage':
+        elif subtype == vocab.BLOCK_STORAGE:
             self._disconnect(guest)
         # file-level: the instance directory is shared and now the destination's.
         with self.cloud.editing(self.host) as state:
@@ -644,7 +638,7 @@ class FakeDriver(driver.ComputeDriver):
         with self._jobs_lock:
             self._jobs.pop(uuid, None)
 
-    def post_migration_destination(self, guest, subtype):
+    def post_migration_destination(self, guest):
         self._fault('post_migration_destination')
         with self.cloud.editing(self.host) as state:
             current = state['guests'].get(guest['uuid'])
@@ -663,10 +657,3 @@ def _instance_dirs(path):
         return []
     return sorted(n for n in names if len(n) == 36 and n.count('-') == 4 and
                   os.path.isdir(os.path.join(path, n)))
-
-
-def _check_name(name):
-    # Probe tokens become file names: only the conductor's hex tokens are accepted.
-    if not isinstance(name, str) or not name.isalnum() or len(name) > 64:
-        raise exception.InvalidArgument(name='probe', value=name,
-                                        reason='expected an alphanumeric token')

@@ -11,8 +11,9 @@ pausing the guest (no more dirtying; the whole pause is downtime), and post-copy
 (the guest runs on the destination at once; what is left is pulled afterwards).
 """
 
+from ferryman.common import vocabulary as vocab
+
 POST_COPY_SWITCH_MS = 30.0   # device state and the first pages on a post-copy switch
-MIB_PER_GIB = 1024.0
 
 
 class MigrationModel(object):
@@ -61,9 +62,10 @@ class MigrationModel(object):
 
     def stats(self):
         remaining = min(self.memory, self.pass_left + self.dirtied)
-        status = {'done': 'completed', 'failed': 'failed',
-                  'cancelled': 'cancelled'}.get(self.phase, 'running')
+        status = {'done': vocab.JOB_COMPLETED, 'failed': vocab.JOB_FAILED,
+                  'cancelled': vocab.JOB_CANCELLED}.get(self.phase, vocab.JOB_RUNNING)
         return {'status': status, 'phase': self.phase, 'elapsed_s': self.elapsed,
+                'copying_disks': self.phase in ('disk', 'disk-then-post'),
                 'iteration': self.iteration if self.phase != 'disk' else 0,
                 'memory_total_mb': self.memory,
                 'memory_remaining_mb': 0.0 if self.phase == 'done' else remaining,
@@ -116,7 +118,7 @@ class MigrationModel(object):
             self.error = reason
 
     # Time. -----------------------------------------------------------------------
-    def advance(self, seconds):
+    def run_for(self, seconds):
         """Run ``seconds`` of simulated time (or until the job ends)."""
         end = self.elapsed + seconds
         while not self.finished and self.elapsed < end - 1e-12:
@@ -129,9 +131,9 @@ class MigrationModel(object):
                 self._precopy(budget)
 
     def _copy_disk(self, budget):
-        step = min(budget, self.disk_left / self.bandwidth)
-        self.disk_left -= step * self.bandwidth
-        self.elapsed += step
+        dt = min(budget, self.disk_left / self.bandwidth)
+        self.disk_left -= dt * self.bandwidth
+        self.elapsed += dt
         if self.disk_left <= 1e-9:
             self.disk_left = 0.0
             if self.phase == 'disk-then-post':
@@ -142,22 +144,22 @@ class MigrationModel(object):
 
     def _pull(self, budget):
         bw = self.effective_bandwidth
-        step = min(budget, self.pass_left / bw)
-        self.pass_left -= step * bw
-        self.sent += step * bw
-        self.elapsed += step
+        dt = min(budget, self.pass_left / bw)
+        self.pass_left -= dt * bw
+        self.sent += dt * bw
+        self.elapsed += dt
         if self.pass_left <= 1e-9:
             self.pass_left = 0.0
             self.phase = 'done'
 
     def _precopy(self, budget):
         bw = self.effective_bandwidth
-        step = min(budget, self.pass_left / bw)
-        self.pass_left -= step * bw
-        self.sent += step * bw
+        dt = min(budget, self.pass_left / bw)
+        self.pass_left -= dt * bw
+        self.sent += dt * bw
         self.dirtied = min(self.working_set,
-                           self.dirtied + self.effective_dirty_rate * step)
-        self.elapsed += step
+                           self.dirtied + self.effective_dirty_rate * dt)
+        self.elapsed += dt
         if self.pass_left > 1e-9:
             return
         # End of a pass: switch over if the rest fits in the allowed downtime.

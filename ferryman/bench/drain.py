@@ -26,17 +26,11 @@ import time
 from conductor import drain as host_drain
 from conductor import placement
 from conductor.db import api as db_api
+from ferryman.bench import transport as bench_transport
 from ferryman.common import exception
+from ferryman.common import validation
 from ferryman.sim import cloud as sim
 from flows import states
-
-
-def _whole(name, value, least):
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise exception.InvalidArgument(
-            name=name, value=value,
-            reason='expected a whole number of at least %d' % least)
-    return value
 
 
 def _parse(ts):
@@ -82,16 +76,16 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
         as_json=False, rabbitmq=False, agent_processes=None, timeout=3600.0):
     if agent_processes is None:
         agent_processes = 2 if rabbitmq else 0
-    _whole('agent_processes', agent_processes, 0)
+    validation.whole_number('agent_processes', agent_processes, 0)
     if agent_processes and not rabbitmq:
         raise exception.InvalidArgument(
             name='agent_processes', value=agent_processes,
             reason='agents in other processes need RabbitMQ (--rabbitmq)')
-    _whole('hosts', hosts, 2)
-    _whole('guests', guests, 1)
+    validation.whole_number('hosts', hosts, 2)
+    validation.whole_number('guests', guests)
     host_drain.validate_max_parallel(max_parallel)
-    _whole('max_cluster', max_cluster, 1)
-    _whole('workers', workers, 1)
+    validation.whole_number('max_cluster', max_cluster)
+    validation.whole_number('workers', workers)
     names = ['bench%03d' % i for i in range(hosts)]
     sources = names[:(hosts + 1) // 2]
     overrides = {'fake.time_scale': 0.0, 'conductor.monitor_interval': 0.001,
@@ -108,12 +102,7 @@ def run(hosts=100, guests=1000, max_parallel=2, max_cluster=5, workers=16,
                  # One flow per guest: the reaper has nothing to find.
                  'conductor.reaper_interval': 3600.0}
     with contextlib.ExitStack() as stack:
-        transport = 'in-process (kombu memory)'
-        if rabbitmq:
-            from ferryman.testing import servers
-            broker = stack.enter_context(servers.RabbitMQServer())
-            overrides['transport_url'] = broker.url
-            transport = 'RabbitMQ on loopback'
+        transport = bench_transport.use(stack, overrides, rabbitmq)
         cloud = stack.enter_context(sim.SimCloud(
             hosts=dict.fromkeys(names), overrides=overrides,
             agent_processes=agent_processes))

@@ -31,7 +31,7 @@ from ferryman.testing.libvirt_cluster import LibvirtCluster
 from flows import states
 
 MIB = 1024 * 1024
-PAIRS = {'file-level': ('host2', 'host3'), 'block': ('host1', 'host2')}
+PAIRS = {states.FILE_LEVEL: ('host2', 'host3'), states.BLOCK: ('host1', 'host2')}
 
 
 class JobEvents(object):
@@ -114,7 +114,7 @@ def virsh_move(cluster, events, guest, src, dst, subtype):
         # The same work as Ferryman's agents do here: a TCG guest is copied paused
         # on this QEMU (issue #12; [libvirt] tcg_memory_copy).
         argv.remove('--live')
-    if subtype == 'block':
+    if subtype == states.BLOCK:
         # What Ferryman's create_local_disks does, untimed here.
         _create_like(cluster, src, dst, guest.disk)
         argv += ['--copy-storage-inc', '--migrate-disks', 'vda']
@@ -128,7 +128,7 @@ def virsh_move(cluster, events, guest, src, dst, subtype):
     wall = time.monotonic() - t0
     if res.returncode:
         raise RuntimeError('%s failed: %s' % (' '.join(argv), res.stderr.strip()))
-    if subtype == 'block':
+    if subtype == states.BLOCK:
         # What Ferryman's post_migration_source does, untimed here.
         shutil.rmtree(cluster.hosts[src].path(os.path.dirname(guest.disk)),
                       ignore_errors=True)
@@ -253,7 +253,7 @@ def simulated_migration(memory_mb, dirty_mibps, working_set_mb, bandwidth):
     model = simulation.MigrationModel(
         memory_mb, dirty_mibps, bandwidth, max_downtime_ms=QEMU_DEFAULT_DOWNTIME_MS,
         working_set_mb=working_set_mb)
-    model.advance(3600.0)
+    model.run_for(3600.0)
     st = model.stats()
     return {'total_s': st['elapsed_s'], 'iterations': st['iteration'],
             'downtime_ms': st['downtime_ms'], 'sent_mb': st['data_processed_mb'],
@@ -263,7 +263,7 @@ def simulated_migration(memory_mb, dirty_mibps, working_set_mb, bandwidth):
 def validate_simulator(args):
     """The simulated driver's migration model against real QEMU, same parameters."""
     base = args.base_dir or tempfile.mkdtemp(prefix='ferryman-bench-')
-    a, b = PAIRS['file-level']
+    a, b = PAIRS[states.FILE_LEVEL]
     rows = []
     JobEvents.start_loop()
     with LibvirtCluster(base) as cluster:
@@ -397,7 +397,7 @@ def main(argv=None):
     p.add_argument('--memory', type=int, default=256, help='guest memory, MiB')
     p.add_argument('--dirty', type=int, default=16,
                    help='MiB the guest rewrites over and over')
-    p.add_argument('--subtype', choices=sorted(PAIRS), default='file-level',
+    p.add_argument('--subtype', choices=sorted(PAIRS), default=states.FILE_LEVEL,
                    help='file-level: host2 <-> host3 (default); block: host1 <-> host2')
     p.add_argument('--settle', type=float, default=1.0,
                    help='seconds the guest runs where it is before each move')

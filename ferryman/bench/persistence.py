@@ -34,8 +34,12 @@ from taskflow.patterns import linear_flow
 from taskflow import task
 
 import flows
+from ferryman.bench import transport as bench_transport
 from ferryman.common import exception
+from ferryman.common import validation
+from ferryman.common import vocabulary as vocab
 from ferryman.sim import cloud as sim
+from flows.tasks import base as task_base
 
 MODES = ('bare', 'in-memory', 'durable')
 
@@ -70,11 +74,11 @@ def _bare(cloud, guest, source, destination):
         compute.check_source(source, guest['uuid'], token)
         compute.remove_probe(destination, token)
     compute.plug_networking(destination, guest)
-    compute.start_migration(source, guest, destination, 'file-level', {})
-    while compute.get_migration_job(source, guest['uuid'])['status'] != 'completed':
+    compute.start_migration(source, guest, destination, vocab.FILE_LEVEL, {})
+    while compute.get_migration_job(source, guest['uuid'])['status'] != vocab.JOB_COMPLETED:
         time.sleep(cloud.conductor_conf.conductor.monitor_interval)
-    compute.post_migration_source(source, guest, 'file-level')
-    compute.post_migration_destination(destination, guest, 'file-level')
+    compute.post_migration_source(source, guest, vocab.FILE_LEVEL)
+    compute.post_migration_destination(destination, guest, vocab.FILE_LEVEL)
 
 
 def _in_memory(cloud, name, destination):
@@ -85,8 +89,8 @@ def _in_memory(cloud, name, destination):
     futures = []
 
     def run_unsaved(migration, store):
-        engine = taskflow.engines.load(flows.build(migration['subtype']),
-                                       store=store, engine='serial')
+        flow = task_base.bind(flows.build(migration['subtype']), runner.services)
+        engine = taskflow.engines.load(flow, store=store, engine='serial')
         futures.append(runner.pool.executor.submit(engine.run))
     runner.submit = run_unsaved
     try:
@@ -163,7 +167,7 @@ def _measure(cloud, migrations):
             _record_move(cloud, guest['uuid'], destination)
         else:
             status = cloud.db.get_migration(mig_id)['status']
-            if status != 'completed':
+            if status != vocab.COMPLETED:
                 raise exception.FerrymanError(
                     'benchmark migration %s (%s) ended %s' % (mig_id, mode, status))
     return timings, cpu_times, {m: (s / migrations, c / migrations)
@@ -171,21 +175,12 @@ def _measure(cloud, migrations):
 
 
 def run(migrations=20, as_json=False, rabbitmq=False):
-    if not isinstance(migrations, int) or isinstance(migrations, bool) \
-            or migrations < 1:
-        raise exception.InvalidArgument(name='migrations', value=migrations,
-                                        reason='expected a whole number of at '
-                                               'least 1')
+    validation.whole_number('migrations', migrations)
     overrides = {'fake.time_scale': 0.0, 'conductor.monitor_interval': 0.001}
     with contextlib.ExitStack() as stack:
-        transport = 'in-process (kombu memory)'
-        if rabbitmq:
-            from ferryman.testing import servers
-            broker = stack.enter_context(servers.RabbitMQServer())
-            overrides['transport_url'] = broker.url
-            transport = 'RabbitMQ on loopback'
+        transport = bench_transport.use(stack, overrides, rabbitmq)
         cloud = stack.enter_context(sim.SimCloud(overrides=overrides))
-        tasks = sum(1 for _ in flows.iter_tasks(flows.build('file-level')))
+        tasks = sum(1 for _ in flows.iter_tasks(flows.build(vocab.FILE_LEVEL)))
         timings, cpu_times, sql = _measure(cloud, migrations)
     # Measured with the cloud stopped: nothing else runs in the process.
     floor = engine_floor_ms(tasks, max(migrations, 10))

@@ -6,6 +6,7 @@ import statistics
 
 from compute_agent.virt import simulation
 from conductor import policy as policy_mod
+from ferryman.common import vocabulary as vocab
 
 GIB_MB = 1024.0
 MIBPS_PER_GBIT = 1e9 / 8 / (1024 * 1024)
@@ -52,8 +53,8 @@ def run_one(policy, guest):
         # The first sample comes at the start: the dirty rate is measured before
         # the copy (libvirt's dirty-rate calculation; the simulator knows it).
         action, _why = steering.next_action(model.stats())
-        if isinstance(action, tuple):
-            model.set_max_downtime(action[1])
+        if action.kind == policy_mod.DOWNTIME:
+            model.set_max_downtime(action.downtime_ms)
         elif action == policy_mod.POST_COPY:
             model.start_post_copy()
             how = 'post-copy'
@@ -62,9 +63,9 @@ def run_one(policy, guest):
             how = 'paused'
         elif action == policy_mod.ABORT:
             model.abort()
-        model.advance(interval)
+        model.run_for(interval)
     stats = model.stats()
-    return {'completed': stats['status'] == 'completed', 'how': how,
+    return {'completed': stats['status'] == vocab.JOB_COMPLETED, 'how': how,
             'total_factor': stats['elapsed_s'] / (memory / bw),
             'downtime_ms': stats['downtime_ms'], 'sent_mb': stats['data_processed_mb']}
 

@@ -8,6 +8,7 @@ import time
 
 import ferryman  # noqa: F401  (quiets the eventlet warning before oslo imports)
 from ferryman.common import exception
+from ferryman.common import validation
 from flows import states
 
 TERMINAL = states.TERMINAL
@@ -164,15 +165,19 @@ def cmd_host_disable(args):
 
 
 def positive(value):
-    """--max-parallel: a whole number of at least 1, refused naming the value."""
+    """An option's whole number of at least 1, refused naming the value."""
     try:
         number = int(value)
     except ValueError:
         number = None
-    if number is None or number < 1 or str(number) != value.strip():
-        raise argparse.ArgumentTypeError(
-            'invalid value %r: expected a whole number of at least 1' % value)
-    return number
+    if number is None or str(number) != value.strip():
+        number = value  # not written as a whole number ('2.0', '+2', '02')
+    try:
+        return validation.whole_number('option', number)
+    except exception.InvalidArgument as exc:
+        # argparse names the option itself.
+        raise argparse.ArgumentTypeError('invalid value %r: %s' % (
+            value, exc.kwargs['reason']))
 
 
 def _drain_rows(drain, which):
@@ -373,9 +378,13 @@ def cmd_migration_tasks(args):
     _print_tasks('tasks of migration %s' % args.migration, events)
 
 
-def _output_picture(args, subtype, atom_states):
+def _output_picture(args, subtype, atom_states, machine=False):
     from ferryman.cmd import graph
-    if args.format == 'text':
+    if machine:
+        data = (graph.machine_text(subtype).encode() if args.format == 'text' else
+                graph.machine_dot(subtype).encode() if args.format == 'dot' else
+                graph.machine_render(subtype, args.format))
+    elif args.format == 'text':
         data = graph.text(subtype, atom_states).encode()
     elif args.format == 'dot':
         data = graph.dot(subtype, atom_states).encode()
@@ -400,6 +409,10 @@ def _output_picture(args, subtype, atom_states):
 
 def cmd_flow_show(args):
     return _output_picture(args, args.subtype, None)
+
+
+def cmd_flow_states(args):
+    return _output_picture(args, args.subtype, None, machine=True)
 
 
 def cmd_flow_render(args):
@@ -518,6 +531,8 @@ def build_parser():
         dest='flow_command', metavar='ACTION', required=True)
     for name, func, what, help_text in (
             ('show', cmd_flow_show, 'subtype', 'a subtype\'s flow'),
+            ('states', cmd_flow_states, 'subtype',
+             'a subtype\'s state machine: its statuses and the events between'),
             ('render', cmd_flow_render, 'migration',
              'a migration\'s flow coloured by the state each step reached')):
         p = add(flow, name, func, help_text)

@@ -2,7 +2,8 @@
 
 With ``states`` (atom name -> TaskFlow state, see :func:`atom_states`) each task
 shows how far a migration got, so an operator can see where it failed and what
-was rolled back.
+was rolled back. The ``machine_*`` functions draw a subtype's state machine: the
+statuses a migration of that subtype passes and the events between them.
 """
 
 import shutil
@@ -15,6 +16,7 @@ from taskflow import task as tf_task
 
 import flows
 from ferryman.common import exception
+from flows import states as migration_states
 
 FORMATS = ('svg', 'png')
 
@@ -189,6 +191,10 @@ def dot(subtype, states=None):
 
 def render(subtype, fmt, states=None):
     """The picture as ``fmt`` ('svg' or 'png') bytes, drawn by Graphviz ``dot``."""
+    return _create(_build(subtype, states), fmt)
+
+
+def _create(graph, fmt):
     if fmt not in FORMATS:
         raise exception.InvalidArgument(
             name='format', value=fmt,
@@ -197,4 +203,43 @@ def render(subtype, fmt, states=None):
         raise exception.FerrymanError(
             "Graphviz 'dot' is not installed (apt-get install graphviz); "
             "use the text or dot format instead")
-    return _build(subtype, states).create(prog='dot', format=fmt)
+    return graph.create(prog='dot', format=fmt)
+
+
+def _transitions(subtype):
+    """(state, [(event, next state)]) in the vocabulary's order of states."""
+    machine = migration_states.MACHINES[subtype]
+    order = migration_states.ACTIVE + migration_states.TERMINAL
+    return [(state, sorted((event, dst) for src, event, dst in machine if src == state))
+            for state in order if state in machine.states]
+
+
+def machine_text(subtype):
+    """Each status of the subtype's machine and the events that leave it."""
+    lines = ['%s migration states' % subtype]
+    for state, out in _transitions(subtype):
+        lines.append(state + ('' if out else '  (end)'))
+        lines.extend('  %s -> %s' % (event, dst) for event, dst in out)
+    return '\n'.join(lines) + '\n'
+
+
+def _machine(subtype):
+    graph = pydot.Dot(_quote('%s migration states' % subtype), graph_type='digraph',
+                      rankdir='TB', label=_quote('%s migration states' % subtype),
+                      labelloc='t', fontsize=16, fontname='Helvetica')
+    graph.set_node_defaults(fontname='Helvetica')
+    graph.set_edge_defaults(fontname='Helvetica', fontsize=10)
+    for state, out in _transitions(subtype):
+        graph.add_node(pydot.Node(_quote(state), shape='doublecircle' if not out
+                                  else 'ellipse'))
+        for event, dst in out:
+            graph.add_edge(pydot.Edge(_quote(state), _quote(dst), label=_quote(event)))
+    return graph
+
+
+def machine_dot(subtype):
+    return _machine(subtype).to_string()
+
+
+def machine_render(subtype, fmt):
+    return _create(_machine(subtype), fmt)

@@ -12,6 +12,16 @@ failed keeps the kind of its error (``error_kind``).
 # No host has room for the guest now; may change as other guests move or leave.
 NO_ROOM = 'no-room'
 
+SHOWN = 120  # characters of a caller's value shown in an error
+
+
+def shown(value):
+    """A value as an error shows it: its repr, cut short when long."""
+    text = repr(value)
+    if len(text) > SHOWN:
+        text = '%s... (%d characters)' % (text[:SHOWN], len(text))
+    return text
+
 
 class FerrymanError(Exception):
     msg_fmt = "An unknown error occurred."
@@ -97,11 +107,6 @@ class StorageMismatch(Invalid):
                "%(instance)r towards %(host)r: %(reason)s")
 
 
-class TooManyMigrations(Conflict):
-    msg_fmt = ("Host %(host)r already runs %(running)d outbound migrations "
-               "(limit %(limit)d).")
-
-
 class AgentStepFailed(FerrymanError):
     msg_fmt = "Step %(step)s failed on host %(host)s: %(reason)s"
 
@@ -138,8 +143,14 @@ class DrainNotFound(NotFound):
 
 
 class NotAuthenticated(FerrymanError):
-    msg_fmt = "Refused %(method)s for host %(host)r: %(reason)s"
+    msg_fmt = "Refused %(method)s for host %(shown_host)s: %(reason)s"
     code = 401
+
+    def __init__(self, message=None, **kwargs):
+        # The host is the caller's word, not yet checked: shown cut short. (The
+        # kwargs cross RPC and rebuild this error there, so they gain nothing.)
+        kwargs.pop('shown_host', None)
+        super().__init__(message, shown_host=shown(kwargs.get('host')), **kwargs)
 
 
 def kind_named(class_names):

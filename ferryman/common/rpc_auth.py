@@ -20,6 +20,7 @@ import hmac
 import json
 import math
 import os
+import re
 import secrets
 import stat
 import threading
@@ -27,10 +28,12 @@ import time
 
 from oslo_config import cfg
 from oslo_log import log as logging
+from oslo_messaging import target as messaging_target
 from oslo_messaging.rpc import dispatcher as rpc_dispatcher
 from oslo_serialization import jsonutils
 
 from ferryman.common import exception
+from ferryman.common import schemas
 
 LOG = logging.getLogger(__name__)
 
@@ -258,7 +261,10 @@ class Auth(object):
             return 'malformed signature'
         if proof.get('host') != host:
             return 'signed for host %r' % (proof.get('host'),)
-        key = self.keys.key_for(host) if isinstance(host, str) else None
+        try:
+            key = self.keys.key_for(host) if isinstance(host, str) else None
+        except UnicodeEncodeError:  # a lone surrogate: no key for that
+            key = None
         if key is None:
             return 'no key for this host'
         try:
@@ -276,7 +282,7 @@ class Auth(object):
                 _ts, h, n = heapq.heappop(self._expiry)
                 self._seen.pop((h, n), None)
             if (host, nonce) in self._seen:
-                return 'replayed (nonce %s already seen)' % nonce
+                return 'replayed (nonce %r already seen)' % nonce
             self._seen[(host, nonce)] = ts
             heapq.heappush(self._expiry, (ts, host, nonce))
         return None
@@ -287,7 +293,14 @@ OPEN = object()
 
 
 class AuthDispatcher(rpc_dispatcher.RPCDispatcher):
-    """Dispatches a message only once its signature is checked.
+    """Dispatches a message only once its envelope and its signature are
+    checked.
+
+    The envelope: a method the endpoints expose (oslo.messaging's explicit
+    access policy; see schemas.checked), its arguments as a mapping, no
+    namespace, and a version the endpoints implement. What is refused, here
+    or by an endpoint for the caller's fault (an error below 500: invalid, not
+    found, conflict), reaches the caller and the log without a traceback.
 
     ``signer``: for the methods that need a signature, the host whose key must
     have made it: a callable(method, args) returning the host, or ``OPEN`` for
@@ -295,26 +308,66 @@ class AuthDispatcher(rpc_dispatcher.RPCDispatcher):
     """
 
     def __init__(self, endpoints, auth, topic, signer):
-        super().__init__(endpoints, None)
+        super().__init__(endpoints, None,
+                         access_policy=rpc_dispatcher.ExplicitRPCAccessPolicy)
         self.auth = auth
         self.topic = topic
         self.signer = signer
 
+    def _exposes(self, method):
+        # Looked up on the classes: naming an attribute runs none of its code
+        # (a property) and reaches none of the instances' (their configuration).
+        return isinstance(method, str) and any(
+            getattr(getattr(type(ep), method, None), 'exposed', False)
+            for ep in self.endpoints)
+
+    def _check_envelope(self, message):
+        method = message.get('method')
+        if not self._exposes(method):
+            raise schemas.invalid('method', method, 'no such method on %s' %
+                                  self.topic)
+        args = message.get('args', {})
+        if not isinstance(args, dict):
+            raise schemas.invalid('arguments', args, 'expected a mapping')
+        targets = [getattr(ep, 'target', None) or messaging_target.Target()
+                   for ep in self.endpoints]
+        namespace = message.get('namespace')
+        if not any(self._is_namespace(t, namespace) for t in targets):
+            raise schemas.invalid('namespace', namespace, 'expected none')
+        version = message.get('version', '1.0')
+        if not (isinstance(version, str) and
+                re.fullmatch(r'\d{1,6}\.\d{1,6}(\.\d{1,6})?', version) and
+                any(self._is_compatible(t, version) for t in targets)):
+            raise schemas.invalid('version', version, 'this server implements '
+                                  '%s' % ', '.join(sorted({
+                                      t.version or '1.0' for t in targets})))
+
     def dispatch(self, incoming):
         message = incoming.message
-        method = message.get('method')
-        args = message.get('args') or {}
+        try:
+            self._check_envelope(message)
+        except exception.InvalidArgument as exc:
+            LOG.warning('Refused RPC on %s: %s', self.topic, exc)
+            # Expected: the caller gets it, the log no traceback.
+            raise rpc_dispatcher.ExpectedException()
+        method = message['method']
+        args = message.get('args', {})
         host = self.signer(method, args)
         if host is not OPEN:
             try:
                 self.auth.check(self.topic, method, host, args, incoming.ctxt)
             except exception.NotAuthenticated as exc:
                 # Refused before any endpoint ran: nothing changed.
-                LOG.error('Refused RPC %s for host %r on %s: %s', method, host,
-                          self.topic, exc.kwargs.get('reason'))
-                # Expected: the caller gets it, the log no traceback.
+                LOG.error('Refused RPC %s for host %s on %s: %s', method,
+                          schemas.shown(host), self.topic,
+                          exc.kwargs.get('reason'))
                 raise rpc_dispatcher.ExpectedException()
-        return super().dispatch(incoming)
+        try:
+            return super().dispatch(incoming)
+        except exception.FerrymanError as exc:
+            if exc.code >= 500:
+                raise
+            raise rpc_dispatcher.ExpectedException()
 
 
 def every_method(host):

@@ -12,12 +12,15 @@ reported, never interpreted.
 import functools
 import inspect
 import math
+import re
 
 import jsonschema
+import oslo_messaging as messaging
 from jsonschema import exceptions as js_exceptions
 from oslo_log import log as logging
 
 from ferryman.common import exception
+from ferryman.common.exception import shown  # noqa: F401 (errors and logs)
 from ferryman.common import vocabulary
 
 LOG = logging.getLogger(__name__)
@@ -25,7 +28,6 @@ LOG = logging.getLogger(__name__)
 INT32 = 2 ** 31 - 1  # the database's integer columns
 MAX_GUESTS = 4096  # per host report
 MAX_ITEMS = 1024  # disks, volumes, features, traits, cells, devices...
-SHOWN = 120  # characters of a refused value shown in an error
 
 
 def _text(pattern, description):
@@ -74,9 +76,14 @@ ID = _text(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z',
            'expected an id of letters, digits, dots, dashes and underscores, at '
            'most 64')
 TOKEN = _text(r'^[0-9a-f]{32}\Z', 'expected a probe token of 32 hex digits')
-TEXT = _text(r'^[^\x00-\x1f\x7f]{0,255}\Z',
+# A character of free text: no control character (C0, DEL or C1: \x9b starts
+# a terminal escape too), no lone surrogate (UTF-8 cannot hold it, so neither
+# can the database) and no bidirectional override (a terminal would show other
+# text than is stored).
+_PRINTABLE = r'[^\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]'
+TEXT = _text(r'^%s{0,255}\Z' % _PRINTABLE,
              'expected at most 255 characters, no control characters')
-PATH = _text(r'^/[^\x00-\x1f\x7f]{0,1023}\Z',
+PATH = _text(r'^/%s{0,1023}\Z' % _PRINTABLE,
              'expected an absolute path of at most 1024 characters, no control '
              'characters')
 PCI_ADDRESS = _text(r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z',
@@ -255,19 +262,20 @@ _STORED = {n: _Validator(s) for n, s in STORED.items()}
 _GUEST = _Validator(GUEST)
 
 
-def shown(value):
-    """A value as an error shows it: its repr, cut short when long."""
-    text = repr(value)
-    if len(text) > SHOWN:
-        text = '%s... (%d characters)' % (text[:SHOWN], len(text))
-    return text
+_PLAIN_KEY = re.compile(r'[A-Za-z_][A-Za-z0-9_]{0,63}\Z')
 
 
 def _field(path):
+    """A field's path as errors name it: guests[0].name; a key a caller made up
+    is shown as a value is (it may be huge, or hold control characters)."""
     out = ''
     for part in path:
-        out += '[%d]' % part if isinstance(part, int) else (
-            '.%s' % part if out else str(part))
+        if isinstance(part, int):
+            out += '[%d]' % part
+        elif _PLAIN_KEY.match(part):
+            out += '.%s' % part if out else part
+        else:
+            out += '[%s]' % shown(part)
     return out
 
 
@@ -319,13 +327,17 @@ def _first_error(validator, document):
     return js_exceptions.best_match(errors)
 
 
+def invalid(field, value, reason):
+    """The InvalidArgument refusing ``value`` for ``field``; the value travels
+    back (and into logs) only as ``shown``."""
+    return exception.InvalidArgument(
+        message='Invalid value %s for %s: %s' % (shown(value), field, reason),
+        name=field, value=shown(value), reason=reason)
+
+
 def _refusal(error, prefix=()):
     path, value, reason = _reason(error)
-    field = _field(list(prefix) + path) or 'arguments'
-    message = 'Invalid value %s for %s: %s' % (shown(value), field, reason)
-    # The value travels back (and into logs) only as shown here.
-    return exception.InvalidArgument(message=message, name=field,
-                                     value=shown(value), reason=reason)
+    return invalid(_field(list(prefix) + path) or 'arguments', value, reason)
 
 
 CONDUCTOR_SERVICE = 'conductor'
@@ -338,10 +350,7 @@ def check(service, method, arguments, sender=None):
     validators = _CONDUCTOR if service == CONDUCTOR_SERVICE else _AGENT
     validator = validators.get(method)
     if validator is None:
-        error = exception.InvalidArgument(
-            message='Invalid value %s for method: no such %s method' % (
-                shown(method), service), name='method', value=shown(method),
-            reason='no such method')
+        error = invalid('method', method, 'no such %s method' % service)
     else:
         found = _first_error(validator, arguments)
         if found is None:
@@ -352,19 +361,28 @@ def check(service, method, arguments, sender=None):
     raise error
 
 
-def checked(service):
+def checked(service, sender=None):
     """Decorator of an RPC endpoint method: its arguments (ctxt aside, by name,
-    however they were passed) pass ``check`` before it runs."""
+    however they were passed) pass ``check`` before it runs; ``sender``: the
+    argument naming who sent them, for the log.
+
+    Only methods so decorated are exposed to RPC (the servers dispatch with
+    oslo.messaging's ExplicitRPCAccessPolicy): an endpoint's other attributes,
+    its helpers and its configuration, are out of a caller's reach."""
     def decorate(fn):
         names = list(inspect.signature(fn).parameters)[2:]
 
         @functools.wraps(fn)
-        def wrapper(self, ctxt, *args, **kwargs):
+        def wrapper(*args, **kwargs):
+            # Not wrapper(self, ctxt, ...): arguments named "self" or "ctxt"
+            # are a caller's unknown fields, refused by the schema.
+            self, ctxt, args = args[0], args[1], args[2:]
             given = dict(zip(names, args))
             given.update(kwargs)
-            check(service, fn.__name__, given)
+            check(service, fn.__name__, given,
+                  sender=given.get(sender) if sender else None)
             return fn(self, ctxt, *args, **kwargs)
-        return wrapper
+        return messaging.expose(wrapper)
     return decorate
 
 

@@ -19,7 +19,9 @@ SUBTYPES = (BLOCK, FILE_LEVEL, BLOCK_STORAGE)
 # Migration states (shared names; each subtype's machine uses those it passes).
 ACCEPTED = 'accepted'
 PREPARING = 'preparing'
-RUNNING = 'running'
+CONNECTING_VOLUMES = 'connecting-volumes'  # block-storage: attached on the destination
+COPYING_DISKS = 'copying-disks'  # block: the job mirrors the local disks first
+RUNNING = 'running'              # the job copies memory
 POST_COPY = 'post-copy'  # runs on the destination while its memory follows
 FINISHING = 'finishing'
 COMPLETED = 'completed'
@@ -28,4 +30,13 @@ CANCELLED = 'cancelled'  # stopped on request; the guest runs on the source
 ERROR = 'error'          # rollback failed or failure after switch-over: operator
 
 TERMINAL = (COMPLETED, FAILED, CANCELLED, ERROR)
-ACTIVE = (ACCEPTED, PREPARING, RUNNING, POST_COPY, FINISHING)
+ACTIVE = (ACCEPTED, PREPARING, CONNECTING_VOLUMES, COPYING_DISKS, RUNNING, POST_COPY,
+          FINISHING)
+
+# A hypervisor migration job's status, as an agent reports it (get_migration_job).
+JOB_NONE = 'none'            # no job for that guest here
+JOB_RUNNING = 'running'
+JOB_COMPLETED = 'completed'  # switched over: the guest runs on the destination
+JOB_FAILED = 'failed'
+JOB_CANCELLED = 'cancelled'
+JOB_STATUSES = (JOB_NONE, JOB_RUNNING, JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED)

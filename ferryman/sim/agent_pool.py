@@ -17,6 +17,7 @@ import sys
 import time
 
 from ferryman.common import exception
+from ferryman.common import validation
 from ferryman.common import rpc
 from ferryman.sim import services as sim_services
 
@@ -39,11 +40,7 @@ class AgentPool(object):
 
     def __init__(self, hosts, overrides, processes=2, log_dir=None,
                  ready_timeout=120.0):
-        if isinstance(processes, bool) or not isinstance(processes, int) \
-                or processes < 1:
-            raise exception.InvalidArgument(
-                name='agent processes', value=processes,
-                reason='expected a whole number of at least 1')
+        validation.whole_number('agent processes', processes)
         if not overrides.get('transport_url', '').startswith('rabbit://'):
             raise exception.InvalidArgument(
                 name='transport_url', value=overrides.get('transport_url'),

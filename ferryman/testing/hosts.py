@@ -1,8 +1,9 @@
 """Real hypervisor hosts on one machine, for functional tests of real live migrations.
 
 Each :class:`TestHost` is a private mount (+UTS) namespace in which a privileged
-libvirtd runs with its own directories bind-mounted over libvirt's fixed paths
-(see shared/docs/test-hosts.md). Guests are QEMU TCG domains. Inside every host:
+libvirtd runs with its own directories bind-mounted over libvirt's fixed paths,
+so that several daemons share one machine. Guests are QEMU TCG domains. Inside
+every host:
 
 * ``INSTANCES_PATH`` is that host's own directory (same path, different files on
   each host: what block migration needs);
@@ -22,6 +23,8 @@ import uuid
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
+
+from compute_agent.virt.libvirt import driver as libvirt_driver
 
 INSTANCES_PATH = '/var/lib/ferryman/instances'
 SHARED_PATH = '/var/lib/ferryman/shared'
@@ -131,10 +134,6 @@ class TestHost(object):
 
     # Paths. -------------------------------------------------------------------------
     @property
-    def instances_dir(self):
-        return self.mounts[INSTANCES_PATH]
-
-    @property
     def shared_dir(self):
         return self.mounts[SHARED_PATH]
 
@@ -202,12 +201,8 @@ class TestHost(object):
     def restart_daemon(self, timeout=60):
         """Restart libvirtd alone, as an upgrade does: the guests' QEMUs go on
         running; every client's connection breaks."""
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except libvirt.libvirtError:
-                pass
-            self._conn = None
+        libvirt_driver.close_connection(self._conn)
+        self._conn = None
         self._daemon.terminate()
         self._daemon.wait(30)
         self._start_daemon()
@@ -305,12 +300,8 @@ class TestHost(object):
                         dom.destroy()
             except libvirt.libvirtError:
                 pass  # a broken daemon: its QEMUs are killed by pid below
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except libvirt.libvirtError:
-                pass
-            self._conn = None
+        libvirt_driver.close_connection(self._conn)
+        self._conn = None
         pid = None
         try:
             with open(os.path.join(self.dir, 'run', 'libvirtd.pid')) as f:

@@ -192,9 +192,6 @@ class LibvirtCluster(Cluster):
     def fault_file(self, host):
         return os.path.join(self.base_dir, host, 'faults.json')
 
-    def agent_conf_path(self, host):
-        return os.path.join(self.base_dir, host + '.conf')
-
     @staticmethod
     def _merge(sections, extra):
         for section, opts in (extra or {}).items():

@@ -1,7 +1,10 @@
-"""What every migration task shares: the conductor's services, bound at start-up.
+"""What every migration task shares: the services of the conductor running it.
 
-Tasks get no live clients in their constructors; a resumed flow is rebuilt from its
-factory's name, so tasks reach the database and agents through this binding.
+Tasks get no live clients in their constructors: a resumed flow is rebuilt from
+its factory's name. The conductor that loads a flow's engine binds its own
+services to the rebuilt flow's atoms (bind), so two conductors, or a benchmark and
+a test cloud, can run flows in one process. (A transient store value would reach
+only the atoms whose execute asks for it, and put it in every signature.)
 """
 
 import functools
@@ -16,8 +19,6 @@ from flows import constants as c
 
 LOG = logging.getLogger(__name__)
 
-_services = None
-
 
 class Services(object):
     """The conductor's database, compute client and configuration."""
@@ -28,15 +29,48 @@ class Services(object):
         self.compute = compute
 
 
-def bind(services):
-    global _services
-    _services = services
+def iter_atoms(flow):
+    """Every task and retry controller of the flow, through nested subflows."""
+    if flow.retry is not None:
+        yield flow.retry
+    for node, _ in flow.iter_nodes():
+        if hasattr(node, 'iter_nodes'):
+            yield from iter_atoms(node)
+        else:
+            yield node
 
 
-def services():
-    if _services is None:
-        raise exception.FerrymanError('no conductor services bound for flows')
-    return _services
+def bind(flow, services):
+    """Give the flow's atoms the services of the conductor about to run it."""
+    for atom in iter_atoms(flow):
+        if isinstance(atom, UsesServices):
+            atom.services = services
+    return flow
+
+
+class UsesServices(object):
+    """An atom reaching the conductor's database, agents and configuration."""
+
+    services = None  # set by bind() when its engine is loaded
+
+    def _bound(self):
+        if self.services is None:
+            raise exception.FerrymanError(
+                'atom %s has no conductor services: its flow was not bound to a '
+                'conductor (flows.tasks.base.bind)' % self.name)
+        return self.services
+
+    @property
+    def db(self):
+        return self._bound().db
+
+    @property
+    def compute(self):
+        return self._bound().compute
+
+    @property
+    def conf(self):
+        return self._bound().conf
 
 
 def failure_text(failure):
@@ -51,7 +85,7 @@ def _execute_args(cls):
     return tuple(reflection.get_callable_args(cls.execute))
 
 
-class MigrationTask(task.Task):
+class MigrationTask(UsesServices, task.Task):
     # Where the step acts: 'conductor', 'source' or 'destination' (task history).
     runs_on = 'conductor'
 
@@ -61,18 +95,6 @@ class MigrationTask(task.Task):
             # the store's (the first candidate) would shadow it under its own name.
             kwargs.setdefault('rebind', {c.DESTINATION: c.PLACED_DESTINATION})
         super().__init__(name=name, **kwargs)
-
-    @property
-    def db(self):
-        return services().db
-
-    @property
-    def compute(self):
-        return services().compute
-
-    @property
-    def conf(self):
-        return services().conf
 
     def post_execute(self):
         # Crash tests: the step's work is done and its result not yet saved.

@@ -9,8 +9,9 @@ import time
 from oslo_log import log as logging
 import oslo_messaging as messaging
 
-from ferryman.common import exception
 from conductor import policy
+from ferryman.common import exception
+from ferryman.common import vocabulary as vocab
 from flows import constants as c
 from flows import selection
 from flows import states
@@ -86,7 +87,9 @@ class ConnectVolumes(base.MigrationTask):
     def __init__(self):
         super().__init__(c.CONNECT_VOLUMES)
 
-    def execute(self, instance, destination):
+    def execute(self, migration_id, instance, destination):
+        if self.db.get_migration(migration_id)['status'] == states.PREPARING:
+            self.db.advance(migration_id, 'connect_volumes')
         self.compute.connect_volumes(destination, instance)
 
     def revert(self, migration_id, instance, destination, **kwargs):
@@ -94,6 +97,13 @@ class ConnectVolumes(base.MigrationTask):
         if not self.switched_over(migration_id):
             self.best_effort(migration_id, 'disconnect destination volumes',
                              self.compute.disconnect_volumes, destination, instance)
+            # Preparing again: the next candidate, or the rollback, comes next.
+            self.best_effort(migration_id, 'record the volumes disconnected',
+                             self._disconnected, migration_id)
+
+    def _disconnected(self, migration_id):
+        if self.db.get_migration(migration_id)['status'] == states.CONNECTING_VOLUMES:
+            self.db.advance(migration_id, 'disconnect_volumes')
 
 
 class PlugNetworking(base.MigrationTask):
@@ -112,7 +122,7 @@ class PlugNetworking(base.MigrationTask):
                              self.compute.unplug_networking, destination, instance)
 
 
-def _policy(task, migration, instance, subtype):
+def _policy(task, migration, instance):
     """(policy, link bandwidth) for the migration, and its destination's row.
 
     Both read only what the hosts reported (features, paths): one query for the
@@ -138,13 +148,13 @@ class StartMigration(base.MigrationTask):
         mig = self.db.get_migration(migration_id)
         if mig['cancel_requested']:
             raise exception.MigrationCancelled(migration=migration_id)
-        if mig['status'] == states.PREPARING:
+        if states.allows(subtype, mig['status'], 'start'):
             self.db.advance(migration_id, 'start')
         # Run again after a crash: a job that already runs or ran is not restarted.
         job = self.compute.get_migration_job(source, instance['uuid'])
-        if job['status'] in ('running', 'completed'):
+        if job['status'] in (vocab.JOB_RUNNING, vocab.JOB_COMPLETED):
             return
-        chosen, bandwidth, dest = _policy(self, mig, instance, subtype)
+        chosen, bandwidth, dest = _policy(self, mig, instance)
         params = chosen.start_params(policy.data_mb(instance, subtype), bandwidth)
         # Hosts may keep instances at different paths; the source's hypervisor
         # defines the guest on the destination, so it must know where.
@@ -163,7 +173,7 @@ class StartMigration(base.MigrationTask):
             # its whole copy is downtime, which the history must show.
             self.db.add_task_event(migration_id, c.START_MIGRATION, 'DECISION',
                                    host=source, error=None, details={
-                                       'action': policy.PAUSE,
+                                       'action': policy.PAUSE.kind,
                                        'why': 'paused for the whole copy: %s' %
                                               job['paused_copy']})
 
@@ -177,11 +187,12 @@ class StartMigration(base.MigrationTask):
             except messaging.MessagingTimeout:
                 if time.monotonic() > deadline:
                     return False
-        if job['status'] in ('running', 'completed'):
+        if job['status'] in (vocab.JOB_RUNNING, vocab.JOB_COMPLETED):
             LOG.info('Migration %s: the job runs although its start was not '
                      'answered', migration_id)
             return True
-        return job['status'] == 'none' and self.guest_runs_on(destination, uuid)
+        return job['status'] == vocab.JOB_NONE and self.guest_runs_on(destination,
+                                                                      uuid)
 
     def revert(self, migration_id, instance, source, **kwargs):
         if not self.switched_over(migration_id):
@@ -202,7 +213,7 @@ class MonitorMigration(base.MigrationTask):
         mig = self.db.get_migration(migration_id)
         if mig['status'] == states.FINISHING:
             return
-        chosen, bandwidth, _dest = _policy(self, mig, instance, subtype)
+        chosen, bandwidth, _dest = _policy(self, mig, instance)
         data = policy.data_mb(instance, subtype)
         steering = policy.Steering(chosen, data, chosen.start_params(data, bandwidth))
         steering.state['post_copy'] = mig['status'] == states.POST_COPY
@@ -211,9 +222,10 @@ class MonitorMigration(base.MigrationTask):
         lost = None   # since when the source's agent has not answered
         while True:
             mig = self.db.get_migration(migration_id)
-            if mig['cancel_requested'] and mig['status'] == states.RUNNING:
+            if mig['cancel_requested'] and mig['status'] in (states.COPYING_DISKS,
+                                                             states.RUNNING):
                 job = self.compute.abort_migration(source, uuid)
-                if job['status'] != 'completed':
+                if job['status'] != vocab.JOB_COMPLETED:
                     raise exception.MigrationCancelled(migration=migration_id)
             else:
                 # Held open by the agent until the job ends or the interval
@@ -238,20 +250,24 @@ class MonitorMigration(base.MigrationTask):
             # Paused by the hypervisor's agent (a paused copy) or by us earlier.
             steering.state['paused'] = steering.state['paused'] or bool(
                 job.get('paused'))
-            if status == 'completed':
+            if status == vocab.JOB_COMPLETED:
+                self._disks_copied(migration_id)
                 self.db.switch_over(migration_id, _stats(job))
                 return
-            if status == 'none' and self.guest_runs_on(destination, uuid):
+            if status == vocab.JOB_NONE and self.guest_runs_on(destination, uuid):
                 # The source agent lost the job (it restarted) and the guest had
                 # moved meanwhile: finished, not to be rolled back.
                 LOG.info('Migration %s: the guest already runs on %s',
                          migration_id, destination)
+                self._disks_copied(migration_id)
                 self.db.switch_over(migration_id, {})
                 return
-            if status in ('failed', 'cancelled', 'none'):
+            if status in (vocab.JOB_FAILED, vocab.JOB_CANCELLED, vocab.JOB_NONE):
                 raise exception.MigrationJobFailed(
                     instance=uuid,
                     reason=job.get('error') or 'job %s on %s' % (status, source))
+            if not job.get('copying_disks'):
+                mig = self._disks_copied(migration_id, mig)
             if job.get('post_copy') and mig['status'] == states.RUNNING:
                 self.db.enter_post_copy(migration_id)
             self.db.update_migration(migration_id, progress=_progress(job))
@@ -263,19 +279,27 @@ class MonitorMigration(base.MigrationTask):
             if action != policy.CONTINUE:
                 self._act(migration_id, source, uuid, action, why, job)
 
+    def _disks_copied(self, migration_id, mig=None):
+        """block: the job copies memory now, or has ended well, so its disks are
+        copied (the monitor may not have sampled the moment between)."""
+        mig = mig or self.db.get_migration(migration_id)
+        if mig['status'] == states.COPYING_DISKS:
+            return self.db.advance(migration_id, 'disks_copied')
+        return mig
+
     def _act(self, migration_id, source, uuid, action, why, job):
-        name = action[0] if isinstance(action, tuple) else action
+        name = action.kind
         self.db.add_task_event(migration_id, c.MONITOR_MIGRATION, 'DECISION',
                                host='conductor', error=None, details={
                                    'action': name, 'why': why,
-                                   'downtime_ms': (action[1] if isinstance(
-                                       action, tuple) else None),
+                                   'downtime_ms': action.downtime_ms,
                                    'sample': _progress(job)})
         LOG.info('Migration %s: %s (%s)', migration_id, name, why)
         steer = {policy.DOWNTIME: lambda: self.compute.set_max_downtime(
-                     source, uuid, action[1]),
-                 policy.POST_COPY: lambda: self.compute.start_post_copy(source, uuid),
-                 policy.PAUSE: lambda: self.compute.pause_guest(source, uuid)}
+                     source, uuid, action.downtime_ms),
+                 policy.POST_COPY.kind: lambda: self.compute.start_post_copy(source,
+                                                                             uuid),
+                 policy.PAUSE.kind: lambda: self.compute.pause_guest(source, uuid)}
         if name in steer:
             try:
                 job = steer[name]()
@@ -283,10 +307,11 @@ class MonitorMigration(base.MigrationTask):
                 # The job ended meanwhile; the next sample says how.
                 LOG.info('Migration %s: %s not applied: %s', migration_id, name, exc)
                 return
-            if name == policy.POST_COPY and job.get('post_copy') and \
-                    job['status'] == 'running':
+            if action == policy.POST_COPY and job.get('post_copy') and \
+                    job['status'] == vocab.JOB_RUNNING:
+                self._disks_copied(migration_id)
                 self.db.enter_post_copy(migration_id)
-        elif name == policy.ABORT:
+        elif action == policy.ABORT:
             self.compute.abort_migration(source, uuid)
             raise exception.MigrationJobFailed(instance=uuid,
                                                reason='policy abort: %s' % why)

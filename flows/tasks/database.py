@@ -58,7 +58,7 @@ class MigrationSentinel(base.MigrationTask):
                           migration_id)
 
 
-class DestinationRetry(retry.ParameterizedForEach):
+class DestinationRetry(base.UsesServices, retry.ParameterizedForEach):
     """Each candidate destination in turn, until one is claimed, checked and
     prepared; every failed attempt undoes itself first (its claim included).
 
@@ -75,7 +75,7 @@ class DestinationRetry(retry.ParameterizedForEach):
     def on_failure(self, values, history, *args, **kwargs):
         migration_id = kwargs.get(c.MIGRATION_ID)
         try:
-            if base.services().db.get_migration(migration_id)['cancel_requested']:
+            if self.db.get_migration(migration_id)['cancel_requested']:
                 return retry.REVERT_ALL
         except Exception:
             LOG.exception('Migration %s: cannot read it; no further attempt',

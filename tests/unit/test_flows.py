@@ -114,10 +114,18 @@ def test_store_json_round_trip(cloud, guest):
         assert fd.meta['factory']['name'] == flows.FACTORIES['block']
 
 
+HAPPY_EVENTS = {
+    states.BLOCK: ('prepare', 'start', 'disks_copied', 'switch_over', 'complete'),
+    states.FILE_LEVEL: ('prepare', 'start', 'switch_over', 'complete'),
+    states.BLOCK_STORAGE: ('prepare', 'connect_volumes', 'start', 'switch_over',
+                           'complete'),
+}
+
+
 @pytest.mark.parametrize('subtype', states.SUBTYPES)
 def test_state_machine_happy_path(subtype):
     s = states.ACCEPTED
-    for event in ('prepare', 'start', 'switch_over', 'complete'):
+    for event in HAPPY_EVENTS[subtype]:
         s = states.advance(subtype, s, event)
     assert s == states.COMPLETED
 
@@ -131,8 +139,51 @@ def test_state_machine_refuses(current, event):
         states.advance('block', current, event)
 
 
-def test_state_names_shared():
-    assert len({frozenset(m.states) for m in states.MACHINES.values()}) == 1
+def test_each_subtype_has_its_own_states_with_shared_names():
+    own = {subtype: set(m.states) for subtype, m in states.MACHINES.items()}
+    shared = set.intersection(*own.values())
+    assert shared == set(states.TERMINAL) | {
+        states.ACCEPTED, states.PREPARING, states.RUNNING, states.POST_COPY,
+        states.FINISHING}
+    assert own[states.FILE_LEVEL] == shared
+    assert own[states.BLOCK] - shared == {states.COPYING_DISKS}
+    assert own[states.BLOCK_STORAGE] - shared == {states.CONNECTING_VOLUMES}
+    # Each machine's states are the vocabulary's, every one of them used.
+    assert set.union(*own.values()) == set(states.ACTIVE + states.TERMINAL)
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_every_state_is_reached_and_leads_to_an_end(subtype):
+    machine = states.MACHINES[subtype]
+    edges = [(src, dst) for src, _event, dst in machine]
+    reached, todo = {states.ACCEPTED}, [states.ACCEPTED]
+    while todo:
+        here = todo.pop()
+        for src, dst in edges:
+            if src == here and dst not in reached:
+                reached.add(dst)
+                todo.append(dst)
+    assert reached == set(machine.states)
+    for state in set(machine.states) - set(states.TERMINAL):
+        assert any(src == state for src, _dst in edges), state
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_cancel_until_switch_over_only(subtype):
+    for state in states.MACHINES[subtype].states:
+        assert states.allows(subtype, state, 'cancel') == (
+            state in states.BEFORE_SWITCH_OVER), state
+
+
+@pytest.mark.parametrize('subtype,current,event', [
+    (states.BLOCK, states.PREPARING, 'connect_volumes'),
+    (states.FILE_LEVEL, states.PREPARING, 'connect_volumes'),
+    (states.BLOCK, states.COPYING_DISKS, 'switch_over'),
+    (states.BLOCK_STORAGE, states.CONNECTING_VOLUMES, 'switch_over'),
+    (states.FILE_LEVEL, states.RUNNING, 'disks_copied')])
+def test_a_subtype_refuses_another_subtypes_events(subtype, current, event):
+    with pytest.raises(exception.Invalid):
+        states.advance(subtype, current, event)
 
 
 @pytest.mark.parametrize('facts,requested,expected', [

@@ -168,3 +168,27 @@ def test_render_without_graphviz(monkeypatch):
     monkeypatch.setattr(graph.shutil, 'which', lambda prog: None)
     with pytest.raises(exception.FerrymanError, match='graphviz'):
         graph.render(states.BLOCK, 'svg')
+
+
+@pytest.mark.parametrize('subtype', states.SUBTYPES)
+def test_machine_drawings_show_the_subtypes_own_states(subtype):
+    machine = states.MACHINES[subtype]
+    g = _parse(graph.machine_dot(subtype))
+    assert set(_nodes(g)) == set(machine.states)
+    assert sorted((e.get_source().strip('"'), e.get_label().strip('"'),
+                   e.get_destination().strip('"')) for e in g.get_edges()) == \
+        sorted(machine)
+    text = graph.machine_text(subtype)
+    for state in machine.states:
+        assert state in text.splitlines() or state + '  (end)' in text.splitlines()
+    assert (states.COPYING_DISKS in text) == (subtype == states.BLOCK)
+    assert (states.CONNECTING_VOLUMES in text) == (subtype == states.BLOCK_STORAGE)
+    assert graph.machine_render(subtype, 'svg').startswith(b'<?xml')
+
+
+def test_cli_draws_a_subtypes_machine(capsys):
+    from ferryman.cmd import cli
+    assert cli.main(['flow', 'states', states.BLOCK_STORAGE]) == 0
+    out = capsys.readouterr().out
+    assert out == graph.machine_text(states.BLOCK_STORAGE)
+    assert '  connect_volumes -> %s' % states.CONNECTING_VOLUMES in out

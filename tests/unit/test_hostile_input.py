@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from conductor.db import api as db_api
 from conductor.db import models
 from ferryman.common import exception
+from ferryman.common import schemas
 from ferryman.cmd import cli
 from flows import states
 
@@ -92,9 +93,11 @@ def test_a_bad_report_is_refused_logged_and_changes_nothing(cloud, guest, caplog
               'guests': [copy.deepcopy(x) for x in guests if x['uuid'] == g['uuid']]}
     spoil(report)
     before = _state(cloud)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), \
+            pytest.raises(exception.InvalidArgument) as err:
         cloud.conductor.manager.report_host({}, 'compute2', report['info'],
                                             report['guests'])
+    assert field in str(err.value) and shown in str(err.value), err.value
     assert _state(cloud) == before
     refusals = [r.getMessage() for r in caplog.records
                 if r.levelno >= logging.WARNING and field in r.getMessage()]
@@ -108,7 +111,8 @@ def test_a_bad_report_is_refused_logged_and_changes_nothing(cloud, guest, caplog
 def test_a_report_for_a_bad_host_name_is_refused(cloud, caplog, host):
     info, guests = _report(cloud, 'compute2')
     before = _state(cloud)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), \
+            pytest.raises(exception.InvalidArgument):
         cloud.conductor.manager.report_host({}, host, info, guests)
     assert _state(cloud) == before
     assert any('host' in r.getMessage() and repr(host)[:50] in r.getMessage()
@@ -322,3 +326,45 @@ def test_the_cli_prints_no_traceback_for_an_unexpected_error(monkeypatch, capsys
     assert rc not in (0, None)
     assert 'Traceback' not in out.out + out.err
     assert "'lots'" in out.out + out.err
+
+
+@pytest.mark.parametrize('bad', ['\x9b31m', '\x85', '\ud800', '\u202e', '\u2066'])
+def test_free_text_refuses_every_control_character(bad):
+    """C1 controls (\\x9b opens a terminal escape), lone surrogates (no UTF-8,
+    so no database, holds one) and bidirectional overrides, as C0 ones are."""
+    for method, args, field in [
+            ('set_host_enabled', {'host': 'h', 'enabled': True,
+                                  'reason': 'a%sb' % bad}, 'reason'),
+            ('check_destination', {'guest': {'uuid': UUID}, 'probe': 'ab' * 16,
+                                   'source_info': {'hypervisor_type': 'fake',
+                                                   'cpu_model': bad,
+                                                   'cpu_features': []}},
+             'source_info.cpu_model')]:
+        service = schemas.CONDUCTOR_SERVICE if method == 'set_host_enabled' else \
+            schemas.AGENT_SERVICE
+        with pytest.raises(exception.InvalidArgument) as err:
+            schemas.check(service, method, args)
+        assert str(err.value).startswith('Invalid value %r for %s' % (
+            args.get('reason', bad), field)), err.value
+    schemas.check(schemas.CONDUCTOR_SERVICE, 'set_host_enabled',
+                  {'host': 'h', 'enabled': True, 'reason': 'caf\xe9 <ok> & /x?y'})
+
+
+@pytest.mark.parametrize('key', ['x\ny', '\x1b[2J', 'k' * 300, 'a.b', '0'])
+def test_a_made_up_key_is_shown_as_a_value_is(key):
+    with pytest.raises(exception.InvalidArgument) as err:
+        schemas.check(schemas.CONDUCTOR_SERVICE, 'list_hosts', {key: 1})
+    message = str(err.value)
+    assert schemas.shown(key) in message, message
+    assert not any(c in message for c in '\n\x1b'), message
+    assert len(message) < 400, message
+
+
+@pytest.mark.parametrize('name', ['ctxt', 'self'])
+def test_arguments_named_like_the_methods_own_are_unknown_fields(cloud, name):
+    with pytest.raises(exception.InvalidArgument) as err:
+        cloud.conductor.manager.get_drain({}, drain='d1', **{name: 1})
+    assert str(err.value).startswith('Invalid value 1 for %s: unknown field' % name)
+    with pytest.raises(exception.InvalidArgument) as err:
+        cloud.agents['compute1'].manager.abort_migration({}, uuid=UUID, **{name: 1})
+    assert str(err.value).startswith('Invalid value 1 for %s: unknown field' % name)

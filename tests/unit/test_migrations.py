@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from compute_agent.virt import fake
+from compute_agent.virt import driver
 from ferryman.common import exception
 from flows import constants as c
 from flows import selection
@@ -46,7 +46,51 @@ def _probe_left(cloud, host, mig_id):
     """Whether the migration's storage probe is still in the host's instance
     directory."""
     path = cloud.cloud.load(host)['info']['instances_path']
-    return fake.PROBE_PREFIX + selection.probe_token(mig_id) in os.listdir(path)
+    return driver.PROBE_PREFIX + selection.probe_token(mig_id) in os.listdir(path)
+
+
+# The statuses each subtype's flow records, in order: its state machine's path.
+STATUS_PATHS = {
+    'block': [states.PREPARING, states.COPYING_DISKS, states.RUNNING,
+              states.FINISHING, states.COMPLETED],
+    'file-level': [states.PREPARING, states.RUNNING, states.FINISHING,
+                   states.COMPLETED],
+    'block-storage': [states.PREPARING, states.CONNECTING_VOLUMES, states.RUNNING,
+                      states.FINISHING, states.COMPLETED],
+}
+
+
+@pytest.fixture
+def statuses(cloud, monkeypatch):
+    """migration id -> the statuses the conductor recorded for it, in order."""
+    seen = {}
+    for name in ('advance', 'enter_post_copy', 'switch_over'):
+        def recording(migration_id, *args, _real=getattr(cloud.db, name), **kwargs):
+            mig = _real(migration_id, *args, **kwargs)
+            seen.setdefault(migration_id, []).append(mig['status'])
+            return mig
+        monkeypatch.setattr(cloud.db, name, recording)
+    return seen
+
+
+@pytest.mark.parametrize('subtype', sorted(ROUTES))
+def test_each_subtype_passes_its_own_states(cloud, guest, statuses, subtype):
+    src, dest, storage = ROUTES[subtype]
+    g = guest(src, storage, memory_mb=1024)
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host=dest)['id'])
+    assert mig['status'] == states.COMPLETED, mig['error']
+    assert statuses[mig['id']] == STATUS_PATHS[subtype]
+    assert set(STATUS_PATHS[subtype]) <= set(states.MACHINES[subtype].states)
+
+
+def test_undone_volume_connection_is_preparing_again(cloud, guest, statuses):
+    src, dest, storage = ROUTES['block-storage']
+    g = guest(src, storage, memory_mb=1024)
+    cloud.cloud.inject_fault(dest, 'plug_networking')
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host=dest)['id'])
+    assert mig['status'] == states.FAILED
+    assert statuses[mig['id']] == [states.PREPARING, states.CONNECTING_VOLUMES,
+                                   states.PREPARING, states.FAILED]
 
 
 @pytest.mark.parametrize('subtype', sorted(ROUTES))

@@ -59,7 +59,7 @@ def test_prediction_agrees_with_the_simulator():
         model = simulation.MigrationModel(4096, dirty, 1000.0, max_downtime_ms=300)
         predicted = policy.predicted_seconds(4096, dirty, 1000.0, 300, 4096)
         while not model.finished:
-            model.advance(0.05)
+            model.run_for(0.05)
         assert model.stats()['elapsed_s'] == pytest.approx(predicted, rel=0.02)
 
 
@@ -105,7 +105,7 @@ def test_raises_downtime_when_that_suffices(conf):
     # Late in the copy, dirtying 90%: in time only with more than the first step.
     action, _ = s.next_action(_sample(memory_remaining_mb=1500.0,
                                       dirty_rate_mibps=900.0, elapsed_s=8.0))
-    assert isinstance(action, tuple) and action[0] == policy.DOWNTIME
+    assert action.kind == policy.DOWNTIME
     assert action[1] > s.policy.ladder[0]
 
 
@@ -123,7 +123,7 @@ def test_no_post_copy_no_pause_throttles_then_aborts_at_timeout(conf):
     p, s = _steer(conf, 'panda', 'medium', post_copy_allowed=False)
     assert p.start_params(8192.0, 1000.0)['auto_converge'] is True
     first, _ = s.next_action(_sample(dirty_rate_mibps=3000.0))
-    assert first == (policy.DOWNTIME, p.rule.max_downtime_ms)
+    assert first == policy.set_downtime(p.rule.max_downtime_ms)
     assert s.next_action(_sample(dirty_rate_mibps=3000.0, elapsed_s=10))[0] == \
         policy.CONTINUE
     timeout = conf.policy.completion_timeout_per_gib * 8
@@ -210,7 +210,7 @@ def test_nova_ladder_and_timeout():
     p = policy.NovaPolicy()
     s = policy.Steering(p, 1024.0, p.start_params(1024.0, 100.0))
     assert s.state['downtime_ms'] == 50
-    assert s.next_action(_sample(elapsed_s=75.0))[0] == (policy.DOWNTIME, 95.0)
+    assert s.next_action(_sample(elapsed_s=75.0))[0] == policy.set_downtime(95.0)
     assert s.next_action(_sample(elapsed_s=801.0))[0] == policy.ABORT
 
 
@@ -223,18 +223,18 @@ def test_force_complete_prefers_post_copy(conf):
 
 def test_simulator_post_copy_and_pause():
     m = simulation.MigrationModel(4096, 5000.0, 1000.0, post_copy=True)
-    m.advance(1.0)
+    m.run_for(1.0)
     m.start_post_copy()
-    m.advance(100)
+    m.run_for(100)
     st = m.stats()
     assert st['status'] == 'completed' and st['downtime_ms'] == 30.0
     assert st['elapsed_s'] < 4096 / 1000.0 + 1.1
     m = simulation.MigrationModel(4096, 5000.0, 1000.0)
     with pytest.raises(ValueError):
         m.start_post_copy()
-    m.advance(2.0)
+    m.run_for(2.0)
     m.pause()
-    m.advance(100)
+    m.run_for(100)
     st = m.stats()
     assert st['status'] == 'completed'
     assert st['downtime_ms'] > 1000  # the whole pause counts as downtime
@@ -242,11 +242,11 @@ def test_simulator_post_copy_and_pause():
 
 def test_simulator_auto_converge_converges():
     m = simulation.MigrationModel(4096, 1500.0, 1000.0, auto_converge=True)
-    m.advance(1000)
+    m.run_for(1000)
     assert m.stats()['status'] == 'completed'
     assert m.stats()['throttle_percent'] >= 40
     m = simulation.MigrationModel(4096, 1500.0, 1000.0)
-    m.advance(1000)
+    m.run_for(1000)
     assert m.stats()['status'] == 'running'
 
 

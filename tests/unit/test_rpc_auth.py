@@ -8,6 +8,7 @@ import time
 import uuid
 
 import oslo_messaging as messaging
+from oslo_messaging.rpc import dispatcher as rpc_dispatcher
 import pytest
 
 from compute_agent import service as agent_service
@@ -16,6 +17,7 @@ from ferryman.common import conf as ferryman_conf
 from ferryman.common import exception
 from ferryman.common import rpc
 from ferryman.common import rpc_auth
+from ferryman.common import schemas
 
 BIN = os.path.dirname(sys.executable)
 SECRET = b'0123456789abcdef' * 4
@@ -95,6 +97,16 @@ def test_unsigned_and_malformed_messages_are_refused():
                   {'host': 'h1', 'ts': 1e6, 'nonce': 'n', 'sig': 'f' * 64}):
         assert _refusal(conductor, 't', 'm', 'h1', ARGS,
                         {rpc_auth.CONTEXT_KEY: proof}) == 'malformed signature'
+
+
+def test_a_refusal_shows_a_huge_or_odd_host_name_cut_and_escaped():
+    _agent, conductor, _clock = _pair()
+    host = 'h' * 100000 + '\x1b[2J'
+    with pytest.raises(exception.NotAuthenticated) as err:
+        conductor.check('t', 'm', host, ARGS, {})
+    message = str(err.value)
+    assert len(message) < 400 and '(100009 characters)' in message
+    assert '\x1b' not in message
 
 
 def test_a_wrong_key_is_refused():
@@ -358,3 +370,121 @@ def test_agents_act_only_on_calls_signed_with_their_host_key(cloud, bare, caplog
     finally:
         cloud.conductor.manager.compute.delete_local_disks('compute1', new)
     assert cloud.cloud.leftovers('compute1', new['uuid']) == []
+
+
+# The dispatcher: what reaches an endpoint at all. ---------------------------------
+class _Endpoint(object):
+    """An endpoint as the managers are: RPC methods beside helpers and state."""
+    target = messaging.Target(version='1.3')
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.stopped = False
+        self.done = []
+
+    @property
+    def busy(self):
+        self.done.append('busy read')
+        return False
+
+    def stop(self, *args, **kwargs):
+        self.stopped = True
+
+    def start_migration(self, *args, **kwargs):
+        self.done.append(('start_migration', args, kwargs))
+
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
+    def list_hosts(self, ctxt):
+        return ['h1']
+
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
+    def get_drain(self, ctxt, drain):
+        raise exception.DrainNotFound(drain=drain)
+
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
+    def list_drains(self, ctxt, host=None):
+        raise exception.FerrymanError('a fault of ours')
+
+
+class _Incoming(object):
+    def __init__(self, message, ctxt=None):
+        self.message = message
+        self.ctxt = ctxt or {}
+        self.client_timeout = None
+
+
+@pytest.fixture
+def endpoint(tmp_path):
+    path = tmp_path / 'endpoint.conf'
+    path.write_text('[DEFAULT]\nhost = from-the-file\n')
+    conf = ferryman_conf.make_conf(config_files=[str(path)])
+    return _Endpoint(conf)
+
+
+def _dispatch(endpoint, **message):
+    dispatcher = rpc_auth.AuthDispatcher([endpoint], None, 'topic',
+                                         lambda method, args: rpc_auth.OPEN)
+    return dispatcher.dispatch(_Incoming(dict({'args': {}}, **message)))
+
+
+def _refused(endpoint, **message):
+    """The error a caller of ``message`` gets; the log shows no traceback."""
+    with pytest.raises(rpc_dispatcher.ExpectedException) as err:
+        _dispatch(endpoint, **message)
+    return err.value.exc_info[1]
+
+
+@pytest.mark.parametrize('method', ['conf', 'stop', 'start_migration', 'busy',
+                                    'target', '_Endpoint__x', '__init__',
+                                    '__class__', 'no_such', '', 7, None, ['x']])
+def test_only_checked_methods_can_be_called(endpoint, method):
+    error = _refused(endpoint, method=method, args={})
+    assert isinstance(error, exception.InvalidArgument), error
+    assert 'method' in str(error) and repr(method) in str(error), error
+    # Nothing ran: calling conf(ctxt) would reload the configuration without
+    # its files (any file a caller names, with default_config_files).
+    assert endpoint.conf.host == 'from-the-file'
+    assert not endpoint.stopped and endpoint.done == []
+    assert _dispatch(endpoint, method='list_hosts') == ['h1']
+
+
+@pytest.mark.parametrize('field, message', [
+    ('version', {'version': '2.0'}), ('version', {'version': '1.4'}),
+    ('version', {'version': '1.3.1'}), ('version', {'version': 'abc'}),
+    ('version', {'version': '1'}), ('version', {'version': 7}),
+    ('namespace', {'namespace': 'evil'}), ('arguments', {'args': ['x']}),
+    ('arguments', {'args': None})])
+def test_a_bad_envelope_is_refused_naming_the_value(endpoint, field, message):
+    error = _refused(endpoint, method='list_hosts', **message)
+    assert isinstance(error, exception.InvalidArgument), error
+    value = next(iter(message.values()))
+    assert str(error).startswith('Invalid value %r for %s' % (value, field)), error
+    assert _dispatch(endpoint, method='list_hosts', version='1.2') == ['h1']
+
+
+def test_a_callers_fault_is_expected_and_ours_is_not(endpoint):
+    error = _refused(endpoint, method='get_drain', args={'drain': 'd1'})
+    assert isinstance(error, exception.DrainNotFound)
+    error = _refused(endpoint, method='get_drain', args={'drain': 'd1', 'ctxt': 1})
+    assert isinstance(error, exception.InvalidArgument) and 'ctxt' in str(error)
+    with pytest.raises(exception.FerrymanError, match='a fault of ours'):
+        _dispatch(endpoint, method='list_drains')
+
+
+def test_the_managers_expose_their_schemas_methods_and_nothing_else():
+    from compute_agent import manager as agent_manager
+    from conductor import manager as conductor_manager
+
+    def exposed(cls):
+        return {n for n, v in vars(cls).items() if getattr(v, 'exposed', False)}
+    assert exposed(conductor_manager.ConductorManager) == set(schemas.CONDUCTOR)
+    assert exposed(agent_manager.ComputeManager) == set(schemas.AGENT)
+
+
+def test_a_proof_for_a_host_no_key_can_be_made_for_is_refused():
+    _agent, conductor, clock = _pair()
+    host = 'h\ud800'
+    proof = {rpc_auth.CONTEXT_KEY: {'host': host, 'ts': clock(), 'nonce': 'n' * 32,
+                                    'sig': '0' * 64}}
+    assert _refusal(conductor, 'topic', 'report_host', host, ARGS, proof) == \
+        'no key for this host'

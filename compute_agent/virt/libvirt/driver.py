@@ -20,13 +20,13 @@ from compute_agent import pci
 from compute_agent.virt import driver
 from compute_agent.virt.libvirt import volumes as volume_connectors
 from ferryman.common import exception
+from ferryman.common import vocabulary as vocab
 
 LOG = logging.getLogger(__name__)
 
 libvirt = None  # imported at first use: the package is optional
 
 NS = 'https://ferryman.dev/xmlns/instance/1.0'
-PROBE_PREFIX = '.ferryman-probe-'
 _HOST_RE = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$')
 _UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
                       r'[0-9a-f]{12}$')
@@ -53,6 +53,18 @@ def _import_libvirt():
 def _run_events():
     while True:
         libvirt.virEventRunDefaultImpl()
+
+
+def close_connection(conn):
+    """Close a libvirt connection if there is one; one whose daemon has gone
+    cannot close cleanly, and needs nothing more."""
+    if conn is None:
+        return
+    import libvirt as libvirt_module  # without the event loop _import_libvirt starts
+    try:
+        conn.close()
+    except libvirt_module.libvirtError:
+        pass
 
 
 def validate_host(name):
@@ -186,7 +198,7 @@ class _Job(object):
     def __init__(self, uuid, thread):
         self.uuid = uuid
         self.thread = thread
-        self.status = 'running'
+        self.status = vocab.JOB_RUNNING
         self.error = None
         self.started = time.monotonic()
         self.last = {}
@@ -241,12 +253,8 @@ class LibvirtDriver(driver.ComputeDriver):
 
     def cleanup_host(self):
         with self._conn_lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except libvirt.libvirtError:
-                    pass
-                self._conn = None
+            close_connection(self._conn)
+            self._conn = None
 
     # Host and guests. -------------------------------------------------------------
     def _host_cpu(self):
@@ -319,7 +327,7 @@ class LibvirtDriver(driver.ComputeDriver):
     def _has_job(self, dom):
         with self._jobs_lock:
             job = self._jobs.get(dom.UUIDString())
-        return job is not None and job.status == 'running'
+        return job is not None and job.status == vocab.JOB_RUNNING
 
     def _guest(self, dom):
         meta = self._meta(dom)
@@ -357,7 +365,7 @@ class LibvirtDriver(driver.ComputeDriver):
         key = (dom.UUIDString(), path)
         # No _jobs_lock: start_migration lists a block migration's disks under it.
         job = self._jobs.get(key[0])
-        if key in self._capacities and job is not None and job.status == 'running':
+        if key in self._capacities and job is not None and job.status == vocab.JOB_RUNNING:
             return self._capacities[key]
         capacity = self._capacities[key] = dom.blockInfo(path)[0]
         return capacity
@@ -434,28 +442,15 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.InsufficientCapacity(
                 host=self.host, instance=uuid, resource='memory_mb',
                 requested=guest['memory_mb'], free=free_mb)
-        with open(self._probe_path(probe), 'w') as f:
-            f.write(self.host)
+        self.leave_probe(probe)
         return {'instances_path': self.instances_path}
-
-    def _probe_path(self, probe):
-        if not isinstance(probe, str) or not probe.isalnum() or len(probe) > 64:
-            raise exception.InvalidArgument(name='probe', value=probe,
-                                            reason='expected an alphanumeric token')
-        return os.path.join(self.instances_path, PROBE_PREFIX + probe)
-
-    def remove_probe(self, probe):
-        try:
-            os.unlink(self._probe_path(probe))
-        except FileNotFoundError:
-            pass
 
     def check_source(self, uuid, probe):
         guest = self.get_guest(uuid)
         if guest['power_state'] != 'running':
             raise exception.InstanceNotRunning(instance=uuid,
                                                power_state=guest['power_state'])
-        return {'shared_instance_path': os.path.exists(self._probe_path(probe)),
+        return {'shared_instance_path': self.sees_probe(probe),
                 'volume_backed': guest['storage'] == 'volume',
                 'local_disks': [d['name'] for d in guest['disks']],
                 'cpu_features': self._host_cpu()[1]}
@@ -521,7 +516,7 @@ class LibvirtDriver(driver.ComputeDriver):
         validate_host(destination)
         with self._jobs_lock:
             job = self._jobs.get(uuid)
-            if job is not None and job.status == 'running':
+            if job is not None and job.status == vocab.JOB_RUNNING:
                 return self._job_stats(job)
             dom = self._domain(uuid)
             if dom is None:
@@ -536,7 +531,7 @@ class LibvirtDriver(driver.ComputeDriver):
             inbound = lv.live_migration_inbound_uri
             mparams = {libvirt.VIR_MIGRATE_PARAM_URI:
                        inbound % destination if '%s' in inbound else inbound}
-            if subtype == 'block':
+            if subtype == vocab.BLOCK:
                 flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
                 mparams[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [
                     d['target'] for d in self.get_guest(uuid)['disks']]
@@ -552,7 +547,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 flags |= libvirt.VIR_MIGRATE_COMPRESSED
             if lv.live_migration_with_tls:
                 flags |= libvirt.VIR_MIGRATE_TLS
-            if lv.trust_shared_storage and subtype in ('file-level', 'block-storage'):
+            if lv.trust_shared_storage and subtype in (vocab.FILE_LEVEL, vocab.BLOCK_STORAGE):
                 # The conductor's probe proved the storage shared; libvirt only
                 # guesses from the file system type.
                 flags |= libvirt.VIR_MIGRATE_UNSAFE
@@ -624,13 +619,13 @@ class LibvirtDriver(driver.ComputeDriver):
         job = self._jobs[uuid]
         try:
             dom.migrateToURI3(dest_uri, params, flags)
-            job.status = 'completed'
+            job.status = vocab.JOB_COMPLETED
         except libvirt.libvirtError as exc:
-            job.status = 'cancelled' if job.aborted else 'failed'
+            job.status = vocab.JOB_CANCELLED if job.aborted else vocab.JOB_FAILED
             job.error = exc.get_error_message()
             LOG.warning('Migration of %s ended: %s', uuid, job.error)
         except Exception as exc:  # the job thread must always record an end
-            job.status = 'failed'
+            job.status = vocab.JOB_FAILED
             job.error = str(exc)
             LOG.exception('Migration of %s failed', uuid)
         job.last['elapsed_s'] = time.monotonic() - job.started
@@ -661,13 +656,17 @@ class LibvirtDriver(driver.ComputeDriver):
                'elapsed_s': time.monotonic() - job.started,
                'post_copy': job.post_copy, 'paused': job.paused,
                'paused_copy': job.paused_copy}
-        if job.status == 'running':
+        if job.status == vocab.JOB_RUNNING:
             stats = self._fetch_job_stats(job)
             out['stale'] = stats is None
             if stats:
                 page = stats.get('memory_page_size', 4096)
                 total = stats.get('data_total', 0)
                 job.last = {
+                    # Block: libvirt mirrors the disks before QEMU's memory
+                    # migration starts, which reports no memory until then.
+                    'copying_disks': bool(stats.get('disk_total')) and
+                    not stats.get('memory_total'),
                     'elapsed_s': stats.get('time_elapsed', 0) / 1000.0,
                     'setup_s': stats.get('setup_time', 0) / 1000.0,
                     'iteration': stats.get('memory_iteration', 0),
@@ -681,7 +680,7 @@ class LibvirtDriver(driver.ComputeDriver):
                 }
         out.update({k: v for k, v in job.last.items() if k != 'elapsed_s'})
         out['elapsed_s'] = job.last.get('elapsed_s', out['elapsed_s'])
-        if job.status == 'completed':
+        if job.status == vocab.JOB_COMPLETED:
             out['memory_remaining_mb'] = 0.0
         return out
 
@@ -691,7 +690,7 @@ class LibvirtDriver(driver.ComputeDriver):
             if job is None:
                 job = self._adopt(uuid)
         if job is None:
-            return {'status': 'none'}
+            return {'status': vocab.JOB_NONE}
         return self._job_stats(job)
 
     def _adopt(self, uuid):
@@ -723,11 +722,11 @@ class LibvirtDriver(driver.ComputeDriver):
             try:
                 dom = self._domain(uuid)
                 if dom is None:
-                    job.status = 'completed'  # undefined here once it moved
+                    job.status = vocab.JOB_COMPLETED  # undefined here once it moved
                     break
                 if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
                     # Ended and still here: a migration that failed or was aborted.
-                    job.status = 'cancelled' if job.aborted else 'failed'
+                    job.status = vocab.JOB_CANCELLED if job.aborted else vocab.JOB_FAILED
                     job.error = 'the migration job ended with the guest still here'
                     break
             except libvirt.libvirtError as exc:
@@ -745,8 +744,8 @@ class LibvirtDriver(driver.ComputeDriver):
         with self._jobs_lock:
             job = self._jobs.get(validate_uuid(uuid))
         if job is None:
-            return {'status': 'none'}
-        if job.status == 'running':
+            return {'status': vocab.JOB_NONE}
+        if job.status == vocab.JOB_RUNNING:
             job.aborted = True
             dom = self._domain(uuid)
             try:
@@ -766,13 +765,13 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.MigrationJobFailed(instance=uuid,
                                                reason='no migration job')
         dom = self._domain(uuid)
-        if job.status == 'running' and dom is not None:
+        if job.status == vocab.JOB_RUNNING and dom is not None:
             try:
                 action(dom, job)
             except libvirt.libvirtError as exc:
                 # The job may have ended a moment before our job thread saw it:
                 # a source domain no longer active has switched over or failed.
-                if job.status == 'running' and self._active(uuid):
+                if job.status == vocab.JOB_RUNNING and self._active(uuid):
                     raise
                 LOG.info('Job of %s ended before it could be steered: %s', uuid,
                          exc.get_error_message())
@@ -808,16 +807,16 @@ class LibvirtDriver(driver.ComputeDriver):
             raise exception.AgentStepFailed(step='post_migration_source',
                                             host=self.host,
                                             reason='guest %s still here' % uuid)
-        if subtype == 'block':
+        if subtype == vocab.BLOCK:
             shutil.rmtree(self._instance_dir(uuid), ignore_errors=True)
-        elif subtype == 'block-storage':
+        elif subtype == vocab.BLOCK_STORAGE:
             self._disconnect(guest)
         with self._jobs_lock:
             self._jobs.pop(uuid, None)
         self._capacities = {k: v for k, v in self._capacities.items()
                             if k[0] != uuid}
 
-    def post_migration_destination(self, guest, subtype):
+    def post_migration_destination(self, guest):
         uuid = validate_uuid(guest['uuid'])
         dom = self._domain(uuid)
         if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
