@@ -10,7 +10,7 @@ so a restarted conductor carries on where the last one stopped; the migrations
 themselves resume with their flows.
 
 Several conductors (on a jobboard, one PostgreSQL database) each run a drainer.
-A drain is advanced by one of them at a time, under a lease its passes renew
+A drain is worked on by one of them at a time, under a lease its passes renew
 (``drain_lease_expiry``): the conductor asked holds it first, one that stops
 hands it back, a dead one's lapses and any other drainer takes it. The limits
 hold across conductors because each start counts the migrations in flight in
@@ -43,9 +43,6 @@ MOVED = 'moved'
 FAILED = 'failed'
 GUEST_STATES = (PENDING, MIGRATING, MOVED, FAILED)
 MAX_PARALLEL = 1000
-# In the error of a migration whose claim found no room (placement.misfit_error,
-# exception.InsufficientCapacity).
-CAPACITY_REFUSAL = 'lacks capacity for instance'
 # Requests that fail for want of an answer (an agent or the database away) are
 # tried again on later passes, this many times in all.
 REQUEST_TRIES = 3
@@ -72,11 +69,6 @@ def with_counts(drain):
     return drain
 
 
-def _lacked_room(exc):
-    """A refusal that may go away as other guests move or leave."""
-    return isinstance(exc, (exception.NoValidHost, exception.InsufficientCapacity))
-
-
 def _pending(inst):
     return {'name': inst['name'], 'status': PENDING, 'migration': None,
             'destination': None, 'error': None}
@@ -84,10 +76,10 @@ def _pending(inst):
 
 class Drainer(object):
 
-    def __init__(self, manager):
-        self.manager = manager
-        self.db = manager.db
-        self.conf = manager.conf.conductor
+    def __init__(self, conf, db, admission):
+        self.db = db
+        self.admission = admission
+        self.conf = conf.conductor
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = None
@@ -99,7 +91,7 @@ class Drainer(object):
                 reason='must exceed drain_interval (%s): passes renew the lease'
                        % self.conf.drain_interval)
         # Unique per process: a restarted conductor is a new owner.
-        self.owner = jobboard.owner_name(manager.conf)
+        self.owner = jobboard.owner_name(conf)
 
     # Life cycle. --------------------------------------------------------------------
     def start(self):
@@ -131,7 +123,7 @@ class Drainer(object):
     def _loop(self):
         while not self._stopping.is_set():
             try:
-                self.step()
+                self.run_pass()
             except Exception:
                 LOG.exception('Drain pass failed')
             self._wake.wait(self.conf.drain_interval)
@@ -153,7 +145,7 @@ class Drainer(object):
         return with_counts(drain)
 
     # The work. ----------------------------------------------------------------------
-    def step(self):
+    def run_pass(self):
         """One look at every drain under way that this drainer holds (or may
         take); the drains looked at."""
         with self._lock:
@@ -167,13 +159,13 @@ class Drainer(object):
                 if self._stopping.is_set():
                     break
                 try:
-                    self._advance(drain, leaving)
+                    self._work_on(drain, leaving)
                 except Exception:
                     LOG.exception('Drain %s of %s: pass failed', drain['id'],
                                   drain['host'])
             return [d['id'] for d in drains]
 
-    def _advance(self, drain, leaving):
+    def _work_on(self, drain, leaving):
         host = drain['host']
         guests = {u: dict(g) for u, g in drain['guests'].items()}
         following = {g['migration']: u for u, g in guests.items()
@@ -193,7 +185,7 @@ class Drainer(object):
                     self._stopping.is_set():
                 break
             try:
-                started = self._start(drain, uuid, guests[uuid])
+                started = self._move(drain, uuid, guests[uuid])
             except db_drains.NoDrainSlot as exc:
                 LOG.debug('Drain %s: no slot for %s: %s', drain['id'], uuid, exc)
                 break
@@ -224,7 +216,7 @@ class Drainer(object):
         if mig['status'] == states.COMPLETED:
             guest.update(status=MOVED, destination=mig['destination'])
         elif mig['status'] == states.FAILED and \
-                CAPACITY_REFUSAL in (mig['error'] or ''):
+                mig['error_kind'] == exception.NO_ROOM:
             # Every candidate filled up before its claim (other drains, other
             # conductors): all undone, the guest on its source; as a refusal.
             guest.update(status=PENDING, migration=None)
@@ -234,7 +226,7 @@ class Drainer(object):
             guest.update(status=FAILED, error='migration %s %s: %s' % (
                 mig['id'], mig['status'], mig['error'] or 'no error recorded'))
 
-    def _start(self, drain, uuid, guest):
+    def _move(self, drain, uuid, guest):
         """Start the guest's migration; True if one now runs for it."""
         try:
             inst = self.db.instances.get(uuid)
@@ -253,8 +245,7 @@ class Drainer(object):
                 'max_cluster': self.conf.drain_max_cluster,
                 'lease': self.conf.drain_lease_expiry}
         try:
-            mig = self.manager.start_migration(uuid, importance='high',
-                                               drain_slot=slot)
+            mig = self.admission.admit(uuid, importance='high', drain_slot=slot)
         except db_drains.NoDrainSlot:
             raise  # no room now, or not ours: the guest waits; not its failure
         except exception.InstanceAlreadyMigrating as exc:
@@ -262,7 +253,7 @@ class Drainer(object):
             guest.update(status=MIGRATING, migration=exc.kwargs['migration'])
             return False
         except exception.FerrymanError as exc:
-            if _lacked_room(exc):
+            if exc.kind == exception.NO_ROOM:
                 return self._no_room(drain, uuid, guest, exc.message)
             guest.update(status=FAILED, error=exc.message)
             LOG.warning('Drain %s: %s (%s) cannot move: %s', drain['id'],

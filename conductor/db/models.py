@@ -138,6 +138,8 @@ class Migration(Base):
                                          server_default=sa.false())
     last_known_host = sa.Column(sa.String(255))
     error = sa.Column(sa.Text)
+    # The error's kind (exception.FerrymanError.kind): what callers act on.
+    error_kind = sa.Column(sa.String(32))
     rollback_errors = sa.Column(sa.JSON, nullable=False, default=list)
     progress = sa.Column(sa.JSON, nullable=False, default=dict)
     stats = sa.Column(sa.JSON, nullable=False, default=dict)

@@ -91,7 +91,7 @@ def _in_memory(cloud, name, destination):
     def run_unsaved(migration, store):
         flow = task_base.bind(flows.build(migration['subtype']), runner.services)
         engine = taskflow.engines.load(flow, store=store, engine='serial')
-        futures.append(runner.executor.submit(engine.run))
+        futures.append(runner.pool.executor.submit(engine.run))
     runner.submit = run_unsaved
     try:
         mig = manager.live_migrate({}, name, host=destination)

@@ -3,7 +3,14 @@
 oslo.messaging re-raises a remote exception as the same class when its module is in
 ``allowed_remote_exmods``; every error a caller may see lives here so the CLI can show
 its message unchanged.
+
+Callers that act on an error (a drain tries a guest again when no host had room)
+test its ``kind``, never its message: a message may be reworded. A migration that
+failed keeps the kind of its error (``error_kind``).
 """
+
+# No host has room for the guest now; may change as other guests move or leave.
+NO_ROOM = 'no-room'
 
 SHOWN = 120  # characters of a caller's value shown in an error
 
@@ -19,6 +26,7 @@ def shown(value):
 class FerrymanError(Exception):
     msg_fmt = "An unknown error occurred."
     code = 500
+    kind = None
 
     def __init__(self, message=None, **kwargs):
         self.kwargs = kwargs
@@ -75,11 +83,13 @@ class HostUnavailable(Conflict):
 
 
 class InsufficientCapacity(Conflict):
+    kind = NO_ROOM
     msg_fmt = ("Host %(host)r lacks capacity for instance %(instance)r: %(resource)s "
                "needs %(requested)s, %(free)s free.")
 
 
 class NoValidHost(Conflict):
+    kind = NO_ROOM
     msg_fmt = "No valid destination host for instance %(instance)r: %(reason)s"
 
 
@@ -141,3 +151,19 @@ class NotAuthenticated(FerrymanError):
         # kwargs cross RPC and rebuild this error there, so they gain nothing.)
         kwargs.pop('shown_host', None)
         super().__init__(message, shown_host=shown(kwargs.get('host')), **kwargs)
+
+
+def kind_named(class_names):
+    """The kind of the first error class named that has one, or None.
+
+    Fully qualified names, most derived first: how a TaskFlow failure lists its
+    exception's classes, all that is left of the exception once the failure was
+    saved and loaded again.
+    """
+    kinds = {}
+    todo = [FerrymanError]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        kinds['%s.%s' % (cls.__module__, cls.__qualname__)] = cls.kind
+    return next((kinds[n] for n in class_names if kinds.get(n)), None)

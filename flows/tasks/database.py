@@ -4,6 +4,7 @@ from oslo_log import log as logging
 from taskflow import retry
 from taskflow.types import failure as tf_failure
 
+from ferryman.common import exception
 from flows import constants as c
 from flows import states
 from flows.tasks import base
@@ -29,14 +30,18 @@ class MigrationSentinel(base.MigrationTask):
 
     def revert(self, migration_id, flow_failures=None, **kwargs):
         try:
-            errors = [base.failure_text(f) for f in (flow_failures or {}).values()
-                      if isinstance(f, tf_failure.Failure)]
-            text = '; '.join(errors) or 'flow failed'
+            failures = [f for f in (flow_failures or {}).values()
+                        if isinstance(f, tf_failure.Failure)]
+            text = '; '.join(base.failure_text(f) for f in failures) or 'flow failed'
+            # What a drain acts on, whatever the message says.
+            kind = next(filter(None, (exception.kind_named(f) for f in failures)),
+                        None)
             mig = self.db.migrations.get(migration_id)
             if mig['status'] in states.TERMINAL:
                 return
             if mig['switchover_at'] is not None:
                 self.db.migrations.advance(migration_id, 'error', error=text,
+                                           error_kind=kind,
                                            last_known_host=mig['destination'])
             elif mig['cancel_requested'] and not mig['rollback_errors']:
                 self.db.migrations.advance(migration_id, 'cancel',
@@ -46,9 +51,11 @@ class MigrationSentinel(base.MigrationTask):
                 self.db.migrations.advance(migration_id, 'error',
                                            error=text + '; rollback incomplete: ' +
                                            '; '.join(mig['rollback_errors']),
+                                           error_kind=kind,
                                            last_known_host=mig['source'])
             else:
                 self.db.migrations.advance(migration_id, 'fail', error=text,
+                                           error_kind=kind,
                                            last_known_host=mig['source'])
         except Exception:
             LOG.exception('Migration %s: cannot record its final status',

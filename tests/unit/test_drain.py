@@ -12,13 +12,14 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from taskflow.types import failure as tf_failure
 
 from compute_agent import service as agent_service
 from conductor import drain as host_drain
 from conductor import placement
 from conductor.db import drains as db_drains
-from conductor.db import models
 from conductor.db import rows
+from conductor.db import models
 from ferryman.common import exception
 from ferryman.common import rpc
 from ferryman.cmd import cli
@@ -113,6 +114,11 @@ class Sampler(object):
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def _drainer(manager):
+    """Another drainer of the conductor's (as a second conductor would run)."""
+    return host_drain.Drainer(manager.conf, manager.db, manager.admission)
 
 
 def _wait_done(cloud, drain_id, timeout=60):
@@ -213,7 +219,7 @@ def test_a_new_drainer_carries_on_a_recorded_drain(cloud, host):
         # The old conductor stops cleanly (handing its drains back); the
         # restarted one's drainer carries on from the database alone.
         manager.drainer.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
     drain = _wait_done(cloud, drain['id'])
     assert drain['counts']['moved'] == 3
     assert cloud.api.list_drains(host=host)[0]['id'] == drain['id']
@@ -254,29 +260,29 @@ def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
     manager = cloud.conductor.manager
     first = manager.drainer
     first.stop()  # passes by hand from here on
-    second = host_drain.Drainer(manager)
+    second = _drainer(manager)
     try:
         drain = cloud.api.drain_host(host, max_parallel=2)
         assert _owner(cloud, drain['id']) == first.owner
-        assert second.step() == []
+        assert second.run_pass() == []
         time.sleep(0.3)
-        assert second.step() == []  # the lease still runs
+        assert second.run_pass() == []  # the lease still runs
         assert all(cloud.db.instances.get(g['uuid'])['host'] == host
                    for g in guests)
         # The first conductor "dies" (its lease is never handed back) ...
         time.sleep(1.0)
-        assert second.step() == [drain['id']]
+        assert second.run_pass() == [drain['id']]
         assert _owner(cloud, drain['id']) == second.owner
         started = cloud.api.get_drain(drain['id'])['counts']['migrating']
         assert started == 2
         # ... and a stale pass of it changes nothing.
-        assert first.step() == []
+        assert first.run_pass() == []
         pending = next(u for u, g in cloud.db.drains.get(drain['id'])[
             'guests'].items() if g['status'] == 'pending')
         slot = {'drain_id': drain['id'], 'owner': first.owner, 'max_per_host': 9,
                 'max_cluster': 99}
         with pytest.raises(db_drains.NoDrainSlot) as err:
-            manager.start_migration(pending, importance='high', drain_slot=slot)
+            manager.admission.admit(pending, importance='high', drain_slot=slot)
         assert 'no longer held by %s' % first.owner in str(err.value)
         assert cloud.db.instances.get(pending)['migration_id'] is None
         assert cloud.db.drains.update(drain['id'], owner=first.owner,
@@ -285,7 +291,7 @@ def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
         drain = _wait_done(cloud, drain['id'])
     finally:
         second.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
     assert drain['counts']['moved'] == 3
     # Handed back on a clean stop.
     assert _owner(cloud, drain['id']) is None
@@ -306,9 +312,9 @@ def test_a_pass_slower_than_its_lease_keeps_its_drain(cloud, host):
                 'max_per_host': 9, 'max_cluster': 99}
         # Without a lease to renew it with, a lapsed lease still refuses.
         with pytest.raises(db_drains.NoDrainSlot) as err:
-            manager.start_migration(g['uuid'], importance='high', drain_slot=slot)
+            manager.admission.admit(g['uuid'], importance='high', drain_slot=slot)
         assert 'no longer held' in str(err.value)
-        mig = manager.start_migration(g['uuid'], importance='high',
+        mig = manager.admission.admit(g['uuid'], importance='high',
                                       drain_slot=dict(slot, lease=1.0))
         assert mig['instance_uuid'] == g['uuid']
         row = cloud.db.drains.get(drain['id'])
@@ -317,7 +323,7 @@ def test_a_pass_slower_than_its_lease_keeps_its_drain(cloud, host):
         manager.runner.wait(mig['id'])
     finally:
         manager.drainer.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
     assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
 
 
@@ -337,11 +343,11 @@ def test_no_slot_at_the_start_is_not_a_failed_request(cloud, host, monkeypatch):
             raise db_drains.NoDrainSlot('1 migrations leave %s, at most 1' % host)
         return real(values, **slot)
     monkeypatch.setattr(cloud.db.drains, 'create_migration', no_room)
-    drainer = host_drain.Drainer(manager)
+    drainer = _drainer(manager)
     try:
         drain = drainer.drain(str(uuid.uuid4()), host)
         for _ in range(host_drain.REQUEST_TRIES + 1):
-            drainer.step()
+            drainer.run_pass()
         guest = cloud.db.drains.get(drain['id'])['guests'][g['uuid']]
         assert guest['status'] == host_drain.PENDING, guest
         assert 'tries' not in guest
@@ -350,7 +356,7 @@ def test_no_slot_at_the_start_is_not_a_failed_request(cloud, host, monkeypatch):
         assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
     finally:
         drainer.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
 
 
 def test_limits_hold_across_drainers(cloud, make_host):
@@ -363,7 +369,7 @@ def test_limits_hold_across_drainers(cloud, make_host):
         cloud.cloud.inject_fault(h, 'start_migration', delay_s=0.2)
     cloud.conductor_conf.set_override('drain_max_cluster', 3, group='conductor')
     manager = cloud.conductor.manager
-    other = host_drain.Drainer(manager)
+    other = _drainer(manager)
     try:
         # The second host's drain goes to the second drainer; neither may take
         # the other's guests.
@@ -395,13 +401,13 @@ def test_a_start_beyond_the_limits_records_nothing(cloud, host):
                     'max_per_host': per_host, 'max_cluster': cluster}
             before = len(cloud.db.migrations.list(instance=g['uuid']))
             with pytest.raises(db_drains.NoDrainSlot) as err:
-                manager.start_migration(g['uuid'], drain_slot=slot)
+                manager.admission.admit(g['uuid'], drain_slot=slot)
             assert why in str(err.value)
             assert len(cloud.db.migrations.list(instance=g['uuid'])) == before
             assert cloud.db.instances.get(g['uuid'])['migration_id'] is None
     finally:
         manager.drainer.stop()
-        manager.drainer = host_drain.Drainer(manager).start()
+        manager.drainer = _drainer(manager).start()
     assert _wait_done(cloud, drain['id'])['counts']['moved'] == 1
 
 
@@ -463,33 +469,94 @@ def test_a_migration_that_found_no_room_is_retried_like_a_refusal(cloud, refusal
     conf.set_override('drain_retry_interval', 5.0, group='conductor')
     conf.set_override('drain_capacity_attempts', 2, group='conductor')
     try:
-        drainer = host_drain.Drainer(cloud.conductor.manager)
+        drainer = _drainer(cloud.conductor.manager)
         drain = {'id': 'd'}
         guest = {'name': 'x', 'status': 'migrating', 'migration': 'm1',
                  'destination': None, 'error': None}
 
-        def failed(mid, error):
+        def failed(mid, error, kind):
             return {'id': mid, 'status': states.FAILED, 'destination': 'h2',
-                    'error': error}
+                    'error': error, 'error_kind': kind}
 
         before = time.time()
-        drainer._follow(drain, 'u', guest, failed('m1', refusal.message))
+        drainer._follow(drain, 'u', guest, failed('m1', refusal.message, refusal.kind))
         assert guest['status'] == 'pending' and guest['migration'] is None
         assert guest['attempts'] == 1 and guest['retry_at'] >= before + 5.0
         assert guest['error'] == 'migration m1 failed: %s' % refusal.message
         guest.update(status='migrating', migration='m2')
-        drainer._follow(drain, 'u', guest, failed('m2', refusal.message))
+        drainer._follow(drain, 'u', guest, failed('m2', refusal.message, refusal.kind))
         assert guest['status'] == 'failed' and guest['attempts'] == 2
         assert guest['error'] == 'no host could take it in 2 attempts: ' \
             'migration m2 failed: %s' % refusal.message
         # Any other failure ends it at once.
         other = {'name': 'y', 'status': 'migrating', 'migration': 'm3'}
-        drainer._follow(drain, 'v', other, failed('m3', 'agent on h2 said no'))
+        drainer._follow(drain, 'v', other, failed('m3', 'agent on h2 said no', None))
         assert other['status'] == 'failed' and 'attempts' not in other
         assert other['error'] == 'migration m3 failed: agent on h2 said no'
     finally:
         for opt in ('drain_retry_interval', 'drain_capacity_attempts'):
             conf.clear_override(opt, group='conductor')
+
+
+def test_rewording_the_capacity_error_keeps_the_retries(
+        cloud, make_host, monkeypatch):
+    """Drains retry on the kind of a refusal, never on its wording: a migration
+    whose claim found no room, under any message, is tried again."""
+    real = exception.InsufficientCapacity.__init__
+
+    def reworded(self, message=None, **kwargs):
+        real(self, message='Sorry, %s is full' % kwargs.get('host'), **kwargs)
+    monkeypatch.setattr(exception.InsufficientCapacity, '__init__', reworded)
+    src, dest = make_host(), make_host(memory_mb=8192)
+    g = cloud.cloud.create_guest(src, src + '-g', memory_mb=2048, storage='volume')
+    cloud.refresh()
+    manager = cloud.conductor.manager
+    # Accepted (its flow saved, not run) before the destination fills up.
+    monkeypatch.setattr(manager.runner, 'submit', manager.runner.save)
+    mig = cloud.api.live_migrate(g['name'], host=dest)
+    cloud.cloud.create_guest(dest, dest + '-filler', memory_mb=8192,
+                             storage='volume')
+    cloud.refresh()
+    manager.runner.resume_all()
+    mig = cloud.wait(mig['id'])
+    assert mig['status'] == states.FAILED
+    assert mig['error'] == 'Sorry, %s is full' % dest
+    guest = {'name': g['name'], 'status': 'migrating', 'migration': mig['id'],
+             'destination': None, 'error': None}
+    _drainer(manager)._follow({'id': 'd'}, g['uuid'], guest, mig)
+    assert (guest['status'], guest['migration'], guest['attempts']) == (
+        'pending', None, 1)
+    assert guest['error'] == 'migration %s failed: Sorry, %s is full' % (
+        mig['id'], dest)
+    # Refused at the request, reworded too: the same.
+
+    class Refusing(object):
+        def admit(self, *args, **kwargs):
+            raise exception.InsufficientCapacity(host=dest, instance=g['uuid'])
+    drainer = host_drain.Drainer(manager.conf, manager.db, Refusing())
+    guest = {'name': g['name'], 'status': 'pending', 'migration': None,
+             'destination': None, 'error': None}
+    assert drainer._move({'id': 'd', 'host': src, 'max_parallel': 1}, g['uuid'],
+                         guest) is False
+    assert (guest['status'], guest['attempts'], guest['error']) == (
+        'pending', 1, 'Sorry, %s is full' % dest)
+
+
+@pytest.mark.parametrize('error,kind', [
+    (exception.InsufficientCapacity(message='full'), exception.NO_ROOM),
+    (exception.NoValidHost(message='none'), exception.NO_ROOM),
+    (exception.InstanceNotRunning(message='off'), None),
+    (RuntimeError('boom'), None)])
+def test_a_saved_failure_keeps_its_errors_kind(error, kind):
+    """The sentinel reads failures that may have been saved and loaded again
+    (a resumed flow): their exception is gone, their class names are left."""
+    try:
+        raise error
+    except Exception:
+        failure = tf_failure.Failure()
+    loaded = tf_failure.Failure.from_dict(failure.to_dict())
+    assert loaded.exception is None
+    assert exception.kind_named(loaded) == kind
 
 
 def test_a_bad_lease_expiry_is_refused_naming_it(cloud):
@@ -498,7 +565,7 @@ def test_a_bad_lease_expiry_is_refused_naming_it(cloud):
     conf.set_override('drain_interval', 2.0, group='conductor')
     try:
         with pytest.raises(exception.InvalidArgument) as err:
-            host_drain.Drainer(cloud.conductor.manager)
+            _drainer(cloud.conductor.manager)
     finally:
         for opt in ('drain_lease_expiry', 'drain_interval'):
             conf.clear_override(opt, group='conductor')

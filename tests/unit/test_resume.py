@@ -151,13 +151,13 @@ def test_resume_all_goes_on_past_a_migration_that_cannot_be_resumed(
     with _submitting(cloud, monkeypatch, _saved_only) as runner:
         broken = cloud.api.live_migrate(first['name'], host='compute2')
         good = cloud.api.live_migrate(second['name'], host='compute2')
-    real = runner._start
+    real = runner.pool.run
 
-    def start(mid, *args):
+    def run(mid, *args):
         if mid == broken['id']:
             raise RuntimeError('database gone')
         return real(mid, *args)
-    monkeypatch.setattr(runner, '_start', start)
+    monkeypatch.setattr(runner.pool, 'run', run)
     assert runner.resume_all() == [good['id']]
     assert cloud.wait(good['id'])['status'] == states.COMPLETED
     monkeypatch.undo()

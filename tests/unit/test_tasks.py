@@ -125,13 +125,30 @@ def _sentinel_revert(db, failures=None):
 
 def test_sentinel_fails_a_migration_wholly_undone():
     assert _sentinel_revert(FakeDb()) == [
-        ('migrations.advance', MID, 'fail', {'error': 'boom', 'last_known_host': 'src'})]
+        ('migrations.advance', MID, 'fail', {'error': 'boom', 'error_kind': None,
+                                             'last_known_host': 'src'})]
+
+
+def test_sentinel_records_the_kind_of_the_error():
+    """What a drain acts on (every candidate filled up: it tries again),
+    whatever the message says; a failure loaded from storage keeps it."""
+    try:
+        raise exception.InsufficientCapacity(message='full')
+    except exception.InsufficientCapacity:
+        full = tf_failure.Failure()
+    loaded = tf_failure.Failure.from_dict(full.to_dict())
+    for failure in (full, loaded):
+        assert _sentinel_revert(FakeDb(), {'a': _failure('other'), 'b': failure}) \
+            == [('migrations.advance', MID, 'fail', {
+                'error': 'other; full', 'error_kind': exception.NO_ROOM,
+                'last_known_host': 'src'})]
 
 
 def test_sentinel_errs_once_the_guest_runs_on_the_destination():
     db = FakeDb(switchover_at='2026-01-01T00:00:00', cancel_requested=True)
     assert _sentinel_revert(db) == [
-        ('migrations.advance', MID, 'error', {'error': 'boom', 'last_known_host': 'dst'})]
+        ('migrations.advance', MID, 'error', {'error': 'boom', 'error_kind': None,
+                                              'last_known_host': 'dst'})]
 
 
 def test_sentinel_cancels_an_aborted_migration_wholly_undone():
@@ -146,7 +163,7 @@ def test_sentinel_errs_when_an_undo_failed(cancelled):
     assert _sentinel_revert(db) == [
         ('migrations.advance', MID, 'error', {
             'error': 'boom; rollback incomplete: unplug: refused',
-            'last_known_host': 'src'})]
+            'error_kind': None, 'last_known_host': 'src'})]
 
 
 def test_sentinel_leaves_an_ended_migration_alone():
