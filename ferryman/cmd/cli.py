@@ -38,7 +38,7 @@ def _api(args):
     from ferryman.common import conf as ferryman_conf
     from ferryman.common import rpc
     conf = ferryman_conf.make_conf(config_files=args.config_file or None)
-    if (conf.transport_url or '').startswith('kombu+memory'):
+    if rpc.in_process(conf.transport_url):
         rpc.quiet_messaging_logs()
     else:
         _check_broker(conf)

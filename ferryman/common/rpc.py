@@ -11,13 +11,23 @@ import weakref
 import oslo_messaging as messaging
 from oslo_messaging.rpc import server as rpc_server
 
+from ferryman.common import inprocess
 from ferryman.common import rpc_auth
 
 CONDUCTOR_TOPIC = 'ferryman-conductor'
 COMPUTE_TOPIC = 'ferryman-compute'
 EXCHANGE = 'ferryman'
-# The single-process transport: the demo and the unit tests.
-IN_PROCESS_URL = 'kombu+memory://localhost//'
+# The single-process transport: the demo and the unit tests (a private broker
+# per URL path: ferryman.common.inprocess).
+IN_PROCESS_URL = inprocess.url('ferryman')
+IN_PROCESS_SCHEMES = ('kombu+' + inprocess.SCHEME, 'kombu+memory', 'fake')
+
+
+def in_process(url):
+    """Whether a transport URL is one that lives inside this process."""
+    return (url or '').partition(':')[0] in IN_PROCESS_SCHEMES
+
+
 ALLOWED_EXMODS = ['ferryman.common.exception']
 
 # Kept per configuration object: several private configurations (the demo runs its

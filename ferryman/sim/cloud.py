@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 
 from compute_agent import rpcapi as compute_rpcapi
 from compute_agent.virt import fake
@@ -18,6 +19,7 @@ from conductor import service as conductor_service
 from ferryman.sim import agent_pool
 from ferryman.sim import services as sim_services
 from ferryman.common import conf as ferryman_conf
+from ferryman.common import inprocess
 from ferryman.common import rpc
 from ferryman.common import schemas
 from flows import states
@@ -45,7 +47,9 @@ class SimCloud(object):
         self._own_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix='ferryman-')
         self.overrides = {
-            'transport_url': rpc.IN_PROCESS_URL,
+            # A broker of its own: another simulated cloud in the process (a
+            # benchmark's, a test's) never sees its messages.
+            'transport_url': inprocess.url('sim-%s' % uuid.uuid4().hex[:12]),
             'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0,
             'state_path': self.base_dir,
             'compute.report_interval': 3600.0,  # reports are pushed by refresh()

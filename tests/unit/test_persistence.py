@@ -302,9 +302,7 @@ def test_atoms_another_writer_added_are_not_inserted_twice(url, monkeypatch):
 
 
 def test_bench_persistence_measures_all_three_modes_and_the_engine_alone():
-    # As a user runs it, in a process of its own: its cloud's in-process
-    # transport (kombu's memory one) would share queues, named by topic, with
-    # this session's cloud's.
+    # As a user runs it: ferryman-bench, in a process of its own.
     from ferryman.bench import persistence as bench_persistence
     cli = os.path.join(os.path.dirname(sys.executable), 'ferryman-bench')
     done = subprocess.run([cli, 'persistence', '--migrations', '2',
