@@ -126,8 +126,8 @@ class Admission(object):
                                              problems='; '.join(source['problems']))
         if not source['up']:
             raise exception.HostUnavailable(
-                host=source['name'], reason='the source agent has not reported '
-                                            'recently')
+                host=source['name'], reason='the source is down: %s' %
+                scheduler.why_down(source))
         return source
 
     def _check_destination(self, inst, source, dest, name, requested, force):

@@ -150,6 +150,15 @@ class ConductorManager(object):
         self.db.hosts.set_enabled(host, enabled, reason)
         return self.db.hosts.get(host, self._down_after)
 
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
+    def force_down(self, ctxt, host, forced_down):
+        """Count the host as down (or no longer) whatever its agent reports,
+        as Nova's forced_down: nothing is scheduled there nor moved from it."""
+        self.db.hosts.set_forced_down(host, forced_down)
+        LOG.info('Host %s %s', host, 'forced down' if forced_down else
+                 'no longer forced down')
+        return self.db.hosts.get(host, self._down_after)
+
     @schemas.checked(schemas.CONDUCTOR_SERVICE, sender='host')
     def report_host(self, ctxt, host, info, guests):
         """Take in what an agent reports about its host and guests, once it

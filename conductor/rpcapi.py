@@ -11,12 +11,13 @@ next minor version here, in VERSION, and in its call):
     1.2 - audit.
     1.3 - drain_host, get_drain, list_drains.
     1.4 - describe_instances (for ferryman-api).
+    1.5 - force_down.
 """
 
 from ferryman.common import rpc
 
 BASE_VERSION = '1.0'
-VERSION = '1.4'
+VERSION = '1.5'
 
 
 class ConductorAPI(object):
@@ -84,6 +85,11 @@ class ConductorAPI(object):
     def set_host_enabled(self, host, enabled, reason=None):
         return self._call('set_host_enabled', host=host, enabled=enabled,
                           reason=reason)
+
+    def force_down(self, host, forced_down):
+        """Count ``host`` as down (True) whatever its agent reports, or no
+        longer (False); returns the host."""
+        return self._call('force_down', '1.5', host=host, forced_down=forced_down)
 
     def report_host(self, host, info, guests):
         """Agents publish their host's resources and guests (no reply wanted),

@@ -23,6 +23,13 @@ def expected_subtype(instance, source, host):
     return states.BLOCK
 
 
+def why_down(host):
+    """Why a host that is not up counts as down, in an error's words."""
+    if host['forced_down']:
+        return 'forced down by an operator'
+    return 'its agent has not reported recently'
+
+
 def _named(name, error):
     error.message = '%s (refused by filter %s)' % (error.message.rstrip('.'), name)
     error.args = (error.message,)
@@ -55,8 +62,8 @@ def _refusal(instance, source, host, force):
             host=host['name'], reason='disabled (%s)' % (
                 host['disabled_reason'] or 'no reason given'))
     if not host['up']:
-        return 'up', exception.HostUnavailable(
-            host=host['name'], reason='its agent has not reported recently')
+        return 'up', exception.HostUnavailable(host=host['name'],
+                                               reason=why_down(host))
     if host['hypervisor_type'] != source['hypervisor_type']:
         return 'hypervisor', exception.IncompatibleHost(
             host=host['name'], instance=instance['uuid'],

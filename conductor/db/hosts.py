@@ -78,7 +78,8 @@ class Hosts(object):
         for host in hosts:
             out = rows.row_dict(host)
             out['used'] = used.get(host.name, dict.fromkeys(schemas.RESOURCES, 0))
-            out['up'] = (now - host.last_seen).total_seconds() <= down_after
+            out['up'] = not host.forced_down and \
+                (now - host.last_seen).total_seconds() <= down_after
             out['migrations_out'] = outbound.get(host.name, 0)
             out['providers'] = nested.get(host.name, [])
             # A row nothing can interpret (written by hand, or before reports
@@ -133,3 +134,10 @@ class Hosts(object):
                 raise exception.HostNotFound(host=name)
             host.enabled = enabled
             host.disabled_reason = None if enabled else reason
+
+    def set_forced_down(self, name, forced_down):
+        with self.session.begin() as s:
+            host = s.get(models.Host, name)
+            if host is None:
+                raise exception.HostNotFound(host=name)
+            host.forced_down = forced_down

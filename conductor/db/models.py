@@ -14,6 +14,10 @@ class Host(Base):
     name = sa.Column(sa.String(255), primary_key=True)
     enabled = sa.Column(sa.Boolean, nullable=False, default=True)
     disabled_reason = sa.Column(sa.String(255))
+    # Set by an operator (Nova's forced_down): the host counts as down whatever
+    # its agent reports, so its guests may be evacuated.
+    forced_down = sa.Column(sa.Boolean, nullable=False, default=False,
+                            server_default=sa.false())
     hypervisor_type = sa.Column(sa.String(64), nullable=False)
     cpu_model = sa.Column(sa.String(255))
     cpu_features = sa.Column(sa.JSON, nullable=False, default=list)

@@ -134,9 +134,10 @@ def cmd_host_list(args):
     hosts = _api(args).list_hosts()
     if args.json:
         return _print_json(hosts)
-    _table('hosts', ('name', 'up', 'enabled', 'hypervisor', 'vcpus used/total',
-                     'memory MiB used/total', 'disk GiB used/total', 'migrating out'),
-           [[h['name'], h['up'], h['enabled'], h['hypervisor_type'],
+    _table('hosts', ('name', 'up', 'forced down', 'enabled', 'hypervisor',
+                     'vcpus used/total', 'memory MiB used/total',
+                     'disk GiB used/total', 'migrating out'),
+           [[h['name'], h['up'], h['forced_down'], h['enabled'], h['hypervisor_type'],
              '%s/%s' % (h['used']['vcpus'], h['vcpus']),
              '%s/%s' % (h['used']['memory_mb'], h['memory_mb']),
              '%s/%s' % (h['used']['disk_gb'], h['disk_gb']), h['migrations_out']]
@@ -154,6 +155,14 @@ def _set_enabled(args, enabled):
     if args.json:
         return _print_json(host)
     print('%s %s' % (host['name'], 'enabled' if enabled else 'disabled'))
+
+
+def cmd_host_force_down(args):
+    host = _api(args).force_down(args.host, not args.undo)
+    if args.json:
+        return _print_json(host)
+    print('%s %s' % (host['name'], 'forced down' if host['forced_down'] else
+                     'no longer forced down'))
 
 
 def cmd_host_enable(args):
@@ -473,6 +482,12 @@ def build_parser():
     p = add(host, 'disable', cmd_host_disable, 'accept no more migrations')
     p.add_argument('host')
     p.add_argument('--reason')
+    p = add(host, 'force-down', cmd_host_force_down, 'count a host as down '
+            'whatever its agent reports (as Nova\'s forced_down): nothing is '
+            'scheduled there or live-migrated from it')
+    p.add_argument('host')
+    p.add_argument('--undo', action='store_true',
+                   help='count it by its agent\'s reports again')
     p = add(host, 'drain', cmd_host_drain, 'disable a host and live-migrate every '
             'guest off it (importance high), with a progress bar and a summary of '
             'guests that could not move; exit 1 if any could not')

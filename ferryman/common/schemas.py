@@ -191,6 +191,8 @@ CONDUCTOR = {
     'describe_instances': _object({'host': OPT_HOST, 'instance': _nullable(UUID)}),
     'set_host_enabled': _object({'host': HOST, 'enabled': {'type': 'boolean'},
                                  'reason': _nullable(TEXT)}, ('host', 'enabled')),
+    'force_down': _object({'host': HOST, 'forced_down': {'type': 'boolean'}},
+                          ('host', 'forced_down')),
     'report_host': _object({'host': HOST, 'info': HOST_INFO,
                             'guests': _array(GUEST, max_items=MAX_GUESTS)},
                            ('host', 'info', 'guests')),

@@ -128,3 +128,35 @@ def test_openstacksdk_moves_a_guest(cluster, api_url):
         [('compute2', 'compute3', 'completed')]
     hosts = {h.name for h in conn.compute.hypervisors(details=True)}
     assert hosts == set(cluster.hosts)
+
+
+def test_openstackclient_forces_a_service_down_and_up(cluster, api_url):
+    host = sorted(cluster.hosts)[-1]
+
+    def listed(version):
+        rc, services, err = openstack_cli(
+            api_url, '--os-compute-api-version', version, 'compute', 'service',
+            'list', '--long', '--host', host, '-f', 'json')
+        assert rc == 0, err
+        (row,) = services
+        return row['State'], row['Forced Down']
+
+    try:
+        # From 2.53 by the service's id; 2.11 to 2.52 by /os-services/force-down.
+        rc, _out, err = openstack_cli(api_url, '--os-compute-api-version', '2.53',
+                                      'compute', 'service', 'set', '--down', host,
+                                      'nova-compute')
+        assert rc == 0, err
+        assert listed('2.53') == ('down', True)
+        assert listed('2.11') == ('down', True)
+        rc, hosts = cluster.cli('host', 'list')
+        assert rc == 0
+        assert {h['name']: (h['up'], h['forced_down']) for h in hosts}[host] == \
+            (False, True)
+        rc, _out, err = openstack_cli(api_url, '--os-compute-api-version', '2.11',
+                                      'compute', 'service', 'set', '--up', host,
+                                      'nova-compute')
+        assert rc == 0, err
+        assert listed('2.53') == ('up', False)
+    finally:
+        cluster.cli('host', 'force-down', '--undo', host)

@@ -127,6 +127,8 @@ def _skeletons(rng, info):
             'audit': {}, 'drain_host': {'host': nohost}, 'get_drain': {'drain': u},
             'list_drains': {}, 'list_hosts': {}, 'list_instances': {},
             'set_host_enabled': {'host': nohost, 'enabled': True},
+            'force_down': {'host': nohost, 'forced_down': True},
+            'describe_instances': {},
             # The agent's own report, but for a guest it does not have.
             'report_host': {'host': HOST, 'info': info, 'guests': [full]},
         },

@@ -196,8 +196,7 @@ def test_services_disable_and_enable(cloud, compute, api):
     finally:
         cloud.api.set_host_enabled('compute3', True)
     path = '/v2.1/os-services/%s' % svc['id']
-    for change, words in (({'forced_down': True}, 'forced_down'),
-                          ({'status': 'enabled', 'disabled_reason': 'x'},
+    for change, words in (({'status': 'enabled', 'disabled_reason': 'x'},
                            'disabled reason'),
                           ({'status': 'off'}, 'status'),
                           ({}, 'body')):
@@ -207,6 +206,61 @@ def test_services_disable_and_enable(cloud, compute, api):
     status, body, _ = call(api.app, 'PUT', '/v2.1/os-services/disable', '2.1',
                            {'host': 'nosuch', 'binary': 'nova-compute'})
     assert status == 404 and 'nosuch' in body['itemNotFound']['message']
+
+
+def test_services_forced_down_and_back_up(cloud, compute, api):
+    def client(version):
+        return compute(services_client.ServicesClient, version)
+    (svc,) = client('2.53').list_services(host='compute2')['services']
+    assert (svc['forced_down'], svc['state']) == (False, 'up')
+    try:
+        shown = client('2.53').update_service(svc['id'],
+                                              forced_down=True)['service']
+        assert (shown['forced_down'], shown['state']) == (True, 'down')
+        assert cloud.db.hosts.get('compute2')['forced_down'] is True
+        (listed,) = client('2.11').list_services(host='compute2')['services']
+        assert (listed['forced_down'], listed['state']) == (True, 'down')
+        assert 'forced_down' not in client('2.10').list_services(
+            host='compute2')['services'][0]
+        shown = client('2.11').update_forced_down(
+            host='compute2', binary='nova-compute', forced_down=False)['service']
+        assert shown == {'host': 'compute2', 'binary': 'nova-compute',
+                         'forced_down': False}
+        assert cloud.db.hosts.get('compute2')['up'] is True
+        shown = client('2.52').update_forced_down(
+            host='compute2', binary='nova-compute', forced_down=True)['service']
+        assert shown['forced_down'] is True
+        shown = client('2.53').update_service(svc['id'], status='enabled',
+                                              forced_down=False)['service']
+        assert (shown['forced_down'], shown['state']) == (False, 'up')
+    finally:
+        cloud.api.force_down('compute2', False)
+
+
+def test_services_forced_down_refusals_change_nothing(cloud, api):
+    _status, body, _ = call(api.app, 'GET', '/v2.1/os-services?host=compute2',
+                            '2.53')
+    path = '/v2.1/os-services/%s' % body['services'][0]['id']
+    legacy = '/v2.1/os-services/force-down'
+    for method, where, version, change, code, words in (
+            ('PUT', path, '2.53', {'forced_down': 'yes'}, 400, "'yes'"),
+            ('PUT', path, '2.53', {'forced_down': 1}, 400, 'forced_down'),
+            ('PUT', legacy, '2.11', {'host': 'compute2', 'binary': 'nova-compute',
+                                     'forced_down': 'true'}, 400, "'true'"),
+            ('PUT', legacy, '2.11', {'host': 'compute2',
+                                     'binary': 'nova-compute'}, 400, 'forced_down'),
+            ('PUT', legacy, '2.11', {'host': 'compute2', 'binary': 'nova-scheduler',
+                                     'forced_down': True}, 400, 'nova-scheduler'),
+            ('PUT', legacy, '2.11', {'host': 'nosuch', 'binary': 'nova-compute',
+                                     'forced_down': True}, 404, 'nosuch'),
+            # Before 2.11 there is no such action; from 2.53 no such service.
+            ('PUT', legacy, '2.10', {'host': 'compute2', 'binary': 'nova-compute',
+                                     'forced_down': True}, 404, 'force-down'),
+            ('PUT', legacy, '2.53', {'forced_down': True}, 404, 'force-down')):
+        status, body, _ = call(api.app, method, where, version, change)
+        assert status == code, (where, version, change, body)
+        assert words in json.dumps(body), (where, version, change, body)
+    assert cloud.db.hosts.get('compute2')['forced_down'] is False
 
 
 def test_server_is_migrating_then_error(cloud, guest, api, monkeypatch):

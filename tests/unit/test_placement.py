@@ -118,7 +118,8 @@ def _running_atom(cloud, mig_id, atom, timeout=30):
 # Pure functions: capacity, filters, weighers, NUMA and PCI fit. ----------------------
 def _host(name='h', **kw):
     host = {'name': name, 'enabled': True, 'disabled_reason': None, 'up': True,
-            'hypervisor_type': 'QEMU', 'cpu_features': ['avx'], 'instances_path': None,
+            'forced_down': False, 'hypervisor_type': 'QEMU', 'cpu_features': ['avx'],
+            'instances_path': None,
             'vcpus': 16, 'memory_mb': 16384, 'disk_gb': 100, 'reserved': {},
             'allocation_ratios': {}, 'providers': [], 'migrations_out': 0,
             'used': {'vcpus': 0, 'memory_mb': 0, 'disk_gb': 0}}
@@ -164,6 +165,7 @@ REFUSALS = [
     ({'problems': ["reserved.vcpus 'lots'"]}, {}, 'record', "'lots'"),
     ({'enabled': False, 'disabled_reason': 'repairs'}, {}, 'enabled', 'repairs'),
     ({'up': False}, {}, 'up', 'not reported'),
+    ({'up': False, 'forced_down': True}, {}, 'up', 'forced down'),
     ({'hypervisor_type': 'Xen'}, {}, 'hypervisor', 'Xen'),
     ({'cpu_features': []}, {}, 'cpu', 'avx'),
     ({'used': {'vcpus': 0, 'memory_mb': 14000, 'disk_gb': 0}}, {}, 'capacity',

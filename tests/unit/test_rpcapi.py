@@ -65,7 +65,9 @@ def test_conductor_calls_ask_for_the_version_that_brought_them(recorder):
     api.drain_host('h')
     api.list_drains()
     api.describe_instances()
+    api.force_down('h', True)
     assert recorder.calls == [
         ('list_hosts', '1.0'), ('get_migration', '1.0'), ('live_migrate', '1.1'),
         ('abort_migration', '1.1'), ('audit', '1.2'), ('drain_host', '1.3'),
-        ('list_drains', '1.3'), ('describe_instances', '1.4')]
+        ('list_drains', '1.3'), ('describe_instances', '1.4'),
+        ('force_down', '1.5')]
