@@ -570,13 +570,17 @@ def test_instance_actions_fit_tempest_schemas(cloud, guest, compute, version):
     events = shown['instanceAction']['events']
     (broken,) = [e for e in events if e['event'] == 'create-local-disks']
     assert broken['result'] == 'Error'
+    # The agent's traceback and the conductor's, as the history kept them.
     assert 'injected fault' in broken['traceback']
+    assert broken['traceback'].count('Traceback (most recent call last)') == 2
+    assert 'compute_agent/virt/fake.py' in broken['traceback']
     assert [e['result'] for e in events if e['event'] == 'revert-claim-resources'] \
         == ['Success']
     assert [e['result'] for e in events
             if e['event'] == 'block-live-migration'] == ['Error']
     if version >= '2.84':
-        assert 'injected fault' in broken['details']
+        assert broken['details'] == ('Step create_local_disks failed on host '
+                                     'compute2: injected fault')
         assert by_step['claim-resources']['details'] is None
     else:
         assert 'details' not in broken
@@ -674,3 +678,19 @@ def test_instance_action_events_of_a_history():
          ['post-copy: not converging']),
         ('migration-sentinel', t[2], t[2], 'Error', [])]
     assert events[2]['traceback'] == 'conductor lost it'
+
+
+def test_instance_action_event_view_hides_host_and_traceback_from_others():
+    """Nova shows an event's host and traceback to administrators only."""
+    from api import microversion
+    from api.handlers import instance_actions
+    event = {'event': 'create-local-disks', 'start_time': 't0', 'finish_time': 't1',
+             'result': 'Error', 'host': 'compute2', 'error': 'it broke',
+             'traceback': 'Traceback ...', 'notes': []}
+    for admin in (True, False):
+        ctx = types.SimpleNamespace(
+            is_admin=admin,
+            at_least=lambda v: microversion.MAX_VERSION >= microversion.parse(v))
+        shown = instance_actions._event_view(ctx, event)
+        assert ('host' in shown, 'traceback' in shown) == (admin, admin)
+        assert shown['hostId'] and shown['details'] == 'it broke'
