@@ -54,6 +54,12 @@ def _note(row):
     return text
 
 
+def _event(name, phase, start, host):
+    return {'event': name, 'phase': phase, 'start_time': start,
+            'finish_time': None, 'result': None, 'host': host, 'notes': [],
+            'error': None, 'traceback': None}
+
+
 def events(history, started):
     """Events (Ferryman's fields) of a migration's history rows, in the order
     they began: one per run of an atom forward, one per revert of it."""
@@ -63,11 +69,9 @@ def events(history, started):
         when = row.get('ended_at') or row.get('started_at') or last
         last = when
         if state in _STARTS:
-            event = {'event': atom if _STARTS[state] == 'execute' else
-                     'revert-%s' % atom, 'phase': _STARTS[state],
-                     'start_time': row.get('started_at') or when,
-                     'finish_time': None, 'result': None, 'host': row['host'],
-                     'notes': [], 'error': None, 'traceback': None}
+            phase = _STARTS[state]
+            event = _event(atom if phase == 'execute' else 'revert-%s' % atom,
+                           phase, row.get('started_at') or when, row['host'])
             open_[atom] = event
             out.append(event)
             continue
@@ -76,8 +80,7 @@ def events(history, started):
             if event is None:
                 # An end with no start recorded (the conductor marking a flow
                 # it could not resume): an event of its own.
-                event = {'event': atom, 'phase': 'execute', 'start_time': when,
-                         'host': row['host'], 'notes': [], 'traceback': None}
+                event = _event(atom, 'execute', when, row['host'])
                 out.append(event)
             event.update(finish_time=when, result=_result(event, state),
                          error=row.get('error'))
@@ -88,9 +91,7 @@ def events(history, started):
         event = open_.get(atom) or next(
             (e for e in reversed(out) if e['event'] == atom), None)
         if event is None:
-            event = {'event': atom, 'phase': 'execute', 'start_time': when,
-                     'finish_time': None, 'result': None, 'host': row['host'],
-                     'notes': [], 'error': None, 'traceback': None}
+            event = _event(atom, 'execute', when, row['host'])
             out.append(event)
         event['notes'].append(_note(row))
     return out
