@@ -4,6 +4,7 @@ from api import faults
 from api.handlers import actions
 from api.handlers import flavors
 from api.handlers import hypervisors
+from api.handlers import instance_actions
 from api.handlers import migrations
 from api.handlers import servers
 from api.handlers import services
@@ -27,6 +28,9 @@ ROUTES = [
         'GET': migrations.server_show, 'DELETE': migrations.abort}),
     ('/servers/{server_id}/migrations/{migration_id}/action', {
         'POST': migrations.server_action}),
+    ('/servers/{server_id}/os-instance-actions', {'GET': instance_actions.index}),
+    ('/servers/{server_id}/os-instance-actions/{request_id}', {
+        'GET': instance_actions.show}),
     ('/os-migrations', {'GET': migrations.index}),
     ('/os-hypervisors', {'GET': hypervisors.index}),
     ('/os-hypervisors/detail', {'GET': hypervisors.detail}),

@@ -13,6 +13,8 @@ from flows.tasks import base as task_base
 LOG = logging.getLogger(__name__)
 
 _STARTS = (tf_states.RUNNING, tf_states.REVERTING)
+# Characters of a failure's traceback kept (its end: the innermost frames).
+TRACEBACK_MAX = 16384
 # Stands for the destination of the migration's current attempt.
 DESTINATION = object()
 
@@ -37,14 +39,18 @@ class TaskHistoryListener(listener_base.Listener):
             started = self._started.pop(atom, None)
             ended = now
         result = details.get('result')
-        error = None
+        error = extra = None
         if isinstance(result, tf_failure.Failure):
             error = task_base.failure_text(result)
+            # For administrators (the API's event traceback): where it failed,
+            # the agent's side included when the error came over RPC.
+            extra = {'traceback': result.pformat(traceback=True)[-TRACEBACK_MAX:]}
         try:
             if host is DESTINATION:
                 host = self._destination()
             self.db.history.add(self.migration_id, atom, state, host=host,
-                                started_at=started, ended_at=ended, error=error)
+                                started_at=started, ended_at=ended, error=error,
+                                details=extra)
         except Exception:  # history must never break the migration itself
             LOG.exception('Cannot record %s %s of migration %s', atom, state,
                           self.migration_id)

@@ -1,6 +1,7 @@
 """What several handlers share: ids Nova has and Ferryman does not, query
 parameters, and the conductor's records as Nova names them."""
 
+import hashlib
 import re
 import uuid
 import zlib
@@ -28,6 +29,11 @@ def number(text):
     microversions, migration ids): clients look it up again through this API,
     which compares numbers the same way."""
     return zlib.crc32(text.encode('utf-8')) & 0x7fffffff
+
+
+def host_id(host):
+    """Nova's hostId: names a host without showing it."""
+    return hashlib.sha224(host.encode('utf-8')).hexdigest()
 
 
 def host_uuid(kind, host):
@@ -84,3 +90,31 @@ def boolish(req, name):
 def flavor_id(inst):
     """Ferryman keeps sizes, not flavors: each size is a flavor named after it."""
     return '%dc-%dm-%dg' % (inst['vcpus'], inst['memory_mb'], inst['disk_gb'])
+
+
+def page(ctx, req, items, marker_of, path):
+    """Nova's paging (2.58/2.59) of items newest first: changes-since (and from
+    2.66 changes-before) on updated_at, marker (``marker_of(item)``), limit;
+    (items, next links or None)."""
+    for name in ('changes-since', 'changes-before'):
+        since = query(req, name, r'^[0-9T:.+\-Z ]{10,40}\Z', 'time')
+        if since is not None:
+            since = since.replace(' ', '+')
+            if name == 'changes-before' and not ctx.at_least('2.66'):
+                raise faults.bad_request('changes-before needs microversion 2.66.')
+            keep = (lambda i, t=since: i['updated_at'] >= t) \
+                if name == 'changes-since' else (lambda i, t=since: i['updated_at'] <= t)
+            items = [i for i in items if keep(i)]
+    marker = query(req, 'marker')
+    if marker is not None:
+        markers = [marker_of(i) for i in items]
+        if marker not in markers:
+            raise faults.bad_request('Marker %s could not be found.' % marker[:80])
+        items = items[markers.index(marker) + 1:]
+    limit = limit_query(req)
+    if limit is None or len(items) <= limit:
+        return items, None
+    items = items[:limit]
+    url = '%s/v2.1%s?limit=%d&marker=%s' % (ctx.base_url, path, limit,
+                                            marker_of(items[-1]))
+    return items, [{'rel': 'next', 'href': url}]

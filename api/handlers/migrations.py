@@ -174,33 +174,9 @@ def index(ctx, req):
     migs.sort(key=lambda m: (m['created_at'], m['id']), reverse=True)
     links = None
     if ctx.at_least('2.59'):
-        migs, links = _page(ctx, req, migs)
+        migs, links = common.page(ctx, req, migs, lambda m: m['id'],
+                                  '/os-migrations')
     out = {'migrations': [list_view(ctx, m) for m in migs]}
     if links:
         out['migrations_links'] = links
     return 200, out
-
-
-def _page(ctx, req, migs):
-    for name in ('changes-since', 'changes-before'):
-        since = common.query(req, name, r'^[0-9T:.+\-Z ]{10,40}\Z', 'time')
-        if since is not None:
-            since = since.replace(' ', '+')
-            if name == 'changes-before' and not ctx.at_least('2.66'):
-                raise faults.bad_request('changes-before needs microversion 2.66.')
-            keep = (lambda m, t=since: m['updated_at'] >= t) \
-                if name == 'changes-since' else (lambda m, t=since: m['updated_at'] <= t)
-            migs = [m for m in migs if keep(m)]
-    marker = common.query(req, 'marker')
-    if marker is not None:
-        ids = [m['id'] for m in migs]
-        if marker not in ids:
-            raise faults.bad_request('Marker %s could not be found.' % marker[:80])
-        migs = migs[ids.index(marker) + 1:]
-    limit = common.limit_query(req)
-    if limit is None or len(migs) <= limit:
-        return migs, None
-    migs = migs[:limit]
-    url = '%s/v2.1/os-migrations?limit=%d&marker=%s' % (
-        ctx.base_url, limit, migs[-1]['id'])
-    return migs, [{'rel': 'next', 'href': url}]

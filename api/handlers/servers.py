@@ -6,8 +6,6 @@ else from its power state. Ferryman records no creation time: ``created`` and
 ``updated`` are when the guest's host last reported it.
 """
 
-import hashlib
-
 from api import faults
 from api.handlers import common
 
@@ -41,7 +39,7 @@ def view(ctx, inst, shown=False):
         'id': inst['uuid'], 'name': inst['name'], 'status': status,
         'tenant_id': '', 'user_id': '', 'metadata': {}, 'addresses': {},
         'created': when, 'updated': when,
-        'hostId': hashlib.sha224(inst['host'].encode('utf-8')).hexdigest(),
+        'hostId': common.host_id(inst['host']),
         'image': '',  # none known: clients show it as booted from volume
         'links': ctx.link('/servers/%s' % inst['uuid']),
         'accessIPv4': '', 'accessIPv6': '', 'OS-DCF:diskConfig': 'MANUAL',

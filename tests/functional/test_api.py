@@ -91,6 +91,32 @@ def test_openstackclient_moves_a_guest(cluster, api_url):
     assert [(m['Source Compute'], m['Dest Compute'], m['Status'], m['Type'])
             for m in migs] == [('compute1', 'compute2', 'completed', 'live-migration')]
 
+    # The migration as a server event (os-instance-actions at 2.84), its flow's
+    # steps the event's events.
+    rc, actions, err = openstack_cli(api_url, 'server', 'event', 'list', name,
+                                     '-f', 'json')
+    assert rc == 0, err
+    assert [(a['Action'], a['Server ID']) for a in actions] == [
+        ('live-migration', guest['uuid'])]
+    request_id = actions[0]['Request ID']
+    rc, shown, err = openstack_cli(api_url, 'server', 'event', 'show', name,
+                                   request_id, '-f', 'json')
+    assert rc == 0, err
+    assert (shown['action'], shown['request_id'], shown['message']) == (
+        'live-migration', request_id, None)
+    steps = {e['event']: e for e in shown['events']}
+    for step, host in (('claim-resources', 'conductor'),
+                       ('check-destination', 'compute2'),
+                       ('check-source', 'compute1'),
+                       ('start-migration', 'compute1'),
+                       ('monitor-migration', 'conductor'),
+                       ('post-migration-destination', 'compute2'),
+                       ('finish-migration', 'conductor')):
+        assert (steps[step]['host'], steps[step]['result']) == (host, 'Success'), \
+            steps[step]
+        assert steps[step]['finish_time'] >= steps[step]['start_time']
+    assert {e['result'] for e in shown['events']} == {'Success'}
+
     rc, hypervisors, err = openstack_cli(api_url, 'hypervisor', 'list', '-f', 'json')
     assert rc == 0, err
     assert {h['Hypervisor Hostname']: h['State'] for h in hypervisors} == \

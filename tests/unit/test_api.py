@@ -578,3 +578,173 @@ def test_tempest_refuses_what_it_should(compute):
     servers = compute(servers_client.ServersClient, '2.89')
     with pytest.raises(tempest_exc.NotAcceptable):
         servers.list_servers(detail=True)
+
+
+def _moved_then_failed(cloud, guest):
+    """A guest with two migrations to compute2: one refused by its disks (failed,
+    rolled back), then one completed."""
+    g = guest('compute1')
+    cloud.cloud.inject_fault('compute2', 'create_local_disks', times=1)
+    failed = cloud.wait(cloud.api.live_migrate(g['uuid'], host='compute2')['id'])
+    assert failed['status'] == states.FAILED
+    done = cloud.wait(cloud.api.live_migrate(g['uuid'], host='compute2')['id'])
+    assert done['status'] == states.COMPLETED, done['error']
+    return g, done, failed
+
+
+@pytest.mark.parametrize('version', ['2.1', '2.51', '2.58', '2.62', '2.80', '2.84',
+                                     '2.88'])
+def test_instance_actions_fit_tempest_schemas(cloud, guest, compute, version):
+    g, done, failed = _moved_then_failed(cloud, guest)
+    servers = compute(servers_client.ServersClient, version)
+    actions = servers.list_instance_actions(g['uuid'])['instanceActions']
+    assert [(a['action'], a['request_id'], a['message']) for a in actions] == [
+        ('live-migration', 'req-%s' % done['id'], None),
+        ('live-migration', 'req-%s' % failed['id'], 'Error')]
+    assert ('updated_at' in actions[0]) == (version >= '2.58')
+    shown = servers.show_instance_action(g['uuid'], actions[0]['request_id'])
+    events = shown['instanceAction']['events']
+    steps = [e['event'] for e in events]
+    assert steps[0] == 'block-live-migration'
+    for step in ('claim-resources', 'create-local-disks', 'start-migration',
+                 'monitor-migration', 'post-migration-destination'):
+        assert step in steps
+    assert {e['result'] for e in events} == {'Success'}
+    assert all(e['finish_time'] >= e['start_time'] for e in events)
+    by_step = {e['event']: e for e in events}
+    if version >= '2.62':
+        assert by_step['create-local-disks']['host'] == 'compute2'
+        assert by_step['start-migration']['host'] == 'compute1'
+        assert by_step['start-migration']['hostId'] != \
+            by_step['create-local-disks']['hostId']
+    else:
+        assert 'host' not in by_step['start-migration']
+
+    shown = servers.show_instance_action(g['uuid'], actions[1]['request_id'])
+    events = shown['instanceAction']['events']
+    (broken,) = [e for e in events if e['event'] == 'create-local-disks']
+    assert broken['result'] == 'Error'
+    # The agent's traceback and the conductor's, as the history kept them.
+    assert 'injected fault' in broken['traceback']
+    assert broken['traceback'].count('Traceback (most recent call last)') == 2
+    assert 'compute_agent/virt/fake.py' in broken['traceback']
+    assert [e['result'] for e in events if e['event'] == 'revert-claim-resources'] \
+        == ['Success']
+    assert [e['result'] for e in events
+            if e['event'] == 'block-live-migration'] == ['Error']
+    if version >= '2.84':
+        assert broken['details'] == ('Step create_local_disks failed on host '
+                                     'compute2: injected fault')
+        assert by_step['claim-resources']['details'] is None
+    else:
+        assert 'details' not in broken
+
+
+def test_instance_actions_addressed_by_request_id_uuid_or_number(cloud, guest, api):
+    g, done, _failed = _moved_then_failed(cloud, guest)
+    base = '/v2.1/servers/%s/os-instance-actions' % g['uuid']
+    status, body, _ = call(api.app, 'GET', base, '2.80')
+    number = [m['id'] for m in call(api.app, 'GET', '/v2.1/os-migrations?'
+                                    'instance_uuid=%s' % g['uuid'], '2.80')[1][
+        'migrations'] if m['uuid'] == done['id']][0]
+    for ref in ('req-%s' % done['id'], done['id'], str(number)):
+        status, body, _ = call(api.app, 'GET', '%s/%s' % (base, ref), '2.84')
+        assert (status, body['instanceAction']['request_id']) == \
+            (200, 'req-%s' % done['id'])
+
+
+def test_instance_actions_not_found(cloud, guest, api):
+    g = guest('compute1')
+    base = '/v2.1/servers/%s/os-instance-actions' % g['uuid']
+    assert call(api.app, 'GET', base, '2.84')[1] == {'instanceActions': []}
+    status, body, _ = call(api.app, 'GET', base + '/req-nosuch', '2.84')
+    assert status == 404
+    assert body['itemNotFound']['message'] == (
+        'Action for request_id req-nosuch on instance %s not found' % g['uuid'])
+    for server in ('00000000-0000-4000-8000-000000000000', 'not-a-uuid'):
+        status, body, _ = call(api.app, 'GET', '/v2.1/servers/%s/os-instance-actions'
+                               % server, '2.84')
+        assert status == 404 and server in body['itemNotFound']['message']
+        status, body, _ = call(api.app, 'GET', '/v2.1/servers/%s/os-instance-actions'
+                               '/req-x' % server, '2.84')
+        assert status == 404 and server in body['itemNotFound']['message']
+
+
+def test_instance_actions_paging(cloud, guest, api):
+    g, done, failed = _moved_then_failed(cloud, guest)
+    base = '/v2.1/servers/%s/os-instance-actions' % g['uuid']
+    status, body, _ = call(api.app, 'GET', base + '?limit=1', '2.58')
+    assert [a['request_id'] for a in body['instanceActions']] == \
+        ['req-%s' % done['id']]
+    assert body['links'][0]['rel'] == 'next'
+    assert 'marker=req-%s' % done['id'] in body['links'][0]['href']
+    status, body, _ = call(api.app, 'GET', base + '?marker=req-%s' % done['id'],
+                           '2.58')
+    assert [a['request_id'] for a in body['instanceActions']] == \
+        ['req-%s' % failed['id']]
+    assert 'links' not in body
+    status, body, _ = call(api.app, 'GET', base + '?changes-since=%s' %
+                           done['updated_at'], '2.58')
+    assert [a['request_id'] for a in body['instanceActions']] == \
+        ['req-%s' % done['id']]
+    status, body, _ = call(api.app, 'GET', base + '?marker=req-nosuch', '2.58')
+    assert status == 400 and 'req-nosuch' in body['badRequest']['message']
+    status, body, _ = call(api.app, 'GET', base + '?changes-before=%s' %
+                           done['updated_at'], '2.58')
+    assert status == 400 and 'changes-before' in body['badRequest']['message']
+    status, body, _ = call(api.app, 'GET', base + '?changes-before=%s' %
+                           failed['updated_at'], '2.66')
+    assert [a['request_id'] for a in body['instanceActions']] == \
+        ['req-%s' % failed['id']]
+    # Before 2.58 there is no paging: every action, whatever the query says.
+    status, body, _ = call(api.app, 'GET', base + '?limit=1', '2.57')
+    assert len(body['instanceActions']) == 2
+
+
+def test_instance_action_events_of_a_history():
+    """Decisions and attempts within a step are its details; a flow ended with
+    no start recorded (the conductor could not resume it) is an event too."""
+    from api.handlers import instance_actions
+    t = ['2026-01-01T00:00:0%dZ' % i for i in range(6)]
+    history = [
+        {'atom': 'claim-resources', 'state': 'RUNNING', 'host': 'conductor',
+         'started_at': t[0], 'ended_at': None, 'error': None, 'details': None},
+        {'atom': 'claim-resources', 'state': 'ATTEMPT', 'host': 'compute3',
+         'started_at': None, 'ended_at': None, 'error': None,
+         'details': {'attempt': 2, 'candidates': ['compute2', 'compute3']}},
+        {'atom': 'claim-resources', 'state': 'SUCCESS', 'host': 'conductor',
+         'started_at': t[0], 'ended_at': t[1], 'error': None, 'details': None},
+        {'atom': 'monitor-migration', 'state': 'RUNNING', 'host': 'conductor',
+         'started_at': t[2], 'ended_at': None, 'error': None, 'details': None},
+        {'atom': 'monitor-migration', 'state': 'DECISION', 'host': 'conductor',
+         'started_at': None, 'ended_at': None, 'error': None,
+         'details': {'action': 'post-copy', 'why': 'not converging'}},
+        {'atom': 'migration-sentinel', 'state': 'FAILURE', 'host': 'conductor',
+         'started_at': None, 'ended_at': None, 'error': 'conductor lost it',
+         'details': None},
+    ]
+    events = instance_actions.events(history, t[5])
+    assert [(e['event'], e['start_time'], e['finish_time'], e['result'],
+             e['notes']) for e in events] == [
+        ('claim-resources', t[0], t[1], 'Success',
+         ['attempt 2 on compute3 of compute2, compute3']),
+        ('monitor-migration', t[2], None, None,
+         ['post-copy: not converging']),
+        ('migration-sentinel', t[2], t[2], 'Error', [])]
+    assert events[2]['traceback'] == 'conductor lost it'
+
+
+def test_instance_action_event_view_hides_host_and_traceback_from_others():
+    """Nova shows an event's host and traceback to administrators only."""
+    from api import microversion
+    from api.handlers import instance_actions
+    event = {'event': 'create-local-disks', 'start_time': 't0', 'finish_time': 't1',
+             'result': 'Error', 'host': 'compute2', 'error': 'it broke',
+             'traceback': 'Traceback ...', 'notes': []}
+    for admin in (True, False):
+        ctx = types.SimpleNamespace(
+            is_admin=admin,
+            at_least=lambda v: microversion.MAX_VERSION >= microversion.parse(v))
+        shown = instance_actions._event_view(ctx, event)
+        assert ('host' in shown, 'traceback' in shown) == (admin, admin)
+        assert shown['hostId'] and shown['details'] == 'it broke'
