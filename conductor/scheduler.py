@@ -16,10 +16,10 @@ CAPACITY_FILTERS = ('capacity', 'numa', 'pci')
 
 
 def expected_subtype(instance, source, host):
+    if instance['storage'] == 'volume':  # as selection.choose_subtype
+        return states.BLOCK_STORAGE
     if source['instances_path'] and source['instances_path'] == host['instances_path']:
         return states.FILE_LEVEL
-    if instance['storage'] == 'volume':
-        return states.BLOCK_STORAGE
     return states.BLOCK
 
 

@@ -20,10 +20,12 @@ def normalize_block_migration(value):
 def choose_subtype(requested, facts, instance, host):
     """The subtype the storage allows; an explicit request that contradicts it is
     refused. ``facts`` is the source's answer to the probe (check_source)."""
-    if facts['shared_instance_path']:
-        subtype, why = states.FILE_LEVEL, 'the instance directory is shared'
-    elif facts['volume_backed']:
+    # Volumes first: only block-storage connects them on the destination and
+    # lets them go on the source, shared instance directory or not.
+    if facts['volume_backed']:
         subtype, why = states.BLOCK_STORAGE, 'every disk is a volume'
+    elif facts['shared_instance_path']:
+        subtype, why = states.FILE_LEVEL, 'the instance directory is shared'
     else:
         subtype, why = states.BLOCK, 'its disks are local to the source'
     if requested == 'true' and subtype != states.BLOCK:

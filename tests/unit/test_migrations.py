@@ -127,6 +127,20 @@ def test_each_subtype_completes(cloud, guest, subtype):
     assert not cloud.db.instances.get(g['uuid'])['migration_id']
 
 
+def test_a_volume_backed_guest_moves_its_volumes_even_on_a_shared_directory(
+        cloud, guest):
+    # compute2 and compute3 share their instance directory: the volumes must
+    # still be connected on the destination and let go on the source.
+    g = guest('compute2', 'volume')
+    mig = cloud.wait(cloud.api.live_migrate(g['name'], host='compute3')['id'])
+    assert (mig['status'], mig['subtype']) == (states.COMPLETED,
+                                               states.BLOCK_STORAGE)
+    assert cloud.cloud.find_guest(g['uuid']) == {'compute3': 'running'}
+    assert cloud.cloud.leftovers('compute2', g['uuid']) == []
+    cloud.refresh()
+    assert cloud.api.audit()['violations'] == []
+
+
 @pytest.mark.parametrize('subtype,step,where', MATRIX)
 def test_failure_at_each_step_rolls_back(cloud, guest, subtype, step, where):
     src, dest, storage = ROUTES[subtype]
