@@ -256,21 +256,26 @@ def test_one_drainer_holds_a_drain_and_takes_over_a_dead_ones(cloud, host):
     leaves it alone until the holder dies and its lease runs out, then carries
     it on; the dead one, were it to wake, can neither start nor write."""
     guests = _guests(cloud, host, 3)
-    cloud.conductor_conf.set_override('drain_lease_expiry', 1.0, group='conductor')
+    # Long enough that a pass waiting for the shared sqlite database (other
+    # tests' flows still writing) is still inside it.
+    lease = 5.0
+    cloud.conductor_conf.set_override('drain_lease_expiry', lease, group='conductor')
     manager = cloud.conductor.manager
     first = manager.drainer
     first.stop()  # passes by hand from here on
     second = _drainer(manager)
     try:
+        granted = time.monotonic()
         drain = cloud.api.drain_host(host, max_parallel=2)
         assert _owner(cloud, drain['id']) == first.owner
         assert second.run_pass() == []
         time.sleep(0.3)
         assert second.run_pass() == []  # the lease still runs
+        assert time.monotonic() - granted < lease, 'the check came too late'
         assert all(cloud.db.instances.get(g['uuid'])['host'] == host
                    for g in guests)
         # The first conductor "dies" (its lease is never handed back) ...
-        time.sleep(1.0)
+        time.sleep(max(0.0, granted + lease + 0.2 - time.monotonic()))
         assert second.run_pass() == [drain['id']]
         assert _owner(cloud, drain['id']) == second.owner
         started = cloud.api.get_drain(drain['id'])['counts']['migrating']

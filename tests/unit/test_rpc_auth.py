@@ -252,7 +252,9 @@ def test_the_cli_derives_an_agent_key_file_from_the_secret(tmp_path):
 def bare(cloud):
     """A bare oslo.messaging client's transport (no Ferryman client code)."""
     conf = _conf(**{'auth.insecure_allow_unsigned': True,
-                    'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0})
+                    'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0,
+                    # The shared cloud's own in-process broker.
+                    'transport_url': cloud.overrides['transport_url']})
     yield rpc.get_transport(conf)
     rpc.cleanup(conf)
 
