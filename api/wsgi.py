@@ -116,6 +116,15 @@ class Application(object):
             result = handler(ctx, req, **variables)
         except faults.Fault as fault:
             return faults.response(fault.code, fault.message, fault.headers), version
+        except exception.NotAuthenticated as exc:
+            # The API's own credentials, not the client's: the client's token is
+            # fine, so no 401 that would make it think otherwise.
+            LOG.error('%s: the conductor refused this API\'s request: %s '
+                      '(check [auth] operator_key_file)', request_id, exc.message)
+            return faults.response(500, 'The conductor refused this API\'s '
+                                        'request as not signed by an operator; '
+                                        'the API log names request %s.'
+                                   % request_id), version
         except exception.FerrymanError as exc:
             return faults.response(exc.code if exc.code in faults.FAULT_NAMES
                                    else 500, exc.message), version

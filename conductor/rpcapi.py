@@ -15,6 +15,7 @@ next minor version here, in VERSION, and in its call):
 """
 
 from ferryman.common import rpc
+from ferryman.common import rpc_auth
 
 BASE_VERSION = '1.0'
 VERSION = '1.5'
@@ -22,15 +23,24 @@ VERSION = '1.5'
 
 class ConductorAPI(object):
 
-    def __init__(self, conf, timeout=None, auth=None):
-        """``auth`` (rpc_auth.Auth): an agent's, to sign its reports with; the
-        operators' calls need none."""
+    def __init__(self, conf, timeout=None, auth=None, operator=None):
+        """``auth`` (rpc_auth.Auth): an agent's, to sign its reports with.
+        ``operator``: (rpc_auth.Auth, principal) an operator's requests are
+        signed with; by default from ``conf``'s [auth] (rpc_auth.operator_signer),
+        unsigned where it holds no operator key or secret."""
         self.client = rpc.get_client(conf, rpc.CONDUCTOR_TOPIC, BASE_VERSION,
                                      version_cap=VERSION, timeout=timeout)
         self.auth = auth
+        if operator is None and conf is not None:
+            operator = rpc_auth.operator_signer(conf)
+        self.operator = operator
 
     def _call(self, method, version=BASE_VERSION, **kwargs):
-        return self.client.prepare(version=version).call({}, method, **kwargs)
+        ctxt = {}
+        if self.operator is not None:
+            signer, principal = self.operator
+            ctxt = signer.context(rpc.CONDUCTOR_TOPIC, method, principal, kwargs)
+        return self.client.prepare(version=version).call(ctxt, method, **kwargs)
 
     def live_migrate(self, instance, host=None, block_migration='auto', force=False,
                      importance='medium'):

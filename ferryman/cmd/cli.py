@@ -98,9 +98,8 @@ def cmd_auth_new_secret(args):
               args.output, args.output))
 
 
-def cmd_auth_agent_key(args):
+def _secret_file(args):
     from ferryman.common import conf as ferryman_conf
-    from ferryman.common import rpc_auth
     secret_file = args.secret_file
     if not secret_file:
         conf = ferryman_conf.make_conf(config_files=args.config_file or None)
@@ -110,11 +109,27 @@ def cmd_auth_agent_key(args):
             name='--secret-file', value=None,
             reason='name the conductor secret (or set [auth] secret_file in '
                    'the --config-file)')
-    rpc_auth.write_agent_key(secret_file, args.host, args.output)
+    return secret_file
+
+
+def cmd_auth_agent_key(args):
+    from ferryman.common import rpc_auth
+    rpc_auth.write_agent_key(_secret_file(args), args.host, args.output)
     if args.json:
         return _print_json({'host': args.host, 'key_file': args.output})
     print('Wrote the key of host %s to %s (mode 0600); copy it to that host '
           'only and set [auth] key_file there' % (args.host, args.output))
+
+
+def cmd_auth_operator_key(args):
+    from ferryman.common import rpc_auth
+    rpc_auth.write_operator_key(_secret_file(args), args.name, args.output)
+    if args.json:
+        return _print_json({'operator': args.name, 'operator_key_file':
+                            args.output})
+    print('Wrote the key of operator %s to %s (mode 0600); give it to that '
+          'operator\'s client only (the ferryman CLI, ferryman-api) and set '
+          '[auth] operator_key_file there' % (args.name, args.output))
 
 
 def cmd_audit(args):
@@ -469,6 +484,14 @@ def build_parser():
     p = add(auth, 'agent-key', cmd_auth_agent_key, 'derive a host\'s agent key '
             'file from the conductor secret: HMAC-SHA256(secret, HOST)')
     p.add_argument('host')
+    p.add_argument('--secret-file', metavar='FILE',
+                   help='the conductor secret (default: [auth] secret_file of '
+                        'the --config-file)')
+    p.add_argument('--output', required=True, metavar='FILE')
+    p = add(auth, 'operator-key', cmd_auth_operator_key, 'derive an operator\'s '
+            'key file from the conductor secret: HMAC-SHA256(secret, '
+            '"operator:" NAME); every request to the conductor is signed with it')
+    p.add_argument('name')
     p.add_argument('--secret-file', metavar='FILE',
                    help='the conductor secret (default: [auth] secret_file of '
                         'the --config-file)')

@@ -1,17 +1,26 @@
-"""Signed RPC messages: who may speak for a host, and to it.
+"""Signed RPC messages: who may speak for a host, and to it, and who may ask
+the conductor for anything.
 
-Every agent->conductor call and every conductor->agent call carries, in its
-context, an HMAC-SHA256 over the topic, method, canonical JSON of the arguments,
-the host, a timestamp and a nonce. The key is the host's own:
-``key_H = HMAC-SHA256(secret, H)``, derived from one conductor secret, so an
-agent holds only its key and can neither speak for another host nor be spoken
-to in another host's name. A receiver refuses a stale or future timestamp
-(beyond ``[auth] replay_window``) and a nonce it has seen within the window.
+Every message between services carries, in its context, an HMAC-SHA256 over the
+topic, method, canonical JSON of the arguments, a principal, a timestamp and a
+nonce, made with the principal's key ``key_P = HMAC-SHA256(secret, P)``, derived
+from one conductor secret:
+
+- agent<->conductor: P is the host (``compute1``), so an agent holds only its key
+  and can neither speak for another host nor be spoken to in another host's name;
+- operator->conductor (the ``ferryman`` CLI, ferryman-api, tools): P is
+  ``operator:NAME``, which no host name can equal (hosts have no ``:``), so an
+  agent's key signs no operator's request and an operator's key no report.
+
+A receiver refuses a stale or future timestamp (beyond ``[auth]
+replay_window``) and a nonce it has seen within the window.
 
 The conductor holds the secret (``[auth] secret_file``), each agent its key
-(``[auth] key_file``). Both files must be private to their owner; a service
-refuses to start without its file unless ``[auth] insecure_allow_unsigned`` is
-set (development only: then unsigned messages are accepted).
+(``[auth] key_file``), each operator's client its key (``[auth]
+operator_key_file``; where the secret is at hand, the secret signs as ``[auth]
+operator_name``). Every file must be private to its owner; a service refuses to
+start without its file unless ``[auth] insecure_allow_unsigned`` is set
+(development only: then unsigned messages are accepted).
 """
 
 import hashlib
@@ -38,6 +47,9 @@ from ferryman.common import schemas
 LOG = logging.getLogger(__name__)
 
 CONTEXT_KEY = 'ferryman_auth'
+OPERATOR_PREFIX = 'operator:'
+# An operator's name: what a host name may hold, plus underscores; never a colon.
+_OPERATOR_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z')
 SCHEME = 'ferryman-hmac-sha256-v1'
 SECRET_MIN_BYTES = 32
 
@@ -52,6 +64,17 @@ auth_opts = [
                     'derived from the conductor secret with "ferryman auth '
                     'agent-key HOST --secret-file SECRET --output FILE". Must '
                     'be readable by its owner alone (mode 0600).'),
+    cfg.StrOpt('operator_key_file',
+               help='Operators\' clients (the ferryman CLI, ferryman-api): file '
+                    'holding an operator\'s name and key, derived from the '
+                    'conductor secret with "ferryman auth operator-key NAME '
+                    '--secret-file SECRET --output FILE", that every request '
+                    'to the conductor is signed with. Must be readable by its '
+                    'owner alone (mode 0600).'),
+    cfg.StrOpt('operator_name', default='admin',
+               help='The operator a client holding the conductor secret itself '
+                    '([auth] secret_file, on the conductor\'s host) signs its '
+                    'requests as, when it has no [auth] operator_key_file.'),
     cfg.BoolOpt('insecure_allow_unsigned', default=False,
                 help='DEVELOPMENT ONLY: start without a key file and accept '
                      'unsigned messages, so anyone on the message broker can '
@@ -139,8 +162,73 @@ def load_agent_key(path):
 
 def write_agent_key(secret_file, host, path):
     """Derive host's key from the secret in ``secret_file`` into ``path``."""
+    # Only a host name: "operator:NAME" would make an operator's key.
+    if not (isinstance(host, str) and re.match(schemas.HOST['pattern'], host)):
+        raise schemas.invalid('host', host, schemas.HOST['description'])
     key = derive_key(load_secret(secret_file), host)
     return write_private(path, key.hex().encode() + b'\n')
+
+
+def operator_principal(name):
+    """``operator:NAME``, the principal an operator's requests are signed as;
+    refused naming the name unless it is one."""
+    if not (isinstance(name, str) and _OPERATOR_NAME.match(name)):
+        raise exception.InvalidArgument(
+            name='operator name', value=name,
+            reason='expected letters, digits, dots, dashes and underscores, '
+                   'at most 63, starting with a letter or digit')
+    return OPERATOR_PREFIX + name
+
+
+def write_operator_key(secret_file, name, path):
+    """Derive operator ``name``'s key from the secret into ``path``."""
+    principal = operator_principal(name)
+    key = derive_key(load_secret(secret_file), principal)
+    return write_private(path, json.dumps({'operator': name,
+                                           'key': key.hex()}).encode() + b'\n')
+
+
+def load_operator_key(path):
+    """(principal, key) of an operator key file."""
+    text = _read_private(path, 'operator_key_file')
+    try:
+        data = json.loads(text.decode('utf-8'))
+        principal = operator_principal(data['operator'])
+        key = bytes.fromhex(data['key'])
+    except (ValueError, KeyError, TypeError, AttributeError,
+            exception.InvalidArgument):
+        key = b''
+    if len(key) != hashlib.sha256().digest_size:
+        raise exception.InvalidArgument(
+            name='[auth] operator_key_file', value=path,
+            reason='expected an operator key (from "ferryman auth operator-key")')
+    return principal, key
+
+
+def operator_signer(conf):
+    """(Auth, principal) that an operator's client signs its requests to the
+    conductor with, or None where it holds no key (its requests go unsigned and
+    only a conductor in insecure mode takes them)."""
+    if conf.auth.operator_key_file:
+        principal, key = load_operator_key(conf.auth.operator_key_file)
+        keys = AgentKeys(principal, key)
+    elif conf.auth.secret_file:
+        principal = operator_principal(conf.auth.operator_name)
+        keys = ConductorKeys(load_secret(conf.auth.secret_file))
+    else:
+        return None
+    return Auth(keys, window=conf.auth.replay_window), principal
+
+
+def claimed_operator(ctxt):
+    """The operator principal a message's proof claims, or ``operator`` (no
+    such principal: its check fails naming what the proof did claim)."""
+    proof = ctxt.get(CONTEXT_KEY) if isinstance(ctxt, dict) else None
+    claimed = proof.get('host') if isinstance(proof, dict) else None
+    if isinstance(claimed, str) and claimed.startswith(OPERATOR_PREFIX) and \
+            _OPERATOR_NAME.match(claimed[len(OPERATOR_PREFIX):]):
+        return claimed
+    return 'operator'
 
 
 class ConductorKeys(object):
@@ -155,7 +243,8 @@ class ConductorKeys(object):
 
 
 class AgentKeys(object):
-    """One host's key: nothing to sign or check for any other."""
+    """One principal's key (an agent's host, or an operator): nothing to sign
+    or check for any other."""
 
     def __init__(self, host, key):
         self.host = host
@@ -288,8 +377,9 @@ class Auth(object):
         return None
 
 
-# A method anyone may call (see AuthDispatcher).
-OPEN = object()
+# A method any operator may call, signed with that operator's key (see
+# AuthDispatcher).
+OPERATOR = object()
 
 
 class AuthDispatcher(rpc_dispatcher.RPCDispatcher):
@@ -302,9 +392,9 @@ class AuthDispatcher(rpc_dispatcher.RPCDispatcher):
     or by an endpoint for the caller's fault (an error below 500: invalid, not
     found, conflict), reaches the caller and the log without a traceback.
 
-    ``signer``: for the methods that need a signature, the host whose key must
-    have made it: a callable(method, args) returning the host, or ``OPEN`` for
-    a method anyone may call.
+    ``signer``: for each method, whose key must have signed it: a
+    callable(method, args) returning the host, or ``OPERATOR`` for a method any
+    operator may call (the operator's principal is the one its proof claims).
     """
 
     def __init__(self, endpoints, auth, topic, signer):
@@ -353,15 +443,16 @@ class AuthDispatcher(rpc_dispatcher.RPCDispatcher):
         method = message['method']
         args = message.get('args', {})
         host = self.signer(method, args)
-        if host is not OPEN:
-            try:
-                self.auth.check(self.topic, method, host, args, incoming.ctxt)
-            except exception.NotAuthenticated as exc:
-                # Refused before any endpoint ran: nothing changed.
-                LOG.error('Refused RPC %s for host %s on %s: %s', method,
-                          schemas.shown(host), self.topic,
-                          exc.kwargs.get('reason'))
-                raise rpc_dispatcher.ExpectedException()
+        if host is OPERATOR:
+            host = claimed_operator(incoming.ctxt)
+        try:
+            self.auth.check(self.topic, method, host, args, incoming.ctxt)
+        except exception.NotAuthenticated as exc:
+            # Refused before any endpoint ran: nothing changed.
+            LOG.error('Refused RPC %s for host %s on %s: %s', method,
+                      schemas.shown(host), self.topic,
+                      exc.kwargs.get('reason'))
+            raise rpc_dispatcher.ExpectedException()
         try:
             return super().dispatch(incoming)
         except exception.FerrymanError as exc:
@@ -377,9 +468,9 @@ def every_method(host):
 
 def methods_by_argument(methods):
     """{method: name of the argument naming the host whose key signs it};
-    other methods are open (operators' calls to the conductor)."""
+    other methods are operators' (the conductor's server)."""
     def signer(method, args):
         if method not in methods:
-            return OPEN
+            return OPERATOR
         return args.get(methods[method]) if isinstance(args, dict) else None
     return signer

@@ -21,6 +21,7 @@ from ferryman.sim import services as sim_services
 from ferryman.common import conf as ferryman_conf
 from ferryman.common import inprocess
 from ferryman.common import rpc
+from ferryman.common import rpc_auth
 from ferryman.common import schemas
 from flows import states
 
@@ -73,6 +74,16 @@ class SimCloud(object):
             else sim_services.agent_overrides(self.overrides, host)
         return ferryman_conf.make_conf(config_files=[],
                                        overrides=dict(overrides, **extra))
+
+    def operator_key(self, name='operator'):
+        """An operator key file, beside the secret, for a client of this cloud
+        (the CLI, ferryman-api); None where messages go unsigned."""
+        secret = self.overrides.get('auth.secret_file')
+        if not secret:
+            return None
+        return rpc_auth.write_operator_key(
+            secret, name, os.path.join(os.path.dirname(secret),
+                                       'operator-%s.key' % name))
 
     def start(self):
         try:

@@ -102,18 +102,30 @@ class Cluster(object):
                 f.write('\n')
         return path
 
-    def auth_options(self, name, conductor):
-        """[auth] of a service: a conductor holds the secret, an agent only
-        its own key."""
+    def _secret(self):
         keys = os.path.join(self.base_dir, 'keys')
         secret = os.path.join(keys, 'secret')
         if not os.path.exists(secret):
             os.makedirs(keys, mode=0o700, exist_ok=True)
             rpc_auth.write_private(secret, rpc_auth.new_secret())
+        return secret
+
+    def auth_options(self, name, conductor):
+        """[auth] of a service: a conductor holds the secret, an agent only
+        its own key."""
+        secret = self._secret()
         if conductor:
             return {'secret_file': secret}
         return {'key_file': rpc_auth.write_agent_key(
-            secret, name, os.path.join(keys, name + '.key'))}
+            secret, name, os.path.join(os.path.dirname(secret), name + '.key'))}
+
+    def operator_options(self, name):
+        """[auth] of an operator's client (the CLI, ferryman-api): its own
+        operator key, as an operator is given one."""
+        secret = self._secret()
+        return {'operator_key_file': rpc_auth.write_operator_key(
+            secret, name, os.path.join(os.path.dirname(secret),
+                                       'operator-%s.key' % name))}
 
     def broker_options(self):
         """[oslo_messaging_rabbit] every process needs to reach the broker."""
@@ -232,7 +244,8 @@ class Cluster(object):
                 self.database = self.postgresql.url
             self._write_conf('client', {
                 'DEFAULT': {'transport_url': self.rabbit.url},
-                'oslo_messaging_rabbit': self.broker_options()})
+                'oslo_messaging_rabbit': self.broker_options(),
+                'auth': self.operator_options('client')})
             for i, name in enumerate(self.conductors):
                 self._spawn(name, 'ferryman-conductor', self._service_conf(name))
                 if i == 0 and len(self.conductors) > 1:

@@ -273,8 +273,9 @@ class LibvirtCluster(Cluster):
                     self.timings['%s_%s' % (h.name, k)] = v
             for d in (SHARED_INSTANCES, VOLUME_DIR):
                 os.makedirs(self.hosts[0].path(d), exist_ok=True)
-            self._write_conf('client', {'DEFAULT': {
-                'transport_url': self.rabbit.url}})
+            self._write_conf('client', {
+                'DEFAULT': {'transport_url': self.rabbit.url},
+                'auth': self.operator_options('client')})
             self._spawn_process('conductor', [
                 sys.executable, '-m', 'ferryman.cmd.conductor',
                 '--config-file', self._conductor_conf()])

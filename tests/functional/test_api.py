@@ -25,7 +25,8 @@ def api_url(cluster):
     conf = cluster._write_conf('api', {
         'DEFAULT': {'transport_url': cluster.rabbit.url, 'log_file': log},
         'oslo_messaging_rabbit': cluster.broker_options(),
-        'api': {'port': port, 'auth_strategy': 'none'}})
+        'api': {'port': port, 'auth_strategy': 'none'},
+        'auth': cluster.operator_options('ferryman-api')})
     with open(os.path.join(cluster.base_dir, 'api.out'), 'ab') as out:
         proc = subprocess.Popen(['ferryman-api', '--config-file', conf],
                                 stdin=subprocess.DEVNULL, stdout=out,

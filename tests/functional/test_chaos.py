@@ -82,7 +82,8 @@ def chaos(tmp_path_factory):
             'fake': {'vcpus': 1024}}) as c:
         c.crash_file = crash_file
         conf = ferryman_conf.make_conf(config_files=[], overrides={
-            'transport_url': c.rabbit.url, 'rpc_response_timeout': RPC_TIMEOUT})
+            'transport_url': c.rabbit.url, 'rpc_response_timeout': RPC_TIMEOUT,
+            'auth.operator_key_file': c.operator_options('test')['operator_key_file']})
         c.api = conductor_rpcapi.ConductorAPI(conf)
         try:
             yield c

@@ -46,9 +46,12 @@ def client_conf(cluster):
 
 def _drain_on(conf, conductor, host):
     """Ask one conductor in particular (not whichever takes the call)."""
-    client = rpcapi.ConductorAPI(conf, timeout=30).client
-    return client.prepare(server=conductor, version='1.3').call(
-        {}, 'drain_host', host=host, max_parallel=PER_HOST)
+    api = rpcapi.ConductorAPI(conf, timeout=30)
+    args = {'host': host, 'max_parallel': PER_HOST}
+    signer, principal = api.operator
+    return api.client.prepare(server=conductor, version='1.3').call(
+        signer.context(rpc.CONDUCTOR_TOPIC, 'drain_host', principal, args),
+        'drain_host', **args)
 
 
 def test_two_conductors_share_the_limits_and_take_over_a_dead_ones_drain(

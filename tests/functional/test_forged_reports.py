@@ -122,8 +122,11 @@ def test_forged_and_malformed_messages_change_nothing(cluster, db, bare):
                                         'destination': 'compute2?evil=1',
                                         'subtype': 'block', 'params': {}},
              'destination')]:
+        # Signed as they should be (an operator's calls as an operator's):
+        # what is checked here is the arguments.
         ctxt = (sign(rpc.COMPUTE_TOPIC, method, 'compute1', kwargs)
-                if client is agent else {})
+                if client is agent else
+                sign(rpc.CONDUCTOR_TOPIC, method, 'operator:admin', kwargs))
         with pytest.raises(messaging.RemoteError) as err:
             client.call(ctxt, method, **kwargs)
         assert err.value.exc_type == 'InvalidArgument', err.value

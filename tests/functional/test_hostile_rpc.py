@@ -6,7 +6,8 @@ The methods are the endpoints' exposed ones and the schemas' (they must be the
 same); what they are sent comes from their schemas: wrong types, empty and huge
 strings, control characters, URI and XML metacharacters, out-of-range numbers,
 missing and unknown fields; and, for every method, wrong RPC versions and a
-namespace, and for every signed one unsigned, forged (another host's key or
+namespace, and (every method is signed: an agent's by the conductor, a report
+by its host, the rest by an operator) unsigned, forged (another host's key or
 proof), tampered, stale and replayed messages. The endpoint objects' other
 attributes (helpers such as ``stop``, ``conf``) must not be callable at all.
 
@@ -49,6 +50,7 @@ SEED = int(os.environ.get('FERRYMAN_HOSTILE_SEED') or
 TIMEOUT = 10  # seconds a refusal may take on a loaded machine
 HOST = 'compute1'  # the agent spoken to
 OTHER = 'compute2'  # whose key or proof forgeries borrow
+OPERATOR = 'operator:hostile'  # who signs operators' calls to the conductor
 MISSING = object()
 # Hostile values tried per field within an argument, by depth (the arguments
 # themselves get every one).
@@ -305,15 +307,17 @@ def _cases(rng, skeletons):
             skeleton = skeletons[service][method]
             schemas.check(service if service == 'conductor' else
                           schemas.AGENT_SERVICE, method, skeleton)
-            signed = service == 'agent' or \
+            # Every method is signed: by the conductor or the host its
+            # arguments name (by_host), or else by an operator.
+            by_host = service == 'agent' or \
                 method in conductor_manager.AGENT_METHODS
-            auth = 'signed' if signed else 'open'
+            auth = 'signed'
             for label, path, value in _field_cases(
                     _schema_of(service, method), skeleton, [], 0, rng):
                 # A report's host names the key that must have signed it: a
                 # host no key can be made for is refused by authentication.
                 refusals = ('InvalidArgument', 'NotAuthenticated') if (
-                    signed and path == ['host']) else ('InvalidArgument',)
+                    by_host and path == ['host']) else ('InvalidArgument',)
                 cases.append(Case(service, method, label, _spoil(skeleton, path,
                                                                  value),
                                   auth, version, None, refusals,
@@ -328,23 +332,27 @@ def _cases(rng, skeletons):
                 cases.append(Case(service, method, 'namespace %r' % bad, skeleton,
                                   auth, version, bad, ('InvalidArgument',),
                                   ['namespace', repr(bad)]))
-            if signed:
-                host = skeleton.get('host', HOST)
-                for kind, words in [
-                        ('unsigned', ['unsigned']),
-                        ('wrong key', ['bad signature']),
-                        ('other host proof', ['signed for host %r' % OTHER]),
-                        ('malformed proof', ['malformed signature']),
-                        ('tampered', ['bad signature']),
-                        ('stale', ['timestamp']),
-                        ('replay', ['replayed'])]:
-                    # A replay's first sending must change nothing either:
-                    # an unknown argument has it refused after authentication.
-                    kwargs = dict(skeleton, replayed=1) if kind == 'replay' else \
-                        skeleton
-                    cases.append(Case(service, method, kind, kwargs, kind,
-                                      version, None, ('NotAuthenticated',),
-                                      [repr(host)] + words))
+            host = skeleton.get('host', HOST) if by_host else OPERATOR
+            for kind, words in [
+                    ('unsigned', ['unsigned']),
+                    ('wrong key', ['bad signature']),
+                    ('other host proof', ['signed for host %r' % OTHER]),
+                    ('malformed proof', ['malformed signature']),
+                    ('tampered', ['bad signature']),
+                    ('stale', ['timestamp']),
+                    ('replay', ['replayed'])]:
+                # A replay's first sending must change nothing either:
+                # an unknown argument has it refused after authentication.
+                kwargs = dict(skeleton, replayed=1) if kind == 'replay' else \
+                    skeleton
+                # An operator's proof that claims no operator is checked
+                # as of no operator: "operator".
+                named = host if by_host or kind not in (
+                    'unsigned', 'malformed proof', 'other host proof') \
+                    else 'operator'
+                cases.append(Case(service, method, kind, kwargs, kind,
+                                  version, None, ('NotAuthenticated',),
+                                  [repr(named)] + words))
         for name in _not_endpoints(service, methods) + [7, None, ['list_hosts']]:
             cases.append(Case(service, name, 'not an RPC method', {}, 'signed',
                               version, None, ('InvalidArgument',),
@@ -387,10 +395,14 @@ class Sender(object):
     def context(self, case, kwargs):
         topic = rpc.CONDUCTOR_TOPIC if case.service == 'conductor' else \
             rpc.COMPUTE_TOPIC
-        host = kwargs.get('host') if (case.service == 'conductor' and
-                                      isinstance(kwargs, dict)) else HOST
+        if case.service != 'conductor' or not isinstance(kwargs, dict):
+            host = HOST
+        elif case.method in list(conductor_manager.AGENT_METHODS):
+            host = kwargs.get('host')
+        else:
+            host = OPERATOR
         how = case.auth
-        if how in ('open', 'unsigned'):
+        if how == 'unsigned':
             return {}
         if how == 'malformed proof':
             return {rpc_auth.CONTEXT_KEY: 'x'}
@@ -542,7 +554,8 @@ def test_hostile_messages_are_refused_naming_the_value_and_change_nothing(
         assert proc.poll() is None, '%s exited (%s)' % (name, proc.returncode)
     conductor = messaging.get_rpc_client(bare, messaging.Target(
         topic=rpc.CONDUCTOR_TOPIC, version='1.0'), timeout=30)
-    hosts = conductor.call({}, 'list_hosts')
+    hosts = conductor.call(sender.conductor_auth.context(
+        rpc.CONDUCTOR_TOPIC, 'list_hosts', OPERATOR, {}), 'list_hosts')
     assert {h['name'] for h in hosts if h['up']} >= set(cluster.hosts), hosts
     for host in cluster.hosts:
         agent = messaging.get_rpc_client(bare, messaging.Target(

@@ -41,7 +41,8 @@ def cloud(tmp_path_factory):
             'DEFAULT': {'rpc_response_timeout': RPC_TIMEOUT},
             'fake': {'vcpus': 1024}}) as c:
         conf = ferryman_conf.make_conf(config_files=[], overrides={
-            'transport_url': c.rabbit.url, 'rpc_response_timeout': RPC_TIMEOUT})
+            'transport_url': c.rabbit.url, 'rpc_response_timeout': RPC_TIMEOUT,
+            'auth.operator_key_file': c.operator_options('test')['operator_key_file']})
         c.api = conductor_rpcapi.ConductorAPI(conf)
         try:
             yield c

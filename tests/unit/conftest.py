@@ -133,5 +133,6 @@ def cli_conf(tmp_path, cloud):
     """A configuration file for the ferryman CLI to reach the shared cloud."""
     path = tmp_path / 'ferryman.conf'
     path.write_text('[DEFAULT]\ntransport_url = %s\n[oslo_messaging_rabbit]\n'
-                    'heartbeat_timeout_threshold = 0\n' % cloud.overrides['transport_url'])
+                    'heartbeat_timeout_threshold = 0\n[auth]\noperator_key_file = %s\n'
+                    % (cloud.overrides['transport_url'], cloud.operator_key('cli')))
     return str(path)

@@ -52,16 +52,16 @@ class StubAuth(object):
 def _api_conf(cloud, **overrides):
     options = {'transport_url': cloud.overrides['transport_url'],
                'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0,
-               'api.port': 0, 'api.auth_strategy': 'noauth'}
+               'api.port': 0, 'api.auth_strategy': 'noauth',
+               'auth.operator_key_file': cloud.operator_key('ferryman-api')}
     options.update(('api.' + k, v) for k, v in overrides.items())
     return ferryman_conf.make_conf(config_files=[], overrides=options)
 
 
 @pytest.fixture(scope='module')
 def cloud():
-    """A cloud of this module's own, gone when it ends: two simulated clouds
-    in one process share the in-process broker's queues, and test_audit's
-    (next, alphabetically) must not meet the shared one."""
+    """A cloud of this module's own, gone when it ends: test_audit's (next,
+    alphabetically) must not meet what these tests leave in the shared one."""
     with sim.SimCloud() as c:
         yield c
 
@@ -748,3 +748,12 @@ def test_instance_action_event_view_hides_host_and_traceback_from_others():
         shown = instance_actions._event_view(ctx, event)
         assert ('host' in shown, 'traceback' in shown) == (admin, admin)
         assert shown['hostId'] and shown['details'] == 'it broke'
+
+
+def test_an_api_without_an_operator_key_says_so_and_blames_no_client(cloud):
+    conf = _api_conf(cloud)
+    conf.set_override('operator_key_file', None, group='auth')
+    service = api_service.APIService(conf)
+    status, body, _headers = call(service.app, 'GET', '/v2.1/servers/detail')
+    assert status == 500, body
+    assert 'not signed by an operator' in body['computeFault']['message']

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from conductor.db import models
 from conductor.db import rows
 from ferryman.common import exception
+from ferryman.common import rpc
 from ferryman.common import schemas
 from ferryman.cmd import cli
 from flows import states
@@ -259,8 +260,10 @@ def test_the_conductor_refuses_bad_arguments_over_rpc(cloud, method, kwargs, fie
         client.cast({}, method, **kwargs)
         cloud.api.list_hosts()  # the cast is handled by now (one worker)
     else:
+        signer, principal = cloud.api.operator  # past authentication
         with pytest.raises(exception.InvalidArgument) as err:
-            client.call({}, method, **kwargs)
+            client.call(signer.context(rpc.CONDUCTOR_TOPIC, method, principal,
+                                       kwargs), method, **kwargs)
         message = str(err.value).splitlines()[0]
         assert field in message, message
         assert len(message) < 2000

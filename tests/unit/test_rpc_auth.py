@@ -424,8 +424,9 @@ def endpoint(tmp_path):
 
 
 def _dispatch(endpoint, **message):
-    dispatcher = rpc_auth.AuthDispatcher([endpoint], None, 'topic',
-                                         lambda method, args: rpc_auth.OPEN)
+    dispatcher = rpc_auth.AuthDispatcher(
+        [endpoint], rpc_auth.Auth(None, allow_unsigned=True), 'topic',
+        lambda method, args: rpc_auth.OPERATOR)
     return dispatcher.dispatch(_Incoming(dict({'args': {}}, **message)))
 
 
@@ -490,3 +491,73 @@ def test_a_proof_for_a_host_no_key_can_be_made_for_is_refused():
                                     'sig': '0' * 64}}
     assert _refusal(conductor, 'topic', 'report_host', host, ARGS, proof) == \
         'no key for this host'
+
+
+# Operators' calls: signed with an operator key, derived from the secret. ---------
+def _operator_state(cloud):
+    return (sorted((h['name'], h['enabled'], h['forced_down'])
+                   for h in cloud.db.hosts.list()),
+            sorted(d['uuid'] for d in cloud.db.drains.list()))
+
+
+def test_operators_calls_are_refused_unless_signed_with_an_operator_key(
+        cloud, bare, caplog):
+    topic = rpc.CONDUCTOR_TOPIC
+    args = {'host': 'compute2', 'enabled': False, 'reason': 'forged'}
+    client = messaging.get_rpc_client(bare, messaging.Target(
+        topic=topic, version='1.3'), timeout=10)
+    secret = rpc_auth.load_secret(cloud.conductor_conf.auth.secret_file)
+    before = _operator_state(cloud)
+    attempts = [
+        ('unsigned', {}),
+        # An agent's own key is no operator's:
+        ('signed for host', rpc_auth.Auth(rpc_auth.AgentKeys(
+            'compute1', _key_of(cloud, 'compute1'))).context(
+                topic, 'set_host_enabled', 'compute1', args)),
+        ('bad signature', rpc_auth.Auth(rpc_auth.ConductorKeys(b'z' * 64)).context(
+            topic, 'set_host_enabled', 'operator:alice', args)),
+        # An operator's key passed off as another operator's:
+        ('bad signature', rpc_auth.Auth(rpc_auth.AgentKeys(
+            'operator:bob', rpc_auth.derive_key(secret, 'operator:alice'))).context(
+                topic, 'set_host_enabled', 'operator:bob', args)),
+    ]
+    caplog.set_level('ERROR', logger='ferryman.common.rpc_auth')
+    for why, ctxt in attempts:
+        with pytest.raises(exception.NotAuthenticated, match=why):
+            client.call(ctxt, 'set_host_enabled', **args)
+        with pytest.raises(exception.NotAuthenticated, match=why):
+            client.call(ctxt, 'drain_host', host='compute1')
+    assert _operator_state(cloud) == before
+    ctxt = rpc_auth.Auth(rpc_auth.AgentKeys(
+        'operator:alice', rpc_auth.derive_key(secret, 'operator:alice'))).context(
+            topic, 'set_host_enabled', 'operator:alice', args)
+    client.call(ctxt, 'set_host_enabled', **args)
+    try:
+        assert cloud.db.hosts.get('compute2')['enabled'] is False
+        with pytest.raises(exception.NotAuthenticated, match='replayed'):
+            client.call(ctxt, 'set_host_enabled', **args)
+    finally:
+        cloud.api.set_host_enabled('compute2', True)
+
+
+def test_the_cli_derives_an_operator_key_its_calls_are_signed_with(tmp_path):
+    secret = str(tmp_path / 'secret')
+    rpc_auth.write_private(secret, SECRET)
+    key = str(tmp_path / 'alice.key')
+    res = subprocess.run([os.path.join(BIN, 'ferryman'), 'auth', 'operator-key',
+                          'alice', '--secret-file', secret, '--output', key],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    conf = _conf(**{'auth.operator_key_file': key})
+    auth, principal = rpc_auth.operator_signer(conf)
+    assert principal == 'operator:alice'
+    ctxt = auth.context('t', 'drain_host', principal, {'host': 'h1'})
+    conductor = rpc_auth.Auth(rpc_auth.ConductorKeys(SECRET))
+    conductor.check('t', 'drain_host', 'operator:alice', {'host': 'h1'}, ctxt)
+    bad = subprocess.run([os.path.join(BIN, 'ferryman'), 'auth', 'operator-key',
+                          'al:ice', '--secret-file', secret, '--output',
+                          str(tmp_path / 'x.key')],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "'al:ice'" in bad.stderr
+    assert not os.path.exists(tmp_path / 'x.key')
