@@ -7,6 +7,8 @@ import time
 import uuid
 
 import jsonschema
+import openapi_schema_validator
+import openapi_spec_validator
 import pytest
 
 from api import routes
@@ -66,8 +68,8 @@ def _schema(template, method, status):
 def conforms(template, method, status, body):
     """Raises unless ``body`` fits the document's response schema."""
     schema = dict(_schema(template, method, status), components=DOC['components'])
-    jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    openapi_schema_validator.OAS31Validator(
+        schema, format_checker=openapi_schema_validator.oas31_format_checker
     ).validate(body)
 
 
@@ -109,8 +111,32 @@ def test_document_describes_exactly_the_routes():
     routed = {(template, method) for template, methods in routes.V1_ROUTES
               for method in methods}
     assert described == routed
-    assert DOC['openapi'].startswith('3.1') and DOC['servers'] == [{'url': '/v1'}]
-    jsonschema.Draft202012Validator.check_schema(DOC['components']['schemas']['Task'])
+    assert DOC['servers'] == [{'url': '/v1'}]
+
+
+def test_document_is_valid_openapi():
+    openapi_spec_validator.validate(DOC)
+    assert DOC['openapi'].startswith('3.1.')
+
+
+def test_answers_are_checked_against_the_document():
+    """The check every test's answers pass refuses what the document does not
+    allow."""
+    task = {'id': 'x', 'kind': 'live', 'subtype': 'block', 'state': 'running',
+            'server': 's', 'source': 'a', 'destination': None,
+            'importance': 'low', 'created_at': '2026-12-02T09:39:10.347723Z',
+            'updated_at': '2026-12-02T09:39:10Z', 'error': None, 'links': []}
+    conforms('/servers/{server_id}/tasks', 'GET', 200, {'tasks': [task]})
+    for bad in (dict(task, extra=1), dict(task, state='waiting'),
+                dict(task, created_at='yesterday'),
+                {k: v for k, v in task.items() if k != 'kind'}):
+        with pytest.raises(jsonschema.ValidationError):
+            conforms('/servers/{server_id}/tasks', 'GET', 200, {'tasks': [bad]})
+    with pytest.raises(jsonschema.ValidationError):
+        conforms('/tasks/{task_id}', 'GET', 200, {'task': task})  # no steps
+    with pytest.raises(jsonschema.ValidationError):
+        conforms('/tasks/{task_id}', 'GET', 404,
+                 {'error': {'code': 404, 'message': 'x'}})
 
 
 def test_document_names_every_state():
