@@ -47,8 +47,9 @@ DRAIN = {'type': 'object', 'additionalProperties': False,
 
 
 def _optional_body(ctx, req, schema):
-    """An absent body counts as ``{}``: these requests need no arguments."""
-    if not req.content_length and not req.body:
+    """An absent body counts as ``{}``: these requests need no arguments. (A
+    body of unknown length is read as any other: within the size bound.)"""
+    if not req.is_body_readable:
         return req_body.validate({}, schema)
     return req_body.read(ctx, req, schema)
 
