@@ -1,4 +1,4 @@
-"""The route table: path template (after /v2.1) -> {method: handler}."""
+"""The route tables: path template (after /v2.1, after /v1) -> {method: handler}."""
 
 from api import faults
 from api.handlers import actions
@@ -6,8 +6,10 @@ from api.handlers import flavors
 from api.handlers import hypervisors
 from api.handlers import instance_actions
 from api.handlers import migrations
+from api.handlers import openapi
 from api.handlers import servers
 from api.handlers import services
+from api.handlers import tasks
 from api.handlers import versions
 
 
@@ -44,3 +46,17 @@ ROUTES = [
     ('/images/detail', {'GET': _not_found}),
     ('/images/{image_id}', {'GET': _not_found}),
 ]
+
+# The task API; api/openapi-v1.json describes exactly these (tests check it).
+V1_ROUTES = [
+    ('/moves', {'POST': tasks.move}),
+    ('/tasks/{task_id}', {'GET': tasks.show, 'DELETE': tasks.cancel}),
+    ('/tasks/{task_id}/complete', {'POST': tasks.complete}),
+    ('/servers/{server_id}/tasks', {'GET': tasks.server_index}),
+    ('/hosts/{host}/drain', {'POST': tasks.drain}),
+    ('/drains/{drain_id}', {'GET': tasks.show_drain}),
+    ('/openapi.json', {'GET': openapi.show}),
+]
+
+# Paths answered without credentials: the documents that describe the API.
+OPEN = {'/v2.1': ('/',), '/v1': ('/openapi.json',)}

@@ -25,6 +25,8 @@ from ferryman.common import exception
 LOG = logging.getLogger(__name__)
 
 PREFIX = '/v2.1'
+# The task API (api.handlers.tasks): its own route table, no microversions.
+V1_PREFIX = '/v1'
 # Segments of a path the route table names: anything but a slash, bounded.
 _VAR = r'(?P<%s>[^/]{1,255})'
 
@@ -69,6 +71,7 @@ class Application(object):
         self.conf = conf
         self.conductor = conductor
         self.routes = _compile(routes.ROUTES)
+        self.v1_routes = _compile(routes.V1_ROUTES)
         # Requests answered before the conductor is (os-migrateLive from 2.34).
         self._executor = futurist.ThreadPoolExecutor(max_workers=conf.api.workers)
 
@@ -106,13 +109,18 @@ class Application(object):
         if path in ('', '/'):
             status, body = routes.root(self._base_url(req))
             return _json(status, body), None
-        if path != PREFIX and not path.startswith(PREFIX + '/'):
+        if _under(path, V1_PREFIX):
+            prefix, table, version = V1_PREFIX, self.v1_routes, None
+        elif _under(path, PREFIX):
+            prefix, table = PREFIX, self.routes
+            version = microversion.from_headers(req.headers)
+        else:
             raise faults.not_found('Unknown resource %s.' % path[:100])
-        version = microversion.from_headers(req.headers)
-        rest = path[len(PREFIX):].rstrip('/') or '/'
+        rest = path[len(prefix):].rstrip('/') or '/'
         try:
-            handler, variables = self._route(req.method, rest)
-            ctx = self._context(req, request_id, version, open_=rest == '/')
+            handler, variables = self._route(table, req.method, rest)
+            ctx = self._context(req, request_id, version,
+                                open_=rest in routes.OPEN[prefix])
             result = handler(ctx, req, **variables)
         except faults.Fault as fault:
             return faults.response(fault.code, fault.message, fault.headers), version
@@ -139,8 +147,8 @@ class Application(object):
             return result, version
         return _json(*result), version
 
-    def _route(self, method, path):
-        for pattern, methods in self.routes:
+    def _route(self, table, method, path):
+        for pattern, methods in table:
             found = pattern.match(path)
             if found is None:
                 continue
@@ -175,6 +183,10 @@ class Application(object):
             raise faults.Fault(401, 'Expected an X-Auth-Token of the form '
                                     'user:project ([api] auth_strategy = noauth).')
         return user, project, user == 'admin'
+
+
+def _under(path, prefix):
+    return path == prefix or path.startswith(prefix + '/')
 
 
 def _json(status, body):

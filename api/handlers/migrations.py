@@ -19,7 +19,7 @@ MIGRATION_TYPES = ('migration', 'resize', 'live-migration', 'evacuation')
 NOVA_STATUSES = set(common.MIGRATION_STATUS.values())
 
 
-def _figures(mig):
+def figures(mig):
     progress = mig.get('progress') or {}
     total = int((progress.get('memory_total_mb') or 0) * MIB)
     remaining = int((progress.get('memory_remaining_mb') or 0) * MIB)
@@ -44,7 +44,7 @@ def server_view(ctx, mig):
            'dest_compute': mig['destination'], 'dest_node': mig['destination'],
            'dest_host': '', 'created_at': mig['created_at'],
            'updated_at': mig['updated_at']}
-    out.update(_figures(mig))
+    out.update(figures(mig))
     if ctx.at_least('2.59'):
         out['uuid'] = mig['id']
     return _owner(ctx, out)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -187,3 +188,51 @@ def test_openstackclient_forces_a_service_down_and_up(cluster, api_url):
         assert listed('2.53') == ('up', False)
     finally:
         cluster.cli('host', 'force-down', '--undo', host)
+
+
+def _v1(api_url, method, path, body=None):
+    """(status, JSON body) of a /v1 request (auth_strategy none)."""
+    url = api_url[:-len('/v2.1')] + '/v1' + path
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={'Content-Type': 'application/json'})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_task_api_moves_a_guest(cluster, api_url):
+    name = 'v1-%s' % uuid.uuid4().hex[:6]
+    guest = cluster.seed(name, 'compute1', data='moved by /v1')
+    status, body = _v1(api_url, 'POST', '/moves', {
+        'server': guest['uuid'], 'mode': 'cold'})
+    assert status == 400 and "mode 'cold'" in body['badRequest']['message']
+    status, body = _v1(api_url, 'POST', '/moves', {
+        'server': guest['uuid'], 'mode': 'auto', 'importance': 'high'})
+    assert status == 202, body
+    task_id = body['task']['id']
+    deadline = time.monotonic() + 120
+    while True:
+        status, body = _v1(api_url, 'GET', '/tasks/%s' % task_id)
+        assert status == 200, body
+        task = body['task']
+        if task['state'] in ('completed', 'failed', 'cancelled', 'error') or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (task['state'], task['kind'], task['source']) == (
+        'completed', 'live', 'compute1'), task
+    destination = task['destination']
+    assert destination != 'compute1'
+    assert cluster.cloud.find_guest(guest['uuid']) == {destination: 'running'}
+    assert cluster.cloud.read_disk(destination, guest['uuid']) == 'moved by /v1'
+    steps = {s['name']: s for s in task['steps']}
+    for step, host in (('claim-resources', 'conductor'),
+                       ('check-destination', destination),
+                       ('start-migration', 'compute1'),
+                       ('finish-migration', 'conductor')):
+        assert (steps[step]['host'], steps[step]['result']) == (host, 'success')
+    status, body = _v1(api_url, 'GET', '/servers/%s/tasks' % guest['uuid'])
+    assert status == 200 and [t['id'] for t in body['tasks']] == [task_id]
