@@ -5,6 +5,7 @@ import threading
 from cheroot import wsgi as cheroot_wsgi
 from oslo_log import log as logging
 
+from api import auth
 from api import wsgi
 from conductor import rpcapi as conductor_rpcapi
 
@@ -18,8 +19,10 @@ class APIService(object):
         conductor = conductor or conductor_rpcapi.ConductorAPI(
             conf, timeout=conf.api.rpc_timeout)
         self.app = wsgi.Application(conf, conductor)
+        # What is served: the application behind its authentication.
+        self.wsgi_app = auth.pipeline(conf, self.app)
         self.server = cheroot_wsgi.Server(
-            (conf.api.listen, conf.api.port), self.app,
+            (conf.api.listen, conf.api.port), self.wsgi_app,
             numthreads=conf.api.workers, server_name='ferryman-api')
         self._thread = None
 
