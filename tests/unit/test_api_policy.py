@@ -112,6 +112,15 @@ def test_listings_show_a_project_its_own_servers(cloud, guest, api, kind):
     assert call(api.app, 'GET', path, token=BAD)[0] == 401
 
 
+def test_a_host_filter_is_an_admins(cloud, guest, api):
+    mine, there = guest('compute1', **OWNED), guest('compute2', **OWNED)
+    for token, found in ((OWNER, {mine['uuid'], there['uuid']}),
+                         (ADMIN, {mine['uuid']})):
+        listed = call(api.app, 'GET', '/v2.1/servers?host=compute1', token=token)[1]
+        assert {s['id'] for s in listed['servers']} & {
+            mine['uuid'], there['uuid']} == found
+
+
 def test_an_admin_role_makes_an_admin(cloud, guest, api):
     """noauth as Placement's: roles from X-Roles, the admin role an admin's."""
     assert call(api.app, 'GET', '/v2.1/os-hypervisors', token='ops:p3',
