@@ -46,6 +46,11 @@ def credentials(conf, req):
     return user, project, roles
 
 
+def trusts_the_caller(conf):
+    """Whether the strategy takes the caller's word for who it is."""
+    return conf.api.auth_strategy in (api_conf.AUTH_NONE, api_conf.AUTH_NOAUTH)
+
+
 class _OpenPaths(object):
     """The version documents served without the auth middleware, everything
     else through it."""
