@@ -14,6 +14,7 @@ import yaml
 
 from api import auth
 from api import policies
+from api import routes
 from api import service as api_service
 from ferryman.common import conf as ferryman_conf
 from ferryman.sim import cloud as sim
@@ -110,6 +111,42 @@ def test_listings_show_a_project_its_own_servers(cloud, guest, api, kind):
     assert mine['uuid'] in listed[OWNER] and theirs['uuid'] not in listed[OWNER]
     assert not {mine['uuid'], theirs['uuid']} & listed[OTHER]
     assert call(api.app, 'GET', path, token=BAD)[0] == 401
+
+
+# Routes any authenticated caller may use: nothing in them is a project's.
+OPEN = {('/', 'GET'), ('/flavors', 'GET'), ('/flavors/detail', 'GET'),
+        ('/flavors/{flavor_id}', 'GET'), ('/images', 'GET'),
+        ('/images/detail', 'GET'), ('/images/{image_id}', 'GET')}
+# Listings every project may ask for, showing each its own servers only.
+OWN = {('/servers', 'GET'), ('/servers/detail', 'GET')}
+BODIES = {('/servers/{server_id}/action', 'POST'): test_api.live(),
+          ('/servers/{server_id}/migrations/{migration_id}/action', 'POST'):
+          {'force_complete': None},
+          ('/os-services/{service_id}', 'PUT'): {'status': 'disabled'}}
+
+
+def test_every_route_asks_the_policy(cloud, guest, api):
+    """Each route of the table refuses another project's caller (403), but
+    the open ones and the listings of one's own: a route added without a
+    policy check fails here."""
+    g = guest('compute1', **OWNED)
+    before = _state(cloud, g['uuid'])
+    seen = set()
+    for template, methods in routes.ROUTES:
+        path = '/v2.1' + template.format(
+            server_id=g['uuid'], migration_id='1', request_id='req-1',
+            hypervisor_id='1', service_id='1', flavor_id='1', image_id='1')
+        for method in methods:
+            status, body, _ = call(api.app, method, path.rstrip('/') or '/v2.1',
+                                   body=BODIES.get((template, method)), token=OTHER)
+            if (template, method) in OWN:
+                assert status == 200 and g['uuid'] not in str(body), template
+            else:
+                assert (status == 403) == ((template, method) not in OPEN), (
+                    method, template, status, body)
+            seen.add((template, method))
+    assert OPEN | OWN <= seen
+    assert _state(cloud, g['uuid']) == before
 
 
 def test_a_host_filter_is_an_admins(cloud, guest, api):
