@@ -5,6 +5,7 @@ from oslo_config import cfg
 # What a request may carry and how it is authenticated.
 AUTH_NONE = 'none'
 AUTH_NOAUTH = 'noauth'
+AUTH_KEYSTONE = 'keystone'
 
 api_opts = [
     cfg.HostAddressOpt('listen', default='127.0.0.1',
@@ -15,14 +16,20 @@ api_opts = [
                help='Requests served at once (threads of the WSGI server); each '
                     'waits on the conductor for most of its time.'),
     cfg.StrOpt('auth_strategy', default=AUTH_NOAUTH,
-               choices=[(AUTH_NOAUTH, 'development: the token is "user:project" '
-                                      'and the user "admin" is an administrator '
-                                      '(as Placement\'s noauth)'),
+               choices=[(AUTH_KEYSTONE, 'keystonemiddleware\'s auth_token '
+                                        'validates each token with Keystone '
+                                        '(configured in [keystone_authtoken])'),
+                        (AUTH_NOAUTH, 'DEVELOPMENT ONLY: the token is '
+                                      '"user:project", the roles are X-Roles as '
+                                      'sent, and the user "admin" is an '
+                                      'administrator (as Placement\'s noauth)'),
                         (AUTH_NONE, 'LOCAL USE ONLY: every request is an '
                                     'administrator\'s, whatever it carries (what '
                                     'clients with auth_type none send)')],
-               help='How requests are authenticated. Keystone is not offered yet; '
-                    'never expose the API beyond a trusted host with either.'),
+               help='How requests are authenticated. Never expose the API beyond '
+                    'a trusted host with noauth or none: the caller says who it '
+                    'is. What each caller may do is [oslo_policy] policy_file\'s '
+                    'rules over the defaults (etc/ferryman/policy.yaml.sample).'),
     cfg.IntOpt('max_request_body_bytes', default=65536, min=1024,
                help='Largest request body accepted; larger ones get 413.'),
     cfg.FloatOpt('rpc_timeout', default=60.0, min=1.0,

@@ -16,9 +16,10 @@ import oslo_messaging as messaging
 from oslo_log import log as logging
 import webob
 
-from api import conf as api_conf
+from api import auth
 from api import faults
 from api import microversion
+from api import policy
 from api import routes
 from ferryman.common import exception
 
@@ -34,16 +35,19 @@ _VAR = r'(?P<%s>[^/]{1,255})'
 class Context(object):
     """What a handler knows about its request."""
 
-    def __init__(self, app, version, request_id, user_id, project_id, is_admin,
+    def __init__(self, app, version, request_id, user_id, project_id, roles,
                  base_url):
         self.conf = app.conf
         self.conductor = app.conductor
         self.background = app.background
+        self.policy = app.policy
         self.version = version
         self.request_id = request_id
         self.user_id = user_id
         self.project_id = project_id
-        self.is_admin = is_admin
+        self.roles = roles
+        self.is_admin = user_id is not None and app.policy.is_admin(
+            user_id, project_id, roles)
         self.base_url = base_url
 
     def at_least(self, version):
@@ -53,6 +57,24 @@ class Context(object):
         """Self and bookmark links of a resource path (after the prefix)."""
         return [{'rel': 'self', 'href': self.base_url + PREFIX + path},
                 {'rel': 'bookmark', 'href': self.base_url + path}]
+
+    def _creds(self):
+        return {'user_id': self.user_id, 'project_id': self.project_id,
+                'roles': list(self.roles), 'is_admin': self.is_admin}
+
+    def _target(self, target):
+        # No target: the caller's own project (rules about no one's resource).
+        return target if target is not None else {
+            'project_id': self.project_id, 'user_id': self.user_id}
+
+    def authorize(self, rule, target=None):
+        """Refuse (403 naming ``rule``) unless the policy allows it on
+        ``target`` ({'project_id': owner, ...}); call before changing anything."""
+        self.policy.authorize(rule, self._target(target), self._creds())
+
+    def can(self, rule, target=None):
+        """Whether the policy allows ``rule``, for what a response shows."""
+        return self.policy.allowed(rule, self._target(target), self._creds())
 
 
 def _compile(table):
@@ -72,6 +94,7 @@ class Application(object):
         self.conductor = conductor
         self.routes = _compile(routes.ROUTES)
         self.v1_routes = _compile(routes.V1_ROUTES)
+        self.policy = policy.Enforcer(conf)
         # Requests answered before the conductor is (os-migrateLive from 2.34).
         self._executor = futurist.ThreadPoolExecutor(max_workers=conf.api.workers)
 
@@ -163,26 +186,12 @@ class Application(object):
         return req.host_url + req.script_name
 
     def _context(self, req, request_id, version, open_=False):
-        """``open_``: the version document, which needs no credentials."""
-        user, project, admin = (None, None, False) if open_ else \
-            self._authenticate(req)
-        if not admin and not open_:
-            raise faults.Fault(403, 'Policy does not allow user %r this request: '
-                                    'only administrators may use this API '
-                                    'today.' % user)
-        return Context(self, version, request_id, user, project, admin,
+        """``open_``: the version document, which needs no credentials; what
+        each caller may do is for the handlers to ask (Context.authorize)."""
+        user, project, roles = (None, None, []) if open_ else \
+            auth.credentials(self.conf, req)
+        return Context(self, version, request_id, user, project, roles,
                        self._base_url(req))
-
-    def _authenticate(self, req):
-        """(user, project, is_admin) of the request."""
-        if self.conf.api.auth_strategy == api_conf.AUTH_NONE:
-            return 'admin', 'admin', True
-        token = req.headers.get('X-Auth-Token', '')
-        user, sep, project = token.partition(':')
-        if not sep or not user or not project:
-            raise faults.Fault(401, 'Expected an X-Auth-Token of the form '
-                                    'user:project ([api] auth_strategy = noauth).')
-        return user, project, user == 'admin'
 
 
 def _under(path, prefix):

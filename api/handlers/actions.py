@@ -10,6 +10,7 @@ from oslo_log import log as logging
 
 from api import faults
 from api import body as req_body
+from api import policies
 from api.handlers import common
 from api.handlers import servers
 from ferryman.common import exception
@@ -69,7 +70,7 @@ def act(ctx, req, server_id):
     force = _bool(args.get('force', False))
     if force and host is None:
         raise faults.bad_request("Can't force to a non-provided destination")
-    inst = servers.get(ctx, server_id)
+    inst = servers.get(ctx, server_id, policies.MIGRATE_LIVE)
     _check_state(inst)
     call = (ctx.conductor.live_migrate, inst['uuid'])
     kwargs = {'host': host, 'block_migration': block, 'force': force}
@@ -81,7 +82,7 @@ def act(ctx, req, server_id):
     except exception.InstanceNotFound as exc:
         raise faults.not_found(exc.message)
     except (exception.InstanceNotRunning, exception.InstanceAlreadyMigrating):
-        _check_state(servers.get(ctx, server_id))
+        _check_state(servers.get(ctx, server_id, policies.MIGRATE_LIVE))
         raise
     except exception.FerrymanError as exc:
         # Nova's pre-check failures (no valid host, incompatible, full) are 400s.

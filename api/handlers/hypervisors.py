@@ -4,6 +4,7 @@ import json
 import re
 
 from api import faults
+from api import policies
 from api.handlers import common
 
 
@@ -72,6 +73,7 @@ def _with_servers(ctx, req, out, guests):
 
 
 def index(ctx, req):
+    ctx.authorize(policies.HYPERVISORS % 'list')
     hosts, guests = _hosts(ctx, req)
     return 200, {'hypervisors': [
         _with_servers(ctx, req, _summary(ctx, h), guests.get(h['name'], []))
@@ -79,6 +81,7 @@ def index(ctx, req):
 
 
 def detail(ctx, req):
+    ctx.authorize(policies.HYPERVISORS % 'list-detail')
     hosts, guests = _hosts(ctx, req)
     return 200, {'hypervisors': [
         _with_servers(ctx, req, _detail(ctx, h, guests.get(h['name'], [])),
@@ -87,6 +90,7 @@ def detail(ctx, req):
 
 
 def show(ctx, req, hypervisor_id):
+    ctx.authorize(policies.HYPERVISORS % 'show')
     hosts, guests = _hosts(ctx, req)
     for host in hosts:
         if hypervisor_id == str(_id(ctx, host['name'])):

@@ -6,6 +6,7 @@ uuid or the migration's number (common.number), as the migrations paths do.
 """
 
 from api import faults
+from api import policies
 from api.handlers import common
 from api.handlers import servers
 
@@ -97,17 +98,18 @@ def events(history, started):
     return out
 
 
-def _event_view(ctx, event):
+def _event_view(ctx, event, privileged):
+    """``privileged``: the caller may see hosts and tracebacks."""
     out = {'event': event['event'], 'start_time': event['start_time'],
            'finish_time': event['finish_time'], 'result': event['result']}
-    if ctx.is_admin:
+    if privileged:
         # Nova shows tracebacks to administrators only.
         out['traceback'] = event['traceback'] if event['result'] == 'Error' \
             else None
     if ctx.at_least('2.62'):
         host = event['host'] or ''
         out['hostId'] = common.host_id(host) if host else ''
-        if ctx.is_admin:
+        if privileged:
             out['host'] = host
     if ctx.at_least('2.84'):
         said = ([event['error']] if event['error'] else []) + event['notes']
@@ -116,7 +118,7 @@ def _event_view(ctx, event):
 
 
 def _find(ctx, server_id, request_id):
-    inst = servers.get(ctx, server_id)
+    inst = servers.get(ctx, server_id, policies.INSTANCE_ACTIONS % 'show')
     migs = ctx.conductor.list_migrations(instance=inst['uuid'])
     ref = request_id[len(REQUEST_PREFIX):] if request_id.startswith(
         REQUEST_PREFIX) else request_id
@@ -130,7 +132,7 @@ def _find(ctx, server_id, request_id):
 def index(ctx, req, server_id):
     """Newest first; from 2.58 with limit, marker and changes-since (2.66
     changes-before) as os-migrations takes them."""
-    inst = servers.get(ctx, server_id)
+    inst = servers.get(ctx, server_id, policies.INSTANCE_ACTIONS % 'list')
     migs = ctx.conductor.list_migrations(instance=inst['uuid'])
     migs.sort(key=lambda m: (m['created_at'], m['id']), reverse=True)
     links = None
@@ -148,6 +150,7 @@ def show(ctx, req, server_id, request_id):
     inst, mig = _find(ctx, server_id, request_id)
     action = _view(ctx, inst, mig)
     history = ctx.conductor.get_task_history(mig['id'])
-    action['events'] = [_event_view(ctx, e)
+    privileged = ctx.can(policies.INSTANCE_ACTION_EVENTS, servers.owner(inst))
+    action['events'] = [_event_view(ctx, e, privileged)
                         for e in events(history, mig['created_at'])]
     return 200, {'instanceAction': action}

@@ -7,6 +7,7 @@ from the uuid (common.number), and a path accepts either.
 
 from api import body as req_body
 from api import faults
+from api import policies
 from api.handlers import common
 from api.handlers import servers
 from ferryman.common import exception
@@ -74,15 +75,16 @@ def _require(ctx, version):
                                % version)
 
 
-def _in_progress(ctx, server_id):
-    inst = servers.get(ctx, server_id)
+def _in_progress(ctx, server_id, rule):
+    inst = servers.get(ctx, server_id, rule)
     return inst, [m for m in ctx.conductor.list_migrations(instance=inst['uuid'])
                   if common.MIGRATION_STATUS[m['status']] in common.IN_PROGRESS]
 
 
-def _find(ctx, server_id, migration_id, in_progress=True):
-    """The server and its migration named by number or uuid."""
-    inst = servers.get(ctx, server_id)
+def _find(ctx, server_id, migration_id, rule, in_progress=True):
+    """The server and its migration named by number or uuid, once ``rule``
+    allows the caller on the server."""
+    inst = servers.get(ctx, server_id, rule)
     migs = ctx.conductor.list_migrations(instance=inst['uuid'])
     found = [m for m in migs if migration_id in (m['id'], str(common.number(m['id'])))]
     if not found or (in_progress and common.MIGRATION_STATUS[found[0]['status']]
@@ -94,20 +96,22 @@ def _find(ctx, server_id, migration_id, in_progress=True):
 
 def server_index(ctx, req, server_id):
     _require(ctx, '2.23')
-    _inst, migs = _in_progress(ctx, server_id)
+    _inst, migs = _in_progress(ctx, server_id, policies.SERVER_MIGRATIONS % 'index')
     return 200, {'migrations': [server_view(ctx, m) for m in migs]}
 
 
 def server_show(ctx, req, server_id, migration_id):
     _require(ctx, '2.23')
-    _inst, mig = _find(ctx, server_id, migration_id)
+    _inst, mig = _find(ctx, server_id, migration_id,
+                       policies.SERVER_MIGRATIONS % 'show')
     return 200, {'migration': server_view(ctx, mig)}
 
 
 def abort(ctx, req, server_id, migration_id):
     """DELETE: stop the migration; the guest stays on its source."""
     _require(ctx, '2.24')
-    inst, mig = _find(ctx, server_id, migration_id, in_progress=False)
+    inst, mig = _find(ctx, server_id, migration_id,
+                      policies.SERVER_MIGRATIONS % 'delete', in_progress=False)
     status = common.MIGRATION_STATUS[mig['status']]
     allowed = ('queued', 'preparing', 'running') if ctx.at_least('2.65') \
         else ('running',)
@@ -124,7 +128,8 @@ def server_action(ctx, req, server_id, migration_id):
     """POST {"force_complete": null}: finish the copy now."""
     _require(ctx, '2.22')
     req_body.read(ctx, req, FORCE_COMPLETE)
-    inst, mig = _find(ctx, server_id, migration_id, in_progress=False)
+    inst, mig = _find(ctx, server_id, migration_id,
+                      policies.SERVER_MIGRATIONS % 'force_complete', in_progress=False)
     if not inst['migration_id']:
         raise faults.conflict("Cannot 'force_complete' instance %s while it is in "
                               "task_state None" % inst['uuid'])
@@ -147,6 +152,7 @@ def _call(fn, migration):
 
 def index(ctx, req):
     """GET /os-migrations: newest first, with Nova's filters and (2.59) paging."""
+    ctx.authorize(policies.MIGRATIONS_INDEX)
     host = common.host_query(req, 'host')
     source = common.host_query(req, 'source_compute')
     instance = common.query(req, 'instance_uuid')

@@ -7,6 +7,7 @@ else from its power state. Ferryman records no creation time: ``created`` and
 """
 
 from api import faults
+from api import policies
 from api.handlers import common
 
 # Power state -> (Nova's power_state number, vm_state, status).
@@ -30,14 +31,23 @@ def state(inst):
     return status, vm_state, None, power, 0
 
 
-def view(ctx, inst, shown=False):
-    """``shown``: for GET /servers/{id}, which alone lists server groups."""
+def owner(inst):
+    """A server as the policy's target: its owner."""
+    return {'project_id': inst.get('project_id') or '',
+            'user_id': inst.get('user_id') or ''}
+
+
+def view(ctx, inst, shown=False, extended=True):
+    """``shown``: for GET /servers/{id}, which alone lists server groups;
+    ``extended``: with the OS-EXT-SRV-ATTR fields (where it runs), which
+    only the extended-attributes rule's callers see."""
     status, vm_state, task_state, power, progress = state(inst)
     when = inst.get('reported_at') or EPOCH
     fid = common.flavor_id(inst)
     server = {
         'id': inst['uuid'], 'name': inst['name'], 'status': status,
-        'tenant_id': '', 'user_id': '', 'metadata': {}, 'addresses': {},
+        'tenant_id': inst.get('project_id') or '',
+        'user_id': inst.get('user_id') or '', 'metadata': {}, 'addresses': {},
         'created': when, 'updated': when,
         'hostId': common.host_id(inst['host']),
         'image': '',  # none known: clients show it as booted from volume
@@ -90,19 +100,35 @@ def view(ctx, inst, shown=False):
         server['server_groups'] = []
     if ctx.at_least('2.73'):
         server['locked_reason'] = None
+    if not extended:
+        for key in [k for k in server if k.startswith('OS-EXT-SRV-ATTR:')]:
+            del server[key]
+        server.pop('host_status', None)
     return server
 
 
-def get(ctx, server_id):
-    """The guest of a path's server id; 404 for anything but a known uuid."""
+def get(ctx, server_id, rule):
+    """The guest of a path's server id, once ``rule`` allows the caller on
+    it (403 naming the rule); 404 for anything but a known uuid."""
     if not common.is_uuid(server_id):
         raise faults.not_found('Instance %s could not be found.' % server_id[:80])
-    return ctx.conductor.describe_instances(instance=server_id)[0]
+    inst = ctx.conductor.describe_instances(instance=server_id)[0]
+    ctx.authorize(rule, owner(inst))
+    return inst
 
 
-def _listed(ctx, req):
+def _listed(ctx, req, kind):
+    """The servers a listing shows: every project's to those the
+    get_all_tenants rule allows, else the caller's project's."""
+    ctx.authorize(policies.SERVERS % kind)
     host = common.host_query(req, 'host') or common.host_query(req, 'node')
+    if host is not None and not ctx.can(policies.EXTENDED_ATTRIBUTES):
+        # As Nova: a filter on where servers run is ignored for those who may
+        # not see where they run (it would tell them).
+        host = None
     found = ctx.conductor.describe_instances(host=host)
+    if not ctx.can(policies.ALL_TENANTS % kind):
+        found = [i for i in found if owner(i)['project_id'] == ctx.project_id]
     name = common.query(req, 'name')
     if name is not None:
         # Nova takes a regular expression; a caller's pattern could backtrack
@@ -129,12 +155,16 @@ def _listed(ctx, req):
 def index(ctx, req):
     return 200, {'servers': [{'id': i['uuid'], 'name': i['name'],
                               'links': ctx.link('/servers/%s' % i['uuid'])}
-                             for i in _listed(ctx, req)]}
+                             for i in _listed(ctx, req, 'index')]}
 
 
 def detail(ctx, req):
-    return 200, {'servers': [view(ctx, i) for i in _listed(ctx, req)]}
+    extended = ctx.can(policies.EXTENDED_ATTRIBUTES)
+    return 200, {'servers': [view(ctx, i, extended=extended)
+                             for i in _listed(ctx, req, 'detail')]}
 
 
 def show(ctx, req, server_id):
-    return 200, {'server': view(ctx, get(ctx, server_id), shown=True)}
+    inst = get(ctx, server_id, policies.SERVERS % 'show')
+    return 200, {'server': view(ctx, inst, shown=True, extended=ctx.can(
+        policies.EXTENDED_ATTRIBUTES, owner(inst)))}

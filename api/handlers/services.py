@@ -4,6 +4,7 @@ it down (its host then counts as down whatever its agent reports)."""
 
 from api import body as req_body
 from api import faults
+from api import policies
 from api.handlers import common
 
 BINARY = 'nova-compute'
@@ -24,6 +25,7 @@ def view(ctx, host):
 
 
 def index(ctx, req):
+    ctx.authorize(policies.SERVICES % 'list')
     host = common.host_query(req, 'host')
     binary = common.query(req, 'binary')
     if binary is not None and binary != BINARY:
@@ -74,6 +76,7 @@ def update(ctx, req, service_id):
     """PUT /os-services/{id}: from 2.53 by id; before, /enable, /disable,
     /disable-log-reason and (from 2.11) /force-down with host and binary in
     the body."""
+    ctx.authorize(policies.SERVICES % 'update')
     if not ctx.at_least('2.53'):
         return _legacy(ctx, req, service_id)
     change = req_body.read(ctx, req, UPDATE)

@@ -9,6 +9,7 @@ offers them. No state waits for a person: every task runs to an end state.
 
 from api import body as req_body
 from api import faults
+from api import policies
 from api.handlers import common
 from api.handlers import instance_actions
 from api.handlers import migrations
@@ -105,13 +106,19 @@ def view(ctx, mig, history):
     return out
 
 
-def _get(ctx, task_id):
+def _get(ctx, task_id, rule):
+    """The task, once ``rule`` allows the caller on its server (Nova's rule for
+    the same look or change at a server's migration)."""
     if not common.is_uuid(task_id):
         raise faults.not_found('Task %s could not be found.' % task_id[:80])
     try:
-        return ctx.conductor.get_migration(task_id)
+        mig = ctx.conductor.get_migration(task_id)
     except exception.MigrationNotFound:
         raise faults.not_found('Task %s could not be found.' % task_id)
+    # A server gone since has no owner left: administrators' alone.
+    found = ctx.conductor.describe_instances(instance=mig['instance_uuid'])
+    ctx.authorize(rule, servers.owner(found[0] if found else {}))
+    return mig
 
 
 def _shown(ctx, mig, code=200):
@@ -129,7 +136,7 @@ def move(ctx, req):
         raise faults.bad_request('size %s is not offered yet: Ferryman moves '
                                  'servers at the size they have; leave size '
                                  'out.' % _said(args['size']))
-    inst = servers.get(ctx, args['server'])
+    inst = servers.get(ctx, args['server'], policies.MIGRATE_LIVE)
     mig = ctx.conductor.live_migrate(
         inst['uuid'], host=args.get('host'), block_migration='auto', force=False,
         importance=args.get('importance', 'medium'))
@@ -141,12 +148,12 @@ def _said(size):
 
 
 def show(ctx, req, task_id):
-    return _shown(ctx, _get(ctx, task_id))
+    return _shown(ctx, _get(ctx, task_id, policies.SERVER_MIGRATIONS % 'show'))
 
 
 def server_index(ctx, req, server_id):
     """Every move of a server, newest first."""
-    inst = servers.get(ctx, server_id)
+    inst = servers.get(ctx, server_id, policies.SERVER_MIGRATIONS % 'index')
     migs = ctx.conductor.list_migrations(instance=inst['uuid'])
     migs.sort(key=lambda m: (m['created_at'], m['id']), reverse=True)
     return 200, {'tasks': [summary(ctx, m) for m in migs]}
@@ -154,7 +161,7 @@ def server_index(ctx, req, server_id):
 
 def cancel(ctx, req, task_id):
     """DELETE: abort; the guest stays on its source."""
-    mig = _get(ctx, task_id)
+    mig = _get(ctx, task_id, policies.SERVER_MIGRATIONS % 'delete')
     if mig['status'] not in BEFORE_SWITCH_OVER:
         raise faults.conflict('Task %s is %s; only a task that has not switched '
                               'over (%s) can be cancelled.' % (
@@ -167,7 +174,7 @@ def cancel(ctx, req, task_id):
 def complete(ctx, req, task_id):
     """POST .../complete: finish the copy now (post-copy or a pause)."""
     _optional_body(ctx, req, NO_ARGUMENTS)
-    mig = _get(ctx, task_id)
+    mig = _get(ctx, task_id, policies.SERVER_MIGRATIONS % 'force_complete')
     if mig['status'] not in BEFORE_SWITCH_OVER:
         raise faults.conflict('Task %s is %s; only a task that has not switched '
                               'over (%s) can be forced to complete.' % (
@@ -190,6 +197,7 @@ def drain_view(ctx, drain):
 
 def drain(ctx, req, host):
     """POST /v1/hosts/{host}/drain: move every server off the host."""
+    ctx.authorize(policies.HOSTS_DRAIN)
     args = _optional_body(ctx, req, DRAIN)
     if not common.HOST_RE.match(host):
         raise faults.not_found('Host %s could not be found.' % host[:80])
@@ -200,4 +208,5 @@ def drain(ctx, req, host):
 def show_drain(ctx, req, drain_id):
     if not common.is_uuid(drain_id):
         raise faults.not_found('Drain %s could not be found.' % drain_id[:80])
+    ctx.authorize(policies.DRAINS_SHOW)
     return 200, {'drain': drain_view(ctx, ctx.conductor.get_drain(drain_id))}

@@ -97,10 +97,10 @@ class FakeCloud(object):
     def create_guest(self, host, name, memory_mb=1024, vcpus=1, storage='local',
                      disks=None, volumes=None, dirty_rate_mibps=0.0,
                      sla_class='pet', uuid=None, data='', numa_topology=None,
-                     pci_requests=None):
+                     pci_requests=None, project_id=None, user_id=None):
         """Boot a guest on a host, with its disks or volumes holding ``data``;
         its flavor may ask for NUMA cells ([{vcpus, memory_mb}]) and PCI devices
-        ([{count, trait}])."""
+        ([{count, trait}]); its owner is a project and user id."""
         if storage not in ('local', 'volume'):
             raise exception.InvalidArgument(name='storage', value=storage,
                                             reason='expected local or volume')
@@ -120,6 +120,8 @@ class FakeCloud(object):
             guest['numa_topology'] = numa_topology
         if pci_requests:
             guest['pci_requests'] = pci_requests
+        if project_id is not None or user_id is not None:
+            guest.update(project_id=project_id or '', user_id=user_id or '')
         with self.editing(host) as state:
             instance_dir = os.path.join(state['info']['instances_path'], uuid)
             os.makedirs(instance_dir, exist_ok=True)

@@ -57,6 +57,9 @@ class Instance(Base):
                              server_default='[]')
     # The one migration allowed to move this guest; set and cleared atomically.
     migration_id = sa.Column(sa.String(36))
+    # Its owner as its host reports it (Keystone ids; None: not known).
+    project_id = sa.Column(sa.String(64), index=True)
+    user_id = sa.Column(sa.String(64))
 
 
 class Allocation(Base):

@@ -91,6 +91,11 @@ PCI_ADDRESS = _text(r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z',
 TRAIT = _text(r'^[A-Z][A-Z0-9_]{0,254}\Z', 'expected an upper-case trait name')
 DISK_TARGET = _text(r'^[a-z][a-z0-9]{0,31}\Z', 'expected a device name such as vda')
 
+# Who owns a guest (Keystone's project and user ids); empty when unknown.
+OWNER = _text(r'^[A-Za-z0-9._@-]{0,64}\Z',
+              'expected an id of letters, digits, dots, dashes, underscores and '
+              '@, at most 64')
+
 RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
 HOST_SIZES = {'vcpus': _int(0, 65536), 'memory_mb': _int(0, INT32),
               'disk_gb': _int(0, INT32)}
@@ -116,6 +121,8 @@ GUEST_PROPERTIES = {
     'dirty_rate_mibps': _number(0, 1e7),
     'numa_topology': _nullable(_array(GUEST_CELL, max_items=8)),
     'pci_requests': _array(PCI_REQUEST, max_items=64),
+    # Optional: agents older than the owners' report leave them out.
+    'project_id': _nullable(OWNER), 'user_id': _nullable(OWNER),
 }
 GUEST_REQUIRED = ('uuid', 'name', 'vcpus', 'memory_mb', 'disk_gb', 'storage',
                   'disks', 'volumes', 'sla_class', 'power_state')

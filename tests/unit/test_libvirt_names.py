@@ -56,3 +56,24 @@ def test_a_guests_numa_cells_are_read_from_its_domain_xml():
     odd = ET.fromstring("<domain><cpu><numa><cell id='0' cpus='0' memory='1' "
                         "unit='parsecs'/></numa></cpu></domain>")
     assert driver.guest_numa_topology(odd) == []
+
+
+def test_metadata_carries_a_guests_owner_when_known():
+    uuid = '0b5e6a5a-6b0a-4c51-8d2c-3f1b2a9e0c11'
+    ns = {'f': driver.NS}
+    root = ET.fromstring(driver.metadata_xml(uuid, 'n', project_id='p1',
+                                             user_id='u1'))
+    assert (root.findtext('f:project_id', namespaces=ns),
+            root.findtext('f:user_id', namespaces=ns)) == ('p1', 'u1')
+    root = ET.fromstring(driver.metadata_xml(uuid, 'n'))
+    assert root.find('f:project_id', ns) is None
+    with pytest.raises(exception.InvalidArgument):
+        driver.metadata_xml(uuid, 'n', project_id='<p>')
+
+
+@pytest.mark.parametrize('text, read', [(None, ''), ('  p1 ', 'p1'),
+                                        ('a b', ''), ('x' * 65, ''),
+                                        ('u@example.org', 'u@example.org')])
+def test_an_owner_in_domain_metadata_is_read_only_when_a_report_can_carry_it(
+        text, read):
+    assert driver._owner(text) == read

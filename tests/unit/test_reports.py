@@ -63,3 +63,33 @@ def test_a_guest_seen_again_is_kept(cloud, guest):
         assert cloud.db.instances.get(g['uuid'])['host'] == 'compute2'
     finally:
         conf.clear_override('vanished_guest_grace', group='conductor')
+
+
+def test_a_guests_owner_is_recorded_and_moves_with_it(cloud, guest):
+    owned = guest('compute1', 'local', project_id='p-1', user_id='u@example')
+    unowned = guest('compute1', 'local')
+    record = cloud.db.instances.get(owned['uuid'])
+    assert (record['project_id'], record['user_id']) == ('p-1', 'u@example')
+    record = cloud.db.instances.get(unowned['uuid'])
+    assert (record['project_id'], record['user_id']) == (None, None)
+    mig = cloud.api.live_migrate(owned['uuid'], host='compute2')
+    assert cloud.wait(mig['id'])['status'] == states.COMPLETED
+    cloud.refresh()
+    record = cloud.db.instances.get(owned['uuid'])
+    assert (record['host'], record['project_id'], record['user_id']) == (
+        'compute2', 'p-1', 'u@example')
+
+
+@pytest.mark.parametrize('field, value', [('project_id', 'p 1'),
+                                          ('user_id', 'x' * 65),
+                                          ('project_id', 42)])
+def test_a_report_with_a_bad_owner_is_refused_naming_it(cloud, guest, field, value):
+    g = guest('compute1', 'local', project_id='p1', user_id='u1')
+    agent = cloud.agents['compute1'].manager
+    guests = [dict(x, **{field: value}) if x['uuid'] == g['uuid'] else x
+              for x in agent.driver.list_guests()]
+    with pytest.raises(exception.InvalidArgument) as raised:
+        cloud.conductor.manager.report_host({}, 'compute1', agent.host_info(), guests)
+    assert field in str(raised.value)
+    record = cloud.db.instances.get(g['uuid'])
+    assert (record['project_id'], record['user_id']) == ('p1', 'u1')

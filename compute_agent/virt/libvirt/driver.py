@@ -20,6 +20,7 @@ from compute_agent import pci
 from compute_agent.virt import driver
 from compute_agent.virt.libvirt import volumes as volume_connectors
 from ferryman.common import exception
+from ferryman.common import schemas
 from ferryman.common import vocabulary as vocab
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ _HOST_RE = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$')
 _UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
                       r'[0-9a-f]{12}$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$')
+_OWNER_RE = re.compile(schemas.OWNER['pattern'])
 MIB = 1024 * 1024
 # The first QEMU whose dirty-page sync keeps TCG's TLB coherent (see
 # [libvirt] tcg_memory_copy): older ones lose a TCG guest's writes in a live copy.
@@ -90,12 +92,28 @@ def validate_name(what, value):
     return value
 
 
-def metadata_xml(uuid, name, storage='local', sla_class='pet', volumes=()):
-    """The <instance> element a Ferryman guest carries in its domain metadata."""
+def _owner(text):
+    """An owner id from a domain's metadata; empty when it names none, or
+    one no report could carry (logged: the guest is still reported)."""
+    value = (text or '').strip()
+    if value and not _OWNER_RE.match(value):
+        LOG.warning('Ignoring owner id %r in a domain\'s metadata: %s', value[:80],
+                    schemas.OWNER['description'])
+        return ''
+    return value
+
+
+def metadata_xml(uuid, name, storage='local', sla_class='pet', volumes=(),
+                 project_id=None, user_id=None):
+    """The <instance> element a Ferryman guest carries in its domain metadata
+    (with its owner's <project_id> and <user_id> when known)."""
     root = ET.Element('instance', {'xmlns': NS})
     for tag, value in (('uuid', validate_uuid(uuid)), ('name', name),
                        ('storage', storage), ('sla_class', sla_class)):
         ET.SubElement(root, tag).text = value
+    for tag, value in (('project_id', project_id), ('user_id', user_id)):
+        if value is not None:
+            ET.SubElement(root, tag).text = validate_name(tag, value)
     vols = ET.SubElement(root, 'volumes')
     for vol in volumes:
         ET.SubElement(vols, 'volume', {'id': validate_name('volume', vol)})
@@ -307,6 +325,8 @@ class LibvirtDriver(driver.ComputeDriver):
         return {'uuid': root.findtext('uuid'), 'name': root.findtext('name'),
                 'storage': root.findtext('storage') or 'local',
                 'sla_class': root.findtext('sla_class') or 'pet',
+                'project_id': _owner(root.findtext('project_id')),
+                'user_id': _owner(root.findtext('user_id')),
                 'volumes': [v.get('id') for v in root.findall('volumes/volume')]}
 
     _POWER = {1: 'running', 2: 'blocked', 3: 'paused', 4: 'shutdown', 5: 'shutoff',
