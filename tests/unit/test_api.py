@@ -784,3 +784,15 @@ def test_instance_action_event_view_hides_host_and_traceback_from_others():
         shown = instance_actions._event_view(ctx, event)
         assert ('host' in shown, 'traceback' in shown) == (admin, admin)
         assert shown['hostId'] and shown['details'] == 'it broke'
+
+
+def test_every_migration_status_has_novas():
+    # Found by ferryman-bench api: GET /os-migrations answered 500 while a
+    # volume-backed guest's migration was connecting-volumes.
+    from api.handlers import common
+    from ferryman.common import vocabulary
+    for status in vocabulary.ACTIVE + vocabulary.TERMINAL:
+        assert common.MIGRATION_STATUS[status] in common.IN_PROGRESS + (
+            'completed', 'failed', 'cancelled', 'error'), status
+    assert common.MIGRATION_STATUS['connecting-volumes'] == 'preparing'
+    assert common.MIGRATION_STATUS['copying-disks'] == 'running'
