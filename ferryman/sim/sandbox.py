@@ -72,7 +72,11 @@ class Sandbox(object):
     """``hosts`` simulated hosts; ferryman-api on ``api_port`` (a free one if
     None). Use as a context manager, or start() then stop()."""
 
-    def __init__(self, hosts=3, api_port=None, ready_timeout=120.0):
+    def __init__(self, hosts=3, api_port=None, ready_timeout=120.0, guests=None,
+                 options=None):
+        """``guests``: that many small volume-backed guests spread over the hosts
+        in place of the demo's (a benchmark's); ``options``: {section: {option:
+        value}} added to every service's configuration."""
         validation.whole_number('hosts', hosts, 2)
         if api_port is not None:
             validation.whole_number('api_port', api_port, 1)
@@ -84,6 +88,12 @@ class Sandbox(object):
                     name='api_port', value=api_port,
                     reason='already in use on %s' % HOST)
         self.hosts, self.guests = plan(hosts)
+        if guests is not None:
+            validation.whole_number('guests', guests)
+            names = sorted(self.hosts)
+            self.guests = [('guest-%05d' % i, names[i % len(names)], 512, 'volume')
+                           for i in range(guests)]
+        self.options = options or {}
         self.api_port = api_port
         self.ready_timeout = ready_timeout
         self.base_dir = None
@@ -111,7 +121,7 @@ class Sandbox(object):
         else:
             auth = {'key_file': rpc_auth.write_agent_key(
                 secret, name, os.path.join(os.path.dirname(secret), name + '.key'))}
-        return _write_conf(os.path.join(b, name + '.conf'), {
+        sections = {
             'DEFAULT': {'transport_url': self.rabbit.url, 'host': name,
                         'state_path': b, 'log_file': os.path.join(b, name + '.log')},
             'database': {'connection': 'sqlite:///%s/ferryman.sqlite' % b},
@@ -119,7 +129,10 @@ class Sandbox(object):
             'conductor': {'host_down_after': 20},
             'fake': fake_opts,
             'auth': auth,
-        })
+        }
+        for section, opts in self.options.items():
+            sections.setdefault(section, {}).update(opts)
+        return _write_conf(os.path.join(b, name + '.conf'), sections)
 
     # Processes. --------------------------------------------------------------------
     def _spawn(self, name, module, conf):
@@ -195,12 +208,15 @@ class Sandbox(object):
         self.config_file = _write_conf(
             os.path.join(self.base_dir, 'ferryman.conf'),
             {'DEFAULT': {'transport_url': self.rabbit.url}})
+        api_sections = {
+            'DEFAULT': {'transport_url': self.rabbit.url,
+                        'log_file': os.path.join(self.base_dir, 'api.log')},
+            'api': {'listen': HOST, 'port': self.api_port, 'auth_strategy': 'none'}}
+        for section, opts in self.options.items():
+            if section in ('DEFAULT', 'api'):
+                api_sections[section].update(opts)
         self._spawn('api', 'ferryman.cmd.api', _write_conf(
-            os.path.join(self.base_dir, 'api.conf'), {
-                'DEFAULT': {'transport_url': self.rabbit.url,
-                            'log_file': os.path.join(self.base_dir, 'api.log')},
-                'api': {'listen': HOST, 'port': self.api_port,
-                        'auth_strategy': 'none'}}))
+            os.path.join(self.base_dir, 'api.conf'), api_sections))
         client_conf = ferryman_conf.make_conf(config_files=[self.config_file])
         client = rpcapi.ConductorAPI(client_conf, timeout=3)
         try:
@@ -209,7 +225,7 @@ class Sandbox(object):
             # A host's simulated hypervisor exists once its agent has started.
             for name, host, memory, storage in self.guests:
                 uuids.add(cloud.create_guest(
-                    host, name, memory_mb=memory, vcpus=2, storage=storage,
+                    host, name, memory_mb=memory, vcpus=1, storage=storage,
                     dirty_rate_mibps=20.0, data='written by %s' % name)['uuid'])
             self._wait_for(lambda: self._conductor_knows(client, uuids),
                            'every guest known')
