@@ -55,9 +55,32 @@ class ConductorManager(object):
     # Migrations. -------------------------------------------------------------------
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def live_migrate(self, ctxt, instance, host=None, block_migration='auto',
-                     force=False, importance='medium'):
-        return self.admission.admit(instance, host, block_migration, force,
-                                    importance)
+                     force=False, importance='medium', request_id=None):
+        """With ``request_id`` (a caller that answered before asking, as Nova's
+        API does from 2.34), a refusal of a known guest is also recorded under
+        it (list_refused_requests), since no migration will show it."""
+        try:
+            return self.admission.admit(instance, host, block_migration, force,
+                                        importance)
+        except exception.FerrymanError as exc:
+            if request_id is not None:
+                self._record_refusal(request_id, instance, host, exc)
+            raise
+
+    def _record_refusal(self, request_id, instance, host, exc):
+        try:
+            uuid = self.db.instances.get(instance)['uuid']
+        except exception.InstanceNotFound:
+            return  # nothing to show it on
+        self.db.refusals.add(request_id, uuid, 'live-migration', host, exc.message)
+        LOG.info('%s: live migration of %s refused: %s', request_id, uuid,
+                 exc.message)
+
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
+    def list_refused_requests(self, ctxt, instance):
+        """A guest's move requests refused before any migration was recorded
+        (each with its request id, the host asked for and why), newest first."""
+        return self.db.refusals.list(self.db.instances.get(instance)['uuid'])
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def abort_migration(self, ctxt, migration):

@@ -12,13 +12,14 @@ next minor version here, in VERSION, and in its call):
     1.3 - drain_host, get_drain, list_drains.
     1.4 - describe_instances (for ferryman-api).
     1.5 - force_down.
+    1.6 - live_migrate(request_id), list_refused_requests.
 """
 
 from ferryman.common import rpc
 from ferryman.common import rpc_auth
 
 BASE_VERSION = '1.0'
-VERSION = '1.5'
+VERSION = '1.6'
 
 
 class ConductorAPI(object):
@@ -43,15 +44,24 @@ class ConductorAPI(object):
         return self.client.prepare(version=version).call(ctxt, method, **kwargs)
 
     def live_migrate(self, instance, host=None, block_migration='auto', force=False,
-                     importance='medium'):
+                     importance='medium', request_id=None):
         """Start a live migration; returns the new migration at once.
 
         ``importance`` (low, medium, high) and the guest's SLA class decide how the
         copy is steered to finish; no hypervisor setting is asked for here.
+        ``request_id``: the caller's, under which a refusal is recorded (see
+        list_refused_requests).
         """
-        return self._call('live_migrate', '1.1', instance=instance, host=host,
-                          block_migration=block_migration, force=force,
-                          importance=importance)
+        kwargs = {'instance': instance, 'host': host,
+                  'block_migration': block_migration, 'force': force,
+                  'importance': importance}
+        if request_id is None:
+            return self._call('live_migrate', '1.1', **kwargs)
+        return self._call('live_migrate', '1.6', request_id=request_id, **kwargs)
+
+    def list_refused_requests(self, instance):
+        """A guest's move requests refused before any migration was recorded."""
+        return self._call('list_refused_requests', '1.6', instance=instance)
 
     def force_complete_migration(self, migration):
         """Finish a running migration now (post-copy, or a pause)."""

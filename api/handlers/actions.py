@@ -3,7 +3,9 @@ that they are not offered yet.
 
 Below 2.34 the conductor's checks answer the request (no valid host: 400);
 from 2.34 the request is accepted once the guest can be moved at all, and the
-conductor's answer comes later (refusals are logged under the request id).
+conductor's answer comes later: a refusal is recorded by the conductor under
+the request id, and os-instance-actions shows it as an action with an Error
+event.
 """
 
 from oslo_log import log as logging
@@ -75,6 +77,7 @@ def act(ctx, req, server_id):
     call = (ctx.conductor.live_migrate, inst['uuid'])
     kwargs = {'host': host, 'block_migration': block, 'force': force}
     if ctx.at_least('2.34'):
+        kwargs['request_id'] = ctx.request_id
         ctx.background(_started_later, ctx.request_id, call, kwargs)
         return 202, None
     try:

@@ -17,7 +17,10 @@ NAMESPACE = uuid.UUID('6c2d53f2-8e61-4b0c-9a55-6d3f6f1e8a7b')
 ZONE = 'nova'
 
 # Ferryman's migration states as Nova's clients know them.
+# A subtype's own states: volumes connected on the destination are Nova's
+# pre-live-migration (preparing); local disks copying is the job running.
 MIGRATION_STATUS = {'accepted': 'queued', 'preparing': 'preparing',
+                    'connecting-volumes': 'preparing', 'copying-disks': 'running',
                     'running': 'running', 'post-copy': 'running',
                     'finishing': 'post-migrating', 'completed': 'completed',
                     'failed': 'failed', 'cancelled': 'cancelled', 'error': 'error'}

@@ -3,6 +3,9 @@ of its flow (from the conductor's task history) an event.
 
 An action's request id is ``req-<migration uuid>``; a path takes that, the bare
 uuid or the migration's number (common.number), as the migrations paths do.
+A request the conductor refused after the API had accepted it (2.34 and later)
+is an action of its own under the API's request id, with one event, the
+conductor's check, whose result is Error.
 """
 
 from api import faults
@@ -17,6 +20,8 @@ _STARTS = {'RUNNING': 'execute', 'REVERTING': 'revert'}
 _ENDS = ('SUCCESS', 'FAILURE', 'REVERTED', 'REVERT_FAILURE')
 # A migration in these states went wrong (Nova's action message then: Error).
 _WENT_WRONG = ('failed', 'error')
+# The event of a refused request: the conductor's checks before any migration.
+REFUSED_EVENT = 'check-request'
 
 
 def request_id_of(mig):
@@ -31,6 +36,38 @@ def _view(ctx, inst, mig):
     if ctx.at_least('2.58'):
         out['updated_at'] = mig['updated_at']
     return out
+
+
+def _refused_view(ctx, inst, refused):
+    out = {'action': refused['action'], 'instance_uuid': inst['uuid'],
+           'request_id': refused['request_id'], 'user_id': '', 'project_id': '',
+           'start_time': refused['created_at'], 'message': 'Error'}
+    if ctx.at_least('2.58'):
+        out['updated_at'] = refused['created_at']
+    return out
+
+
+def _refused_event(refused):
+    event = _event(REFUSED_EVENT, 'execute', refused['created_at'], 'conductor')
+    event.update(finish_time=refused['created_at'], result='Error',
+                 error=refused['error'], traceback=refused['error'])
+    return event
+
+
+def _actions(ctx, inst):
+    """Every action of a guest, newest first: {request_id, updated_at (what
+    paging filters on), view}."""
+    out = []
+    for mig in ctx.conductor.list_migrations(instance=inst['uuid']):
+        out.append({'sort': (mig['created_at'], mig['id']),
+                    'request_id': request_id_of(mig),
+                    'updated_at': mig['updated_at'], 'view': _view(ctx, inst, mig)})
+    for refused in ctx.conductor.list_refused_requests(inst['uuid']):
+        out.append({'sort': (refused['created_at'], refused['request_id']),
+                    'request_id': refused['request_id'],
+                    'updated_at': refused['created_at'],
+                    'view': _refused_view(ctx, inst, refused)})
+    return sorted(out, key=lambda a: a['sort'], reverse=True)
 
 
 def _result(event, state):
@@ -124,7 +161,10 @@ def _find(ctx, server_id, request_id):
         REQUEST_PREFIX) else request_id
     for mig in migs:
         if ref in (mig['id'], str(common.number(mig['id']))):
-            return inst, mig
+            return inst, mig, None
+    for refused in ctx.conductor.list_refused_requests(inst['uuid']):
+        if request_id == refused['request_id']:
+            return inst, None, refused
     raise faults.not_found('Action for request_id %s on instance %s not found' % (
         request_id[:80], inst['uuid']))
 
@@ -133,24 +173,27 @@ def index(ctx, req, server_id):
     """Newest first; from 2.58 with limit, marker and changes-since (2.66
     changes-before) as os-migrations takes them."""
     inst = servers.get(ctx, server_id, policies.INSTANCE_ACTIONS % 'list')
-    migs = ctx.conductor.list_migrations(instance=inst['uuid'])
-    migs.sort(key=lambda m: (m['created_at'], m['id']), reverse=True)
+    actions = _actions(ctx, inst)
     links = None
     if ctx.at_least('2.58'):
-        migs, links = common.page(
-            ctx, req, migs, request_id_of,
+        actions, links = common.page(
+            ctx, req, actions, lambda a: a['request_id'],
             '/servers/%s/os-instance-actions' % inst['uuid'])
-    out = {'instanceActions': [_view(ctx, inst, m) for m in migs]}
+    out = {'instanceActions': [a['view'] for a in actions]}
     if links:
         out['links'] = links
     return 200, out
 
 
 def show(ctx, req, server_id, request_id):
-    inst, mig = _find(ctx, server_id, request_id)
+    inst, mig, refused = _find(ctx, server_id, request_id)
+    privileged = ctx.can(policies.INSTANCE_ACTION_EVENTS, servers.owner(inst))
+    if refused is not None:
+        action = _refused_view(ctx, inst, refused)
+        action['events'] = [_event_view(ctx, _refused_event(refused), privileged)]
+        return 200, {'instanceAction': action}
     action = _view(ctx, inst, mig)
     history = ctx.conductor.get_task_history(mig['id'])
-    privileged = ctx.can(policies.INSTANCE_ACTION_EVENTS, servers.owner(inst))
     action['events'] = [_event_view(ctx, e, privileged)
                         for e in events(history, mig['created_at'])]
     return 200, {'instanceAction': action}

@@ -2,9 +2,9 @@
 
 Each store is handed the engine and sessions it needs (``db.hosts``,
 ``db.instances``, ``db.reports``, ``db.migrations``, ``db.allocations``,
-``db.drains``, ``db.history``). Every reader returns plain dicts (JSON types), never
-ORM objects, so results can go straight into RPC replies and TaskFlow storage. Each
-change is one transaction.
+``db.drains``, ``db.history``, ``db.refusals``). Every reader returns plain dicts
+(JSON types), never ORM objects, so results can go straight into RPC replies and
+TaskFlow storage. Each change is one transaction.
 """
 
 from sqlalchemy import orm
@@ -16,6 +16,7 @@ from conductor.db import history
 from conductor.db import hosts
 from conductor.db import instances
 from conductor.db import migrations
+from conductor.db import refusals
 from conductor.db import reports
 
 
@@ -33,6 +34,7 @@ class Database(object):
         self.allocations = allocations.Allocations(self.session)
         self.drains = drains.Drains(self.engine, self.session)
         self.history = history.TaskHistory(self.engine, self.session)
+        self.refusals = refusals.Refusals(self.session)
 
     def upgrade(self):
         engine.upgrade(self.engine)

@@ -165,3 +165,19 @@ class TaskEvent(Base):
     ended_at = sa.Column(sa.DateTime)
     error = sa.Column(sa.Text)
     details = sa.Column(sa.JSON)
+
+
+class RefusedRequest(Base):
+    """A move request the conductor refused before any migration was recorded:
+    kept so a client that was answered 202 (Nova's API from 2.34) can still see
+    that, and why, it was refused (os-instance-actions, result Error)."""
+    __tablename__ = 'ferryman_refused_requests'
+
+    id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
+    request_id = sa.Column(sa.String(64), nullable=False, index=True)
+    instance_uuid = sa.Column(sa.String(36), nullable=False, index=True)
+    action = sa.Column(sa.String(32), nullable=False)
+    # The destination asked for, if any.
+    host = sa.Column(sa.String(255))
+    error = sa.Column(sa.Text, nullable=False)
+    created_at = sa.Column(sa.DateTime, nullable=False)

@@ -6,11 +6,13 @@ simulated cloud and test servers, which an operator's tool has no business loadi
 import argparse
 import sys
 
+from ferryman.bench import api as bench_api
 from ferryman.bench import drain as bench_drain
 from ferryman.bench import persistence as bench_persistence
 from ferryman.bench import policy as bench_policy
 from ferryman.cmd import cli
 from ferryman.common import conf as ferryman_conf
+from ferryman.common import exception
 
 
 def cmd_policy(args):
@@ -29,6 +31,13 @@ def cmd_drain(args):
                              max_cluster=args.max_cluster, workers=args.workers,
                              as_json=args.json, rabbitmq=args.rabbitmq,
                              agent_processes=args.agent_processes)
+    return 0 if report['ok'] else 1
+
+
+def cmd_api(args):
+    report = bench_api.run(servers=args.servers, hosts=args.hosts,
+                           samples=args.samples, clients=args.clients,
+                           as_json=args.json)
     return 0 if report['ok'] else 1
 
 
@@ -73,12 +82,27 @@ def build_parser():
     p.add_argument('--agent-processes', type=int, metavar='N',
                    help='processes the simulated agents run in (RabbitMQ only; '
                    'default 2 with --rabbitmq; 0: in the conductor\'s process)')
+    p = add('api', cmd_api, 'ferryman-api vs bare RPC: p50/p99 of GET '
+            '/servers/detail, GET /os-migrations and os-migrateLive, the API\'s '
+            'own cost per call, and many clients at once')
+    p.add_argument('--servers', type=cli.positive, default=1000)
+    p.add_argument('--hosts', type=cli.positive, default=4)
+    p.add_argument('--samples', type=cli.positive, default=100,
+                   help='calls timed per figure (each os-migrateLive sample moves '
+                   'two guests)')
+    p.add_argument('--clients', type=cli.positive, default=200,
+                   help='clients at once')
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except exception.FerrymanError as exc:
+        # A bad size: one line naming it, not a traceback.
+        print('ferryman-bench: %s' % exc.message, file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

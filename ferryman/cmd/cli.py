@@ -82,6 +82,11 @@ def cmd_demo(args):
     return demo.run(as_json=args.json)
 
 
+def cmd_sandbox(args):
+    from ferryman.sim import sandbox
+    return sandbox.run(hosts=args.hosts, api_port=args.api_port)
+
+
 def cmd_auth_new_secret(args):
     from ferryman.common import rpc_auth
     if os.path.exists(args.output) and not args.force:
@@ -448,17 +453,26 @@ def cmd_flow_render(args):
 
 
 # Parser. ---------------------------------------------------------------------------------
-def build_parser():
+def _common_options(defaults):
+    # Taken before or after the command; a command's parser has no defaults of
+    # its own, or they would overwrite what came before the command.
     common = argparse.ArgumentParser(add_help=False)
+    if not defaults:
+        common.argument_default = argparse.SUPPRESS
     common.add_argument('--json', action='store_true',
                         help='print machine-readable JSON')
     common.add_argument('--config-file', action='append', metavar='FILE',
                         help='configuration file (default: /etc/ferryman/ferryman.conf)')
-    common.add_argument('--timeout', type=float, default=60.0,
+    common.add_argument('--timeout', type=float,
+                        **({'default': 60.0} if defaults else {}),
                         help='seconds to wait for the conductor\'s answer')
+    return common
 
+
+def build_parser():
+    common = _common_options(defaults=False)
     parser = argparse.ArgumentParser(
-        prog='ferryman', parents=[common],
+        prog='ferryman', parents=[_common_options(defaults=True)],
         description='Live-migrate guests between hypervisor hosts.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
 
@@ -469,6 +483,13 @@ def build_parser():
 
     add(sub, 'demo', cmd_demo, 'migrate one guest of each storage kind in a '
         'simulated three-host cloud, in this process')
+    p = add(sub, 'sandbox', cmd_sandbox, 'run a private RabbitMQ, a conductor, '
+            'simulated hosts and ferryman-api on loopback for the openstack '
+            'client, until interrupted; then stop them and remove their files')
+    p.add_argument('--hosts', type=positive, default=3, metavar='N',
+                   help='simulated hosts (at least 2)')
+    p.add_argument('--api-port', type=positive, metavar='PORT',
+                   help='ferryman-api\'s port (default: a free one)')
 
     add(sub, 'audit', cmd_audit, 'check every guest runs on one host, resources '
         'are counted once, no migration is orphaned, nothing is left behind; exit '

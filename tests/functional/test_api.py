@@ -1,6 +1,7 @@
 """ferryman-api as a process, in front of a conductor and agents over RabbitMQ,
-driven by the unmodified python-openstackclient and openstacksdk from PyPI with
-no Keystone (auth_type none, as nova-api.md records)."""
+driven by the unmodified python-openstackclient, openstacksdk and the
+python-novaclient library from PyPI with no Keystone (auth_type none, and
+keystoneauth1's noauth plugin for novaclient, as nova-api.md records)."""
 
 import json
 import os
@@ -10,6 +11,11 @@ import urllib.error
 import urllib.request
 import uuid
 
+from keystoneauth1 import noauth
+from keystoneauth1 import session as ks_session
+from novaclient import api_versions
+from novaclient import client as nova_client
+from novaclient import exceptions as nova_exc
 import openstack
 import pytest
 
@@ -236,3 +242,98 @@ def test_task_api_moves_a_guest(cluster, api_url):
         assert (steps[step]['host'], steps[step]['result']) == (host, 'success')
     status, body = _v1(api_url, 'GET', '/servers/%s/tasks' % guest['uuid'])
     assert status == 200 and [t['id'] for t in body['tasks']] == [task_id]
+
+
+def novaclient_at(api_url, version=None):
+    """A novaclient Client as its library users make one without Keystone: a
+    noauth session, and the version discovered (the newest both sides know)
+    unless ``version`` is given."""
+    sess = ks_session.Session(auth=noauth.NoAuth(endpoint=api_url))
+    if version is None:
+        version = api_versions.discover_version(
+            nova_client.Client('2.1', session=sess),
+            api_versions.APIVersion('2.latest'))
+    return nova_client.Client(version, session=sess)
+
+
+def _wait_active_off(nova, uuids, host, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {u: nova.servers.get(u) for u in uuids}
+        where = {u: (s.status, getattr(s, 'OS-EXT-SRV-ATTR:host'))
+                 for u, s in found.items()}
+        if all(st == 'ACTIVE' and h != host for st, h in where.values()) or \
+                time.monotonic() > deadline:
+            return where
+        time.sleep(0.5)
+
+
+def test_novaclient_host_evacuate_live(cluster, api_url):
+    """novaclient's host-evacuate-live, as its shell does it: the hypervisors
+    matching the host with their servers (2.53+), then one live migration per
+    server, no destination, block_migration auto."""
+    host = 'compute1'
+    tag = uuid.uuid4().hex[:6]
+    seeded = cluster.seed_many(['evac-%s-%d' % (tag, i) for i in range(2)], host)
+    seeded += [cluster.seed('evac-%s-vol' % tag, host, storage='volume')]
+    nova = novaclient_at(api_url)
+    assert nova.api_version == api_versions.APIVersion('2.88')
+
+    hypervisors = nova.hypervisors.search(host, servers=True)
+    assert [h.hypervisor_hostname for h in hypervisors] == [host]
+    on_host = [s['uuid'] for h in hypervisors for s in getattr(h, 'servers', [])]
+    assert {g['uuid'] for g in seeded} <= set(on_host)
+    for server in on_host:
+        nova.servers.live_migrate(server, None, 'auto')
+
+    where = _wait_active_off(nova, on_host, host)
+    assert all(st == 'ACTIVE' and h != host for st, h in where.values()), where
+    for guest in seeded:
+        assert cluster.cloud.find_guest(guest['uuid']) == {
+            where[guest['uuid']][1]: 'running'}
+    (after,) = nova.hypervisors.search(host, servers=True)
+    assert not getattr(after, 'servers', [])
+    migs = nova.migrations.list(host=host, migration_type='live-migration')
+    done = {m.instance_uuid for m in migs if m.status == 'completed'}
+    assert set(on_host) <= done
+
+
+def test_refused_destination_400_at_2_30_error_event_from_2_34(cluster, api_url):
+    name = 'refused-%s' % uuid.uuid4().hex[:6]
+    guest = cluster.seed(name, 'compute2')
+
+    # Below 2.34 the conductor's pre-check is the answer: 400, naming why.
+    with pytest.raises(nova_exc.BadRequest) as err:
+        novaclient_at(api_url, '2.30').servers.live_migrate(
+            guest['uuid'], 'compute2', 'auto')
+    assert err.value.http_status == 400
+    assert "is the instance's current host" in str(err.value)
+
+    # From 2.34 the request is accepted; the refusal shows in the server's
+    # events (what `openstack server event show` prints), and nothing moved.
+    nova = novaclient_at(api_url, '2.34')
+    # (An error would raise; novaclient keeps the response's request id.)
+    (request_id,) = nova.servers.live_migrate(guest['uuid'], 'compute2',
+                                              'auto').request_ids
+    deadline = time.monotonic() + 60
+    while True:
+        rc, actions, err = openstack_cli(api_url, 'server', 'event', 'list', name,
+                                         '-f', 'json')
+        assert rc == 0, err
+        if actions or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(a['Action'], a['Request ID']) for a in actions] == [
+        ('live-migration', request_id)]
+    rc, shown, err = openstack_cli(api_url, 'server', 'event', 'show', name,
+                                   request_id, '-f', 'json')
+    assert rc == 0, err
+    assert shown['message'] == 'Error'
+    (event,) = shown['events']
+    assert (event['event'], event['result'], event['host']) == (
+        'check-request', 'Error', 'conductor')
+    assert "is the instance's current host" in event['details']
+    assert cluster.cloud.find_guest(guest['uuid']) == {'compute2': 'running'}
+    rc, migs, err = openstack_cli(api_url, 'server', 'migration', 'list', '--server',
+                                  name, '-f', 'json')
+    assert (rc, migs) == (0, []), err

@@ -346,12 +346,48 @@ def test_refused_destination_is_400_below_2_34_and_202_from_it(cloud, guest, api
     status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
                            '2.30', live(host='nosuchhost'))
     assert status == 400 and 'nosuchhost' in body['badRequest']['message']
-    status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
-                           '2.34', live(host='nosuchhost'))
+    status, body, headers = call(api.app, 'POST', '/v2.1/servers/%s/action' %
+                                 g['uuid'], '2.34', live(host='nosuchhost'))
     assert (status, body) == (202, None)
-    time.sleep(0.5)
+    request_id = headers['x-openstack-request-id']
+    # From 2.34 the refusal is seen as the request's action, its event an Error.
+    base = '/v2.1/servers/%s/os-instance-actions' % g['uuid']
+    deadline = time.monotonic() + 10
+    while True:
+        status, body, _ = call(api.app, 'GET', base, '2.84')
+        if body['instanceActions'] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [(a['action'], a['request_id'], a['message'])
+            for a in body['instanceActions']] == [
+        ('live-migration', request_id, 'Error')]
+    status, body, _ = call(api.app, 'GET', '%s/%s' % (base, request_id), '2.84')
+    assert status == 200
+    (event,) = body['instanceAction']['events']
+    assert (event['event'], event['result'], event['host']) == (
+        'check-request', 'Error', 'conductor')
+    assert 'nosuchhost' in event['details'] and 'nosuchhost' in event['traceback']
     assert cloud.db.migrations.list(instance=g['uuid']) == []
     assert cloud.db.instances.get(g['uuid'])['host'] == 'compute1'
+    # Below 2.34 the answer was the refusal: nothing more to record.
+    assert [r['request_id'] for r in cloud.api.list_refused_requests(g['uuid'])] \
+        == [request_id]
+
+
+@pytest.mark.parametrize('version', ['2.34', '2.58', '2.62', '2.84', '2.88'])
+def test_refused_request_action_fits_tempest_schemas(
+        cloud, guest, api, compute, version):
+    g = guest('compute1')
+    status, _, headers = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],
+                              version, live(host='compute1'))
+    assert status == 202
+    servers = compute(servers_client.ServersClient, version)
+    deadline = time.monotonic() + 10
+    while not servers.list_instance_actions(g['uuid'])['instanceActions']:
+        assert time.monotonic() < deadline, 'refusal not recorded'
+        time.sleep(0.05)
+    shown = servers.show_instance_action(g['uuid'], headers['x-openstack-request-id'])
+    assert [e['result'] for e in shown['instanceAction']['events']] == ['Error']
 
 
 def test_force_without_host_is_refused(cloud, guest, api):
@@ -758,3 +794,15 @@ def test_an_api_without_an_operator_key_says_so_and_blames_no_client(cloud):
     status, body, _headers = call(service.app, 'GET', '/v2.1/servers/detail')
     assert status == 500, body
     assert 'not signed by an operator' in body['computeFault']['message']
+
+
+def test_every_migration_status_has_novas():
+    # Found by ferryman-bench api: GET /os-migrations answered 500 while a
+    # volume-backed guest's migration was connecting-volumes.
+    from api.handlers import common
+    from ferryman.common import vocabulary
+    for status in vocabulary.ACTIVE + vocabulary.TERMINAL:
+        assert common.MIGRATION_STATUS[status] in common.IN_PROGRESS + (
+            'completed', 'failed', 'cancelled', 'error'), status
+    assert common.MIGRATION_STATUS['connecting-volumes'] == 'preparing'
+    assert common.MIGRATION_STATUS['copying-disks'] == 'running'

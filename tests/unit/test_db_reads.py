@@ -90,3 +90,22 @@ def test_every_state_and_subtype_fits_its_column():
     subtype = models.Migration.__table__.c.subtype.type.length
     assert [s for s in vocab.TERMINAL + vocab.ACTIVE if len(s) > status] == []
     assert [s for s in vocab.SUBTYPES if len(s) > subtype] == []
+
+
+def test_refused_requests_table_is_what_alembic_creates(tmp_path):
+    # The model and its revision (0010) agree: alembic finds nothing to change.
+    from alembic import autogenerate
+    from alembic import migration
+    db = db_api.Database('sqlite:///%s/f.sqlite' % tmp_path)
+    db.upgrade()
+    try:
+        with db.engine.connect() as conn:
+            diff = autogenerate.compare_metadata(
+                migration.MigrationContext.configure(conn), models.Base.metadata)
+        assert [d for d in diff if 'ferryman_refused_requests' in repr(d)] == []
+        db.refusals.add('req-1', 'u1', 'live-migration', None, 'no room')
+        assert [(r['request_id'], r['host'], r['error'])
+                for r in db.refusals.list('u1')] == [('req-1', None, 'no room')]
+        assert db.refusals.list('u2') == []
+    finally:
+        db.engine.dispose()

@@ -272,6 +272,26 @@ def test_not_enough_capacity_is_refused(cloud, guest):
         cloud.api.live_migrate(g['name'])
 
 
+def test_refusal_under_a_request_id_is_recorded_and_only_then(cloud, guest):
+    # Nova's API answers 202 before asking from 2.34: the refusal must be seen later.
+    g = guest('compute1', 'local', memory_mb=500000)
+    with pytest.raises(exception.InsufficientCapacity):
+        cloud.api.live_migrate(g['name'], host='compute2')
+    assert cloud.api.list_refused_requests(g['name']) == []
+    with pytest.raises(exception.InsufficientCapacity) as err:
+        cloud.api.live_migrate(g['name'], host='compute2', request_id='req-r1')
+    (refused,) = cloud.api.list_refused_requests(g['uuid'])
+    assert (refused['request_id'], refused['instance_uuid'], refused['action'],
+            refused['host'], refused['error']) == (
+        'req-r1', g['uuid'], 'live-migration', 'compute2', err.value.message)
+    assert cloud.api.list_migrations(instance=g['uuid']) == []
+    # A guest nobody knows has nothing to show it on: refused, nothing recorded.
+    with pytest.raises(exception.InstanceNotFound):
+        cloud.api.live_migrate('no-such-guest', request_id='req-r2')
+    with pytest.raises(exception.InvalidArgument):
+        cloud.api.live_migrate(g['name'], request_id='bad id!')
+
+
 def test_guest_not_running_is_refused(cloud, guest):
     g = guest('compute1', 'local')
     with cloud.cloud.editing('compute1') as state:

@@ -35,3 +35,18 @@ def test_cli_option_refuses_what_is_not_written_as_a_whole_number(text):
 
 def test_cli_option_takes_a_whole_number():
     assert cli.positive(' 3 ') == 3
+
+
+@pytest.mark.parametrize('argv', [
+    ['--config-file', 'a.conf', '--json', '--timeout', '5', 'host', 'list'],
+    ['host', 'list', '--config-file', 'a.conf', '--json', '--timeout', '5'],
+])
+def test_cli_common_options_before_or_after_the_command(argv):
+    # What `ferryman sandbox` prints: `ferryman --config-file FILE migration list`.
+    args = cli.build_parser().parse_args(argv)
+    assert (args.config_file, args.json, args.timeout) == (['a.conf'], True, 5.0)
+
+
+def test_cli_common_options_default():
+    args = cli.build_parser().parse_args(['host', 'list'])
+    assert (args.config_file, args.json, args.timeout) == (None, False, 60.0)
