@@ -122,6 +122,7 @@ class Reports(object):
                     setattr(inst, key, guest[key])
                 inst.numa_topology = guest.get('numa_topology') or None
                 inst.pci_requests = guest.get('pci_requests') or []
+                inst.image = guest.get('image') or None
                 if new and (inst.numa_topology or inst.pci_requests):
                     s.flush()
                     _place_found_guest(s, name, inst)
