@@ -571,7 +571,7 @@ def build_parser():
              'a migration\'s flow coloured by the state each step reached')):
         p = add(flow, name, func, help_text)
         if what == 'subtype':
-            p.add_argument('subtype', choices=states.SUBTYPES)
+            p.add_argument('subtype', choices=states.KINDS)
         else:
             p.add_argument('migration')
         p.add_argument('--format', default='text',

@@ -8,6 +8,7 @@ rebuilt from its image.
 """
 
 import datetime
+import json
 import time
 import uuid as uuidlib
 
@@ -20,6 +21,7 @@ from compute_agent.virt import fake
 from conductor import crash
 from conductor.db import models
 from conductor.db import rows
+from ferryman.cmd import cli
 from ferryman.common import exception
 from ferryman.common import vocabulary as vocab
 from ferryman.sim import cloud as sim
@@ -515,3 +517,28 @@ def test_fake_cloud_crash_keeps_domains_defined(tmp_path):
     g = cloud.create_guest('h1', 'x', storage='volume')
     cloud.crash_host('h1')
     assert cloud.find_guest(g['uuid']) == {'h1': 'shutoff'}
+
+
+# The command line. -------------------------------------------------------------------
+@pytest.fixture
+def ecli(tmp_path, ecloud):
+    path = tmp_path / 'ferryman.conf'
+    path.write_text('[DEFAULT]\ntransport_url = %s\n[oslo_messaging_rabbit]\n'
+                    'heartbeat_timeout_threshold = 0\n' %
+                    ecloud.overrides['transport_url'])
+    return lambda *args: cli.main(list(args) + ['--config-file', str(path)])
+
+
+def test_cli_evacuates_and_waits(ecloud, make, dead, ecli, capsys):
+    g = make('compute1', storage='volume')
+    assert ecli('evacuate', g['name']) != 0  # its host is up
+    err = capsys.readouterr().err
+    assert 'compute1' in err and 'is up' in err
+    dead('compute1')
+    assert ecli('evacuate', g['name'], '--host', 'compute3', '--wait',
+                '--json') == 0
+    mig = json.loads(capsys.readouterr().out)
+    assert (mig['subtype'], mig['status'], mig['destination']) == (
+        vocab.EVACUATION, states.COMPLETED, 'compute3')
+    assert ecli('migration', 'tasks', mig['id']) == 0
+    assert c.START_GUEST in capsys.readouterr().out
