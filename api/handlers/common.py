@@ -19,6 +19,8 @@ ZONE = 'nova'
 # Ferryman's migration states as Nova's clients know them.
 MIGRATION_STATUS = {'accepted': 'queued', 'preparing': 'preparing',
                     'running': 'running', 'post-copy': 'running',
+                    # An evacuation defining and starting the guest.
+                    'rebuilding': 'running',
                     'finishing': 'post-migrating', 'completed': 'completed',
                     'failed': 'failed', 'cancelled': 'cancelled', 'error': 'error'}
 IN_PROGRESS = ('queued', 'preparing', 'running', 'post-migrating')

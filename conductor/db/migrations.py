@@ -144,14 +144,16 @@ class Migrations(object):
     # Evacuation and fencing. ---------------------------------------------------
     def to_fence(self, host):
         """Evacuations away from ``host`` whose guest it has not destroyed yet:
-        every one that may start (or has started) the guest elsewhere, so all
-        but those rolled back or cancelled."""
+        every one that may start the guest elsewhere (in flight) or has (past
+        its start, completed or in error); not those rolled back."""
         with self.session() as s:
             q = sa.select(models.Migration).where(
                 models.Migration.subtype == states.EVACUATION,
                 models.Migration.source == host,
                 models.Migration.fenced_at.is_(None),
-                models.Migration.status.notin_((states.FAILED, states.CANCELLED)))
+                sa.or_(models.Migration.status.in_(
+                    states.ACTIVE + (states.COMPLETED,)),
+                    models.Migration.switchover_at.isnot(None)))
             return [rows.to_dict(m) for m in s.scalars(
                 q.order_by(models.Migration.created_at))]
 

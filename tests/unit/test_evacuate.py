@@ -15,13 +15,16 @@ import uuid as uuidlib
 import pytest
 from oslo_utils import importutils
 from taskflow import task as tf_task
+import webob
 
 import flows
+from api import service as api_service
 from compute_agent.virt import fake
 from conductor import crash
 from conductor.db import models
 from conductor.db import rows
 from ferryman.cmd import cli
+from ferryman.common import conf as ferryman_conf
 from ferryman.common import exception
 from ferryman.common import vocabulary as vocab
 from ferryman.sim import cloud as sim
@@ -331,6 +334,8 @@ def test_a_failure_at_any_step_rolls_back_to_failed(ecloud, make, dead, storage,
     assert after['claims'] == before['claims']
     assert after['nested'] == before['nested']
     assert after['record'] == (source, None)
+    # Rolled back: nothing for the dead host to fence when it returns.
+    assert mig['id'] not in [m['id'] for m in ecloud.db.migrations.to_fence(source)]
     # Each undo in the history, the claim's included.
     reverted = {a for a, s in _events(ecloud, mig) if s == 'REVERTED'}
     assert c.CLAIM_RESOURCES in reverted
@@ -542,3 +547,32 @@ def test_cli_evacuates_and_waits(ecloud, make, dead, ecli, capsys):
         vocab.EVACUATION, states.COMPLETED, 'compute3')
     assert ecli('migration', 'tasks', mig['id']) == 0
     assert c.START_GUEST in capsys.readouterr().out
+
+
+# ferryman-api lists evacuations as Nova does. ----------------------------------------
+def test_os_migrations_lists_an_evacuation_as_one(ecloud, make, dead):
+    conf = ferryman_conf.make_conf(config_files=[], overrides={
+        'transport_url': ecloud.overrides['transport_url'],
+        'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0,
+        'api.port': 0, 'api.auth_strategy': 'noauth'})
+    service = api_service.APIService(conf).start()
+    try:
+        g = make('compute1', storage='volume')
+        dead('compute1')
+        mig = ecloud.wait(ecloud.api.evacuate(g['name'], host='compute3')['id'])
+
+        def get(path):
+            req = webob.Request.blank(path)
+            req.headers['X-Auth-Token'] = 'admin:admin'
+            req.headers['OpenStack-API-Version'] = 'compute 2.59'
+            resp = req.get_response(service.app)
+            assert resp.status_int == 200, resp.body
+            return resp.json
+        base = '/v2.1/os-migrations?instance_uuid=%s' % g['uuid']
+        (listed,) = get(base)['migrations']
+        assert (listed['uuid'], listed['migration_type'], listed['status']) == (
+            mig['id'], 'evacuation', 'completed')
+        assert get(base + '&migration_type=evacuation')['migrations'] == [listed]
+        assert get(base + '&migration_type=live-migration')['migrations'] == []
+    finally:
+        service.stop()
