@@ -73,6 +73,7 @@ class ComputeManager(object):
         self.driver.init_host()
 
     def start_reporting(self):
+        # Fenced first, inside the loop: no report before it has succeeded.
         self._reporter = threading.Thread(target=self._report_loop,
                                           name='report-%s' % self.host, daemon=True)
         self._reporter.start()
@@ -90,12 +91,35 @@ class ComputeManager(object):
             self.driver.list_guests(), self.host))
 
     def _report_loop(self):
+        fenced = False
         while not self._stop.is_set():
             try:
+                if not fenced:
+                    self.fence()
+                    fenced = True
                 self.report()
             except Exception:  # the conductor may be down; keep trying
-                LOG.exception('Reporting host %s failed', self.host)
-            self._stop.wait(self.conf.compute.report_interval)
+                LOG.exception('%s host %s failed', 'Reporting' if fenced else
+                              'Fencing', self.host)
+            interval = self.conf.compute.report_interval
+            self._stop.wait(interval if fenced else min(interval, 1.0))
+
+    def fence(self):
+        """Before this host reports (it may come back from the dead): destroy
+        and undefine every guest evacuated away from it, so none runs on two
+        hosts, then tell the conductor, which releases what they held here.
+        Shared files and volume data stay; local disks go (rebuilt elsewhere).
+        Raises if the conductor cannot say which: no report until it can."""
+        evacuated = self.conductor.evacuated_guests(self.host)
+        if not evacuated:
+            return []
+        for guest in evacuated:
+            LOG.warning('Host %s: guest %s was evacuated (migration %s, %s): '
+                        'destroying it here', self.host, guest['uuid'],
+                        guest['migration'], guest['storage'])
+            self.driver.fence_guest(guest)
+        return self.conductor.guests_fenced(
+            self.host, [g['migration'] for g in evacuated])
 
     # RPC endpoint methods. -------------------------------------------------------
     @endpoint
@@ -199,6 +223,31 @@ class ComputeManager(object):
     @endpoint
     def post_migration_source(self, ctxt, guest, subtype):
         return self.driver.post_migration_source(_guest(guest), _subtype(subtype))
+
+    # Evacuation, on the destination. ------------------------------------------------
+    @endpoint
+    def check_rebuild(self, ctxt, guest, source_info):
+        return self.driver.check_rebuild(_guest(guest), source_info)
+
+    @endpoint
+    def rebuild_disks(self, ctxt, guest):
+        return self.driver.rebuild_disks(_guest(guest))
+
+    @endpoint
+    def define_guest(self, ctxt, guest):
+        return self.driver.define_guest(_guest(guest))
+
+    @endpoint
+    def undefine_guest(self, ctxt, uuid):
+        return self.driver.undefine_guest(uuid)
+
+    @endpoint
+    def start_guest(self, ctxt, guest):
+        return self.driver.start_guest(_guest(guest))
+
+    @endpoint
+    def stop_guest(self, ctxt, uuid):
+        return self.driver.stop_guest(uuid)
 
     @endpoint
     def post_migration_destination(self, ctxt, guest, subtype):

@@ -9,13 +9,15 @@ next minor version here, in VERSION, and in its call):
     1.0 - Initial version.
     1.1 - get_migration_job(wait_s): answers as soon as the job ends, or after
           wait_s, so the conductor sees a switch-over at once without polling fast.
+    1.2 - Evacuation: check_rebuild, rebuild_disks, define_guest, undefine_guest,
+          start_guest, stop_guest.
 """
 
 from ferryman.common import rpc
 from ferryman.common import rpc_auth
 
 BASE_VERSION = '1.0'
-VERSION = '1.1'
+VERSION = '1.2'
 
 
 class ComputeAPI(object):
@@ -107,3 +109,23 @@ class ComputeAPI(object):
     def post_migration_destination(self, host, guest, subtype):
         return self._call(host, 'post_migration_destination', guest=guest,
                           subtype=subtype)
+
+    # Evacuation, on the destination (1.2). -------------------------------------------
+    def check_rebuild(self, host, guest, source_info):
+        return self._call(host, 'check_rebuild', '1.2', guest=guest,
+                          source_info=source_info)
+
+    def rebuild_disks(self, host, guest):
+        return self._call(host, 'rebuild_disks', '1.2', guest=guest)
+
+    def define_guest(self, host, guest):
+        return self._call(host, 'define_guest', '1.2', guest=guest)
+
+    def undefine_guest(self, host, uuid):
+        return self._call(host, 'undefine_guest', '1.2', uuid=uuid)
+
+    def start_guest(self, host, guest):
+        return self._call(host, 'start_guest', '1.2', guest=guest)
+
+    def stop_guest(self, host, uuid):
+        return self._call(host, 'stop_guest', '1.2', uuid=uuid)

@@ -7,12 +7,14 @@ storage probe. Then the migration is recorded and its flow handed to the runner.
 Operators' requests (the manager's live_migrate) and drains both come here.
 """
 
+import datetime
 import uuid as uuidlib
 
 from oslo_log import log as logging
 
 from conductor import policy
 from conductor import scheduler
+from conductor.db import rows
 from ferryman.common import exception
 from ferryman.common import schemas
 from ferryman.common import vocabulary
@@ -23,6 +25,8 @@ LOG = logging.getLogger(__name__)
 _SOURCE_INFO = ('hypervisor_type', 'cpu_model', 'cpu_features')
 _GUEST_INFO = ('uuid', 'name', 'vcpus', 'memory_mb', 'disk_gb', 'storage', 'disks',
                'volumes', 'sla_class')
+# An evacuation also hands on what a rebuild needs: the base image.
+_EVACUATED_INFO = _GUEST_INFO + ('image',)
 
 
 def _str(name, value, optional=False):
@@ -192,6 +196,117 @@ class Admission(object):
                 LOG.exception('Cannot remove probe %s on %s', token, dest['name'])
         return selection.choose_subtype(requested, facts, inst['uuid'],
                                         dest['name'])
+
+    # Evacuation. --------------------------------------------------------------------
+    def evacuate(self, instance, host=None, force=False):
+        """Check an evacuation of a dead host's guest, record it, start its
+        flow; the migration, at once. Everything that can refuse it runs first:
+        a refused request changes nothing."""
+        _str('instance', instance)
+        _str('host', host, optional=True)
+        _bool('force', force)
+        if force and host is None:
+            raise exception.InvalidArgument(
+                name='force', value=force,
+                reason='forcing needs a host: name one, or let the scheduler pick')
+        inst = self.db.instances.get(instance)
+        unreadable = schemas.problems('instance', inst)
+        if unreadable:
+            raise exception.RecordUnreadable(what='instance %s' % inst['uuid'],
+                                             problems='; '.join(unreadable))
+        if inst['migration_id']:
+            raise exception.InstanceAlreadyMigrating(instance=instance,
+                                                     migration=inst['migration_id'])
+        hosts = self.db.hosts.get_many([inst['host']] + ([host] if host else []),
+                                       self._down_after)
+        source = self._dead_source(inst, hosts)
+        if host is not None:
+            dest = hosts.get(host)
+            if dest is None:
+                raise exception.HostNotFound(host=host)
+            why = scheduler.refusal(inst, source, dest, force=force)
+            if why is not None:
+                raise why[1]
+            if force:
+                self._check_forceable(inst, dest)
+            storage, candidates = self._rebuild_check(inst, source, dest), [host]
+        else:
+            storage, candidates = self._schedule_rebuild(inst, source)
+        values = {
+            'id': str(uuidlib.uuid4()), 'instance_uuid': inst['uuid'],
+            'source': source['name'], 'destination': candidates[0],
+            'subtype': vocabulary.EVACUATION,
+            # Disks are made on the destination only when rebuilt (what the
+            # claim counts there).
+            'block_migration': 'true' if storage == vocabulary.EVACUATE_REBUILD
+            else 'false', 'force': force, 'importance': 'high'}
+        migration = self.db.migrations.create(values)
+        self._start(migration, {
+            'migration_id': migration['id'],
+            'instance': {k: inst[k] for k in _EVACUATED_INFO},
+            'source': source['name'], 'destination': candidates[0],
+            'candidates': candidates, 'subtype': vocabulary.EVACUATION,
+            'source_info': {k: source[k] for k in _SOURCE_INFO},
+            'evacuation_storage': storage,
+        })
+        LOG.info('Evacuation %s of %s: %s -> %s (%s)', migration['id'],
+                 inst['name'], source['name'], ', '.join(candidates), storage)
+        return migration
+
+    def _dead_source(self, inst, hosts):
+        """The guest's host, if its guests may be evacuated: its agent is down
+        or an operator forced it down. Anything else is refused naming its
+        state: a guest must never run on two hosts."""
+        source = hosts.get(inst['host'])
+        if source is None:
+            raise exception.HostNotFound(host=inst['host'])
+        if source['problems']:
+            raise exception.RecordUnreadable(what='host %s' % source['name'],
+                                             problems='; '.join(source['problems']))
+        if source['up']:
+            ago = (rows.utcnow() - datetime.datetime.fromisoformat(
+                source['last_seen'].rstrip('Z'))).total_seconds()
+            raise exception.SourceHostUp(
+                instance=inst['uuid'], host=source['name'],
+                down_after=self._down_after,
+                state='up: its agent reported %.0f s ago and it is not forced '
+                      'down' % max(ago, 0))
+        return source
+
+    def _rebuild_check(self, inst, source, dest):
+        """How the guest comes back on ``dest``, from its agent's check
+        (compatibility, room, whether it sees the guest's files)."""
+        facts = self.compute.check_rebuild(
+            dest['name'], {k: inst[k] for k in _EVACUATED_INFO},
+            {k: source[k] for k in _SOURCE_INFO})
+        return selection.evacuation_storage(inst, facts, dest['name'],
+                                            source['name'])
+
+    def _schedule_rebuild(self, inst, source):
+        """(storage, candidates best first): as _schedule, every candidate one
+        where the guest comes back the same way."""
+        hosts, refused = scheduler.candidates(
+            inst, source, self.db.hosts.list(self._down_after))
+        errors, found, storage = [], [], None
+        limit = self.conf.conductor.max_destination_attempts
+        for dest in hosts:
+            try:
+                kind = self._rebuild_check(inst, source, dest)
+            except exception.FerrymanError as exc:
+                errors.append((dest['name'], exc))
+                continue
+            if storage is None or kind == storage:
+                storage = kind
+                found.append(dest['name'])
+            if len(found) >= limit:
+                break
+        if found:
+            return storage, found
+        if errors and all(isinstance(e, exception.ImageMissing) for _h, e in errors):
+            raise errors[0][1]
+        reasons = ['%s refused by filter %s' % kv for kv in sorted(refused.items())]
+        raise exception.NoValidHost(instance=inst['uuid'], reason='; '.join(
+            reasons + ['%s: %s' % (h, e) for h, e in errors]) or 'no other hosts')
 
     def _start(self, migration, store):
         try:

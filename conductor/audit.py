@@ -10,6 +10,8 @@
 - no migration in a non-terminal state without a live owner;
 - nothing left behind (instance directories, volume connections, ports) on a host
   that does not run the guest;
+- fencing: no evacuated guest is defined on its old host once that host
+  reports again, and the evacuation's source allocation is held until then;
 - every record can be interpreted: a host or guest row holding a value that
   cannot (written by hand, or before reports were checked) is a violation, and
   is left out of the other checks rather than break them.
@@ -102,6 +104,17 @@ def run(db, compute, hosts, owned):
         else:
             expected[(mig['id'], mig['source'])] = placement.requested(
                 inst, states.BLOCK)
+    # An evacuation holds its source allocation until that host fences the guest.
+    unfenced = [m for m in db.migrations.list()
+                if m['subtype'] == states.EVACUATION and m['fenced_at'] is None
+                and m['switchover_at'] is not None
+                and m['status'] in states.TERMINAL]
+    for mig in unfenced:
+        inst = instances.get(mig['instance_uuid'])
+        if inst is not None:
+            expected[(mig['id'], mig['source'])] = placement.requested(
+                inst, states.BLOCK)
+    violations.extend(_fencing(db, instances, hosts, inventories))
     # Disk is compared nowhere: a guest on shared storage uses no host disk, which
     # only the storage probe of a migration reveals.
     held = {(a['consumer'], a['host']): {r: a[r] for r in COMPARED}
@@ -126,7 +139,7 @@ def run(db, compute, hosts, owned):
 
     violations.extend(_nested([n for n in db.allocations.nested()
                                if n['consumer'] not in unreadable],
-                              instances, active, hosts))
+                              instances, active, hosts, unfenced))
 
     # Owners.
     for mig in active:
@@ -162,8 +175,32 @@ def run(db, compute, hosts, owned):
     return violations
 
 
-def _nested(rows, instances, active, hosts):
-    """Violations of nested allocations ``rows`` (NUMA cells, PCI devices)."""
+def _fencing(db, instances, hosts, inventories):
+    """Evacuated guests still defined on their old host, once it reports."""
+    out = []
+    # ISO 8601 texts of one format compare as times do.
+    seen = {h['name']: h['last_seen'] for h in hosts}
+    for mig in db.migrations.list(status=states.COMPLETED):
+        if mig['subtype'] != states.EVACUATION or \
+                seen.get(mig['source'], '') <= mig['created_at']:
+            continue  # not back yet
+        inv = inventories.get(mig['source'])
+        name = instances.get(mig['instance_uuid'], {}).get('name', '?')
+        if inv is not None and inv['guests'].get(mig['instance_uuid']) in PRESENT:
+            out.append(('fencing', 'guest %s (%s) was evacuated to %s (migration '
+                        '%s) and is still defined on its old host %s' % (
+                            name, mig['instance_uuid'], mig['destination'],
+                            mig['id'], mig['source'])))
+        elif mig['fenced_at'] is None:
+            out.append(('fencing', 'host %s reports again but has not fenced '
+                        'guest %s (%s) of evacuation %s' % (
+                            mig['source'], name, mig['instance_uuid'], mig['id'])))
+    return out
+
+
+def _nested(rows, instances, active, hosts, unfenced=()):
+    """Violations of nested allocations ``rows`` (NUMA cells, PCI devices);
+    ``unfenced``: ended evacuations still holding their source's."""
     out = []
     # A host whose record cannot be interpreted has no capacity to check against
     # (its own violation says why).
@@ -178,6 +215,7 @@ def _nested(rows, instances, active, hosts):
     for mig in active:
         allowed |= {(mig['id'], mig['source']),
                     (mig['instance_uuid'], mig['destination'])}
+    allowed |= {(mig['id'], mig['source']) for mig in unfenced}
     used = collections.defaultdict(collections.Counter)
     held = collections.defaultdict(collections.Counter)  # (consumer, host)
     for row in rows:

@@ -16,11 +16,12 @@ LOG = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=None)
-def _subtype_runs_on(subtype):
+def _subtype_runs_on(subtype, kwargs=()):
     # Building a flow costs a few ms (atoms inspect their signatures); which
-    # side each atom acts on is fixed by the subtype's factory.
+    # side each atom acts on is fixed by the subtype's factory (and its
+    # arguments, an evacuation's).
     return {task.name: getattr(task, 'runs_on', 'conductor')
-            for task in flows.iter_tasks(flows.build(subtype))}
+            for task in flows.iter_tasks(flows.build(subtype, **dict(kwargs)))}
 
 
 def _atom_hosts(runs_on, store):
@@ -77,7 +78,9 @@ class EnginePool(object):
                 # Aborted while queued: nothing was claimed or changed yet.
                 self.db.migrations.advance(migration_id, 'cancel', error='aborted on request')
                 return
-            hosts = _atom_hosts(_subtype_runs_on(store['subtype']), store)
+            hosts = _atom_hosts(_subtype_runs_on(
+                store['subtype'], tuple(sorted(flows.factory_kwargs(store).items()))),
+                store)
             with history.TaskHistoryListener(engine, self.db, migration_id, hosts,
                                              self.conf):
                 try:

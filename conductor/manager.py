@@ -15,6 +15,7 @@ from conductor.db import api as db_api
 from ferryman.common import exception
 from ferryman.common import rpc_auth
 from ferryman.common import schemas
+from ferryman.common import vocabulary as vocab
 from flows import states
 from flows.tasks import base as task_base
 
@@ -22,7 +23,16 @@ LOG = logging.getLogger(__name__)
 
 # Calls only an agent makes: {method: the argument naming the host whose key
 # must have signed it}. The others are operators' (see rpc_auth).
-AGENT_METHODS = {'report_host': 'host'}
+AGENT_METHODS = {'report_host': 'host', 'evacuated_guests': 'host',
+                 'guests_fenced': 'host'}
+
+
+def _evacuated_storage(mig, inst):
+    # As admission decided it: rebuilt when it made disks on the destination.
+    if inst['storage'] == 'volume':
+        return vocab.EVACUATE_VOLUMES
+    return vocab.EVACUATE_REBUILD if mig['block_migration'] == 'true' else \
+        vocab.EVACUATE_SHARED
 
 
 class ConductorManager(object):
@@ -83,6 +93,39 @@ class ConductorManager(object):
         return self.db.refusals.list(self.db.instances.get(instance)['uuid'])
 
     @schemas.checked(schemas.CONDUCTOR_SERVICE)
+    def evacuate(self, ctxt, instance, host=None, force=False):
+        """Rebuild the guest of a dead (or forced-down) host elsewhere:
+        scheduled, on ``host`` checked, or on ``host`` forced; the migration
+        (subtype evacuation) at once."""
+        return self.admission.evacuate(instance, host, force)
+
+    # Fencing: an agent back from the dead, before its first report. ----------------
+    @schemas.checked(schemas.CONDUCTOR_SERVICE, sender='host')
+    def evacuated_guests(self, ctxt, host):
+        """The guests evacuated away from ``host`` that it must destroy before
+        it reports: [{migration, uuid, storage, volumes}]."""
+        out = []
+        for mig in self.db.migrations.to_fence(host):
+            inst = self.db.instances.get(mig['instance_uuid'])
+            out.append({'migration': mig['id'], 'uuid': inst['uuid'],
+                        'storage': _evacuated_storage(mig, inst),
+                        'volumes': list(inst['volumes'])})
+        return out
+
+    @schemas.checked(schemas.CONDUCTOR_SERVICE, sender='host')
+    def guests_fenced(self, ctxt, host, migrations):
+        """``host`` destroyed those evacuations' guests: their source
+        allocations go (those still in flight at their end); the ids marked."""
+        done = self.db.migrations.fenced(host, migrations)
+        for mid in done:
+            self.db.history.add(mid, 'fence-source', 'FENCED', host=host,
+                                details={'what': 'the returning source destroyed '
+                                                 'and undefined the guest'})
+        LOG.info('Host %s fenced the guests of evacuations %s', host,
+                 ', '.join(done) or 'none')
+        return done
+
+    @schemas.checked(schemas.CONDUCTOR_SERVICE)
     def abort_migration(self, ctxt, migration):
         """Ask a migration to stop; it ends in cancelled with the guest on the
         source. Before the copy it simply never starts; during it the job is
@@ -103,6 +146,10 @@ class ConductorManager(object):
         """Finish now: post-copy where the policy and hosts allow it, else pause
         the guest until the copy completes."""
         mig = self.db.migrations.get(migration)
+        if mig['subtype'] == states.EVACUATION:
+            raise exception.CannotForceComplete(
+                migration=migration, reason='it is an evacuation: nothing is '
+                'copied, so nothing can be hurried')
         if mig['status'] not in states.BEFORE_SWITCH_OVER:
             raise exception.CannotForceComplete(
                 migration=migration, reason='it is %s' % mig['status'])

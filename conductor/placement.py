@@ -58,6 +58,16 @@ def requested(instance, subtype):
     return wanted
 
 
+def placed_as(subtype, block_migration):
+    """The subtype whose needs a migration has on its destination: an
+    evacuation that rebuilds local disks (block_migration 'true') needs their
+    room there, as a block migration does; one onto shared files or volumes
+    none."""
+    if subtype != vocabulary.EVACUATION:
+        return subtype
+    return vocabulary.BLOCK if block_migration == 'true' else vocabulary.FILE_LEVEL
+
+
 def ratio(host, resource):
     return float((host.get('allocation_ratios') or {}).get(resource, 1.0))
 

@@ -13,13 +13,14 @@ next minor version here, in VERSION, and in its call):
     1.4 - describe_instances (for ferryman-api).
     1.5 - force_down.
     1.6 - live_migrate(request_id), list_refused_requests.
+    1.7 - evacuate; evacuated_guests, guests_fenced (agents, before reporting).
 """
 
 from ferryman.common import rpc
 from ferryman.common import rpc_auth
 
 BASE_VERSION = '1.0'
-VERSION = '1.6'
+VERSION = '1.7'
 
 
 class ConductorAPI(object):
@@ -62,6 +63,33 @@ class ConductorAPI(object):
     def list_refused_requests(self, instance):
         """A guest's move requests refused before any migration was recorded."""
         return self._call('list_refused_requests', '1.6', instance=instance)
+
+    def evacuate(self, instance, host=None, force=False):
+        """Rebuild a dead (or forced-down) host's guest elsewhere; returns the
+        migration (subtype evacuation) at once."""
+        return self._call('evacuate', '1.7', instance=instance, host=host,
+                          force=force)
+
+    # An agent asks again soon rather than wait long: a call sent before the
+    # conductor listens is lost, and the agent reports only once fenced.
+    FENCE_TIMEOUT_S = 3.0
+
+    def evacuated_guests(self, host):
+        """An agent back from the dead: the guests it must destroy before it
+        reports (signed with its host's key)."""
+        return self._signed_call('evacuated_guests', '1.7', host=host)
+
+    def guests_fenced(self, host, migrations):
+        """An agent: it destroyed the guests of these evacuations."""
+        return self._signed_call('guests_fenced', '1.7', host=host,
+                                 migrations=migrations)
+
+    def _signed_call(self, method, version, **args):
+        ctxt = self.auth.context(rpc.CONDUCTOR_TOPIC, method, args['host'], args) \
+            if self.auth is not None else {}
+        return self.client.prepare(version=version,
+                                   timeout=self.FENCE_TIMEOUT_S).call(
+            ctxt, method, **args)
 
     def force_complete_migration(self, migration):
         """Finish a running migration now (post-copy, or a pause)."""

@@ -74,7 +74,8 @@ class SavedFlows(object):
         book = tf_models.LogBook('migration-%s' % migration['id'],
                                  uuid=migration['id'])
         taskflow.engines.load_from_factory(
-            factory, store=store, book=book,
+            factory, factory_kwargs=flows.factory_kwargs(store), store=store,
+            book=book,
             backend=impl_memory.MemoryBackend(), engine='serial')
         with contextlib.closing(self.backend.get_connection()) as conn:
             conn.save_logbook(book)

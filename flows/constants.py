@@ -15,6 +15,9 @@ SOURCE_INFO = 'source_info'
 CANDIDATES = 'candidates'
 STORE_KEYS = (MIGRATION_ID, INSTANCE, SOURCE, DESTINATION, SUBTYPE, SOURCE_INFO,
               CANDIDATES)
+# Evacuation: how the guest comes back (vocabulary.EVACUATE_*); a factory
+# argument of its flow, and the store's.
+EVACUATION_STORAGE = 'evacuation_storage'
 # The destination of the current attempt, provided by DESTINATION_RETRY; tasks
 # take it as their ``destination`` argument.
 PLACED_DESTINATION = 'placed_destination'
@@ -29,6 +32,8 @@ CHECK_SUBFLOW = 'check-hosts'
 PREPARE_SUBFLOW = 'prepare-destination'
 MIGRATE_SUBFLOW = 'migrate'
 FINISH_SUBFLOW = 'finish'
+EVACUATION_FLOW = 'evacuation'
+REBUILD_SUBFLOW = 'rebuild'
 
 # Retry controllers.
 DESTINATION_RETRY = 'try-destinations'
@@ -47,3 +52,8 @@ MONITOR_MIGRATION = 'monitor-migration'
 POST_MIGRATION_SOURCE = 'post-migration-source'
 POST_MIGRATION_DESTINATION = 'post-migration-destination'
 FINISH_MIGRATION = 'finish-migration'
+CHECK_REBUILD = 'check-rebuild'
+REBUILD_DISKS = 'rebuild-disks'
+DEFINE_GUEST = 'define-guest'
+START_GUEST = 'start-guest'
+FINISH_EVACUATION = 'finish-evacuation'

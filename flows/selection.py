@@ -1,6 +1,7 @@
 """Which subtype a migration is, from the storage probe and the caller's wish."""
 
 from ferryman.common import exception
+from ferryman.common import vocabulary as vocab
 from flows import states
 
 BLOCK_MIGRATION_CHOICES = ('auto', 'true', 'false')
@@ -40,3 +41,17 @@ def choose_subtype(requested, facts, instance, host):
 def probe_token(migration_id):
     """The probe file's name is derived from the migration: a re-run task finds it."""
     return migration_id.replace('-', '')
+
+
+def evacuation_storage(instance, facts, host, source):
+    """How the guest comes back on ``host`` (vocabulary.EVACUATE_*), from the
+    destination's answer to check_rebuild; a guest whose local disks must be
+    rebuilt and that has no image to rebuild them from is refused."""
+    if instance['storage'] == 'volume':
+        return vocab.EVACUATE_VOLUMES
+    if facts['shared_instance_path']:
+        return vocab.EVACUATE_SHARED
+    if not instance.get('image'):
+        raise exception.ImageMissing(instance=instance['uuid'], host=host,
+                                     source=source)
+    return vocab.EVACUATE_REBUILD

@@ -8,6 +8,12 @@ volumes on the destination before the copy (``connecting-volumes``, recorded by
 its connect-volumes step and undone with it); block's job mirrors the local disks
 before it copies memory (``copying-disks``, from the job's start until the monitor
 sees the disks copied). file-level passes only the shared states.
+
+Evacuation (a dead host's guest rebuilt elsewhere) has a machine of its own with
+the same names where it shares a meaning: ``preparing`` (claimed, the
+destination being readied; ``connecting-volumes`` for a volume-backed guest),
+``rebuilding`` (the guest defined and started on the destination; its
+switch-over is the start), ``finishing``, and the same ends.
 """
 
 from automaton import exceptions as automaton_exc
@@ -17,8 +23,8 @@ from ferryman.common import exception
 # The names are the shared vocabulary's, here beside the machines that order them.
 from ferryman.common.vocabulary import (  # noqa: F401
     ACCEPTED, ACTIVE, BLOCK, BLOCK_STORAGE, CANCELLED, COMPLETED, CONNECTING_VOLUMES,
-    COPYING_DISKS, ERROR, FAILED, FILE_LEVEL, FINISHING, POST_COPY, PREPARING, RUNNING,
-    SUBTYPES, TERMINAL)
+    COPYING_DISKS, ERROR, EVACUATION, FAILED, FILE_LEVEL, FINISHING, KINDS, POST_COPY,
+    PREPARING, REBUILDING, RUNNING, SUBTYPES, TERMINAL)
 
 # (from, event, to) of every subtype.
 _SHARED = [
@@ -44,8 +50,23 @@ _BEFORE_MEMORY_COPY = {
 }
 
 
+# Evacuation: nothing is copied; the guest is rebuilt, and runs on the
+# destination from its start (its switch-over).
+_EVACUATION = [
+    (ACCEPTED, 'prepare', PREPARING),
+    (PREPARING, 'connect_volumes', CONNECTING_VOLUMES),
+    (CONNECTING_VOLUMES, 'disconnect_volumes', PREPARING),
+    (PREPARING, 'rebuild', REBUILDING),
+    (CONNECTING_VOLUMES, 'rebuild', REBUILDING),
+    (REBUILDING, 'switch_over', FINISHING),
+    (FINISHING, 'complete', COMPLETED),
+    (FINISHING, 'error', ERROR),
+]
+
+
 def _build(subtype):
-    transitions = _SHARED + _BEFORE_MEMORY_COPY[subtype]
+    transitions = (_EVACUATION if subtype == EVACUATION else
+                   _SHARED + _BEFORE_MEMORY_COPY[subtype])
     passed = [ACCEPTED] + [dst for _src, _event, dst in transitions]
     before_switch_over = [s for s in ACTIVE if s in passed and
                           s not in (POST_COPY, FINISHING)]
@@ -68,7 +89,7 @@ def _build(subtype):
     return machine
 
 
-MACHINES = {subtype: _build(subtype) for subtype in SUBTYPES}
+MACHINES = {kind: _build(kind) for kind in KINDS}
 
 # Where the guest still runs on its source and the migration can be cancelled.
 BEFORE_SWITCH_OVER = tuple(s for s in ACTIVE if s not in (POST_COPY, FINISHING))

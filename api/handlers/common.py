@@ -22,6 +22,8 @@ ZONE = 'nova'
 MIGRATION_STATUS = {'accepted': 'queued', 'preparing': 'preparing',
                     'connecting-volumes': 'preparing', 'copying-disks': 'running',
                     'running': 'running', 'post-copy': 'running',
+                    # An evacuation defining and starting the guest.
+                    'rebuilding': 'running',
                     'finishing': 'post-migrating', 'completed': 'completed',
                     'failed': 'failed', 'cancelled': 'cancelled', 'error': 'error'}
 IN_PROGRESS = ('queued', 'preparing', 'running', 'post-migrating')

@@ -60,13 +60,17 @@ def list_view(ctx, mig):
            'old_instance_type_id': None, 'new_instance_type_id': None,
            'created_at': mig['created_at'], 'updated_at': mig['updated_at']}
     if ctx.at_least('2.23'):
-        out['migration_type'] = 'live-migration'
+        out['migration_type'] = _migration_type(mig)
         if status in common.IN_PROGRESS:
             out['links'] = ctx.link('/servers/%s/migrations/%s' % (
                 mig['instance_uuid'], out['id']))
     if ctx.at_least('2.59'):
         out['uuid'] = mig['id']
     return _owner(ctx, out)
+
+
+def _migration_type(mig):
+    return 'evacuation' if mig['subtype'] == 'evacuation' else 'live-migration'
 
 
 def _require(ctx, version):
@@ -77,8 +81,10 @@ def _require(ctx, version):
 
 def _in_progress(ctx, server_id, rule):
     inst = servers.get(ctx, server_id, rule)
+    # A server's migrations are its live migrations (Nova's), not evacuations.
     return inst, [m for m in ctx.conductor.list_migrations(instance=inst['uuid'])
-                  if common.MIGRATION_STATUS[m['status']] in common.IN_PROGRESS]
+                  if common.MIGRATION_STATUS[m['status']] in common.IN_PROGRESS
+                  and _migration_type(m) == 'live-migration']
 
 
 def _find(ctx, server_id, migration_id, rule, in_progress=True):
@@ -86,7 +92,8 @@ def _find(ctx, server_id, migration_id, rule, in_progress=True):
     allows the caller on the server."""
     inst = servers.get(ctx, server_id, rule)
     migs = ctx.conductor.list_migrations(instance=inst['uuid'])
-    found = [m for m in migs if migration_id in (m['id'], str(common.number(m['id'])))]
+    found = [m for m in migs if migration_id in (m['id'], str(common.number(m['id'])))
+             and _migration_type(m) == 'live-migration']
     if not found or (in_progress and common.MIGRATION_STATUS[found[0]['status']]
                      not in common.IN_PROGRESS):
         raise faults.not_found('Instance %s is not migrating by migration %s.' % (
@@ -171,8 +178,8 @@ def index(ctx, req):
         migs = ctx.conductor.list_migrations(instance=instance, host=host)
     except exception.InstanceNotFound:
         migs = []
-    if kind not in (None, 'live-migration'):
-        migs = []
+    if kind is not None:
+        migs = [m for m in migs if _migration_type(m) == kind]
     if source is not None:
         migs = [m for m in migs if m['source'] == source]
     if status is not None:

@@ -5,7 +5,8 @@ idempotent: the conductor may call it again after a crash or a lost reply.
 
 Guest records (``list_guests``/``get_guest``) carry: uuid, name, vcpus, memory_mb,
 disk_gb (local disks only), storage ('local' or 'volume'), disks [{name, size_gb,
-format}], volumes [ids], sla_class, power_state.
+format}], volumes [ids], sla_class, power_state, and image (the base image its
+local disks were made from, kept in its metadata; None when unknown).
 """
 
 import abc
@@ -155,3 +156,45 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def post_migration_destination(self, guest):
         """Take ownership of the guest and activate its networking."""
+
+    # Evacuation: the guest of a dead host rebuilt here. --------------------------
+    # Not abstract: a driver without them refuses evacuations, naming the step.
+    def _unsupported(self, step):
+        raise exception.AgentStepFailed(
+            step=step, host=self.host,
+            reason='the %s driver cannot evacuate guests' % type(self).__name__)
+
+    def check_rebuild(self, guest, source_info):
+        """Refuse (IncompatibleHost, InsufficientCapacity) a guest this host
+        cannot take; {shared_instance_path: whether every disk of the guest is
+        in its instance directory here (the dead host's files, shared)}."""
+        self._unsupported('check_rebuild')
+
+    def rebuild_disks(self, guest):
+        """Instance directory and the guest's disks made afresh from its base
+        image (``guest['image']``); refuses an image it cannot find."""
+        self._unsupported('rebuild_disks')
+
+    def define_guest(self, guest):
+        """Define the guest (not started) on its files or connected volumes."""
+        self._unsupported('define_guest')
+
+    def undefine_guest(self, uuid):
+        """Undo define_guest: undefine (destroying it if it runs); never
+        touches its files or volumes."""
+        self._unsupported('undefine_guest')
+
+    def start_guest(self, guest):
+        """Start the defined guest (a new boot) and activate its ports."""
+        self._unsupported('start_guest')
+
+    def stop_guest(self, uuid):
+        """Undo start_guest: power the guest off, still defined."""
+        self._unsupported('stop_guest')
+
+    def fence_guest(self, evacuated):
+        """On a host back from the dead: destroy and undefine a guest evacuated
+        away from it ({uuid, storage, volumes}), disconnect its volumes (their
+        data untouched) and drop its ports; its local disks go only when they
+        were rebuilt elsewhere (storage 'rebuild'), shared files never."""
+        self._unsupported('fence_guest')

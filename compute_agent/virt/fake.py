@@ -37,6 +37,7 @@ class FakeCloud(object):
         self.state_dir = os.path.abspath(state_dir)
         os.makedirs(os.path.join(self.state_dir, 'hosts'), exist_ok=True)
         os.makedirs(os.path.join(self.state_dir, 'volumes'), exist_ok=True)
+        os.makedirs(os.path.join(self.state_dir, 'images'), exist_ok=True)
         self._thread_lock = threading.RLock()
 
     @contextlib.contextmanager
@@ -93,11 +94,32 @@ class FakeCloud(object):
     def volume_path(self, volume_id):
         return os.path.join(self.state_dir, 'volumes', volume_id)
 
+    def image_path(self, image):
+        return os.path.join(self.state_dir, 'images', image)
+
+    def create_image(self, image, data=''):
+        """A base image every simulated host can rebuild disks from."""
+        with open(self.image_path(image), 'w') as f:
+            json.dump({'id': image, 'data': data}, f)
+
+    def crash_host(self, host):
+        """The host dies: its guests' QEMU processes die with it, their
+        domains stay defined (shut off), as libvirt finds them on reboot."""
+        with self.editing(host) as state:
+            for guest in state['guests'].values():
+                if guest['power_state'] != 'incoming':
+                    guest['power_state'] = 'shutoff'
+
+    def read_volume(self, volume_id):
+        with open(self.volume_path(volume_id)) as f:
+            return json.load(f)['data']
+
     # Seeding and inspection, for the demo and the tests. ----------------------
     def create_guest(self, host, name, memory_mb=1024, vcpus=1, storage='local',
                      disks=None, volumes=None, dirty_rate_mibps=0.0,
                      sla_class='pet', uuid=None, data='', numa_topology=None,
-                     pci_requests=None, project_id=None, user_id=None):
+                     pci_requests=None, project_id=None, user_id=None,
+                     image=None):
         """Boot a guest on a host, with its disks or volumes holding ``data``;
         its flavor may ask for NUMA cells ([{vcpus, memory_mb}]) and PCI devices
         ([{count, trait}]); its owner is a project and user id."""
@@ -122,6 +144,8 @@ class FakeCloud(object):
             guest['pci_requests'] = pci_requests
         if project_id is not None or user_id is not None:
             guest.update(project_id=project_id or '', user_id=user_id or '')
+        if image:
+            guest['image'] = image  # its metadata's base image reference
         with self.editing(host) as state:
             instance_dir = os.path.join(state['info']['instances_path'], uuid)
             os.makedirs(instance_dir, exist_ok=True)
@@ -232,7 +256,107 @@ class _Job(object):
         return stats
 
 
-class FakeDriver(driver.ComputeDriver):
+class _Evacuation(object):
+    """The simulated hypervisor's side of an evacuation (FakeDriver's)."""
+
+    def check_rebuild(self, guest, source_info):
+        self._fault('check_rebuild')
+        self._check_fits(guest, source_info)
+        disks = guest.get('disks') or []
+        path = self._instance_dir(guest['uuid'])
+        return {'shared_instance_path': bool(disks) and all(
+            os.path.exists(os.path.join(path, 'disk.' + d['name'])) for d in disks)}
+
+    def rebuild_disks(self, guest):
+        self._fault('rebuild_disks')
+        image = guest.get('image')
+        try:
+            with open(self.cloud.image_path(image or '-')) as f:
+                data = json.load(f)['data']
+        except FileNotFoundError:
+            raise exception.AgentStepFailed(
+                step='rebuild_disks', host=self.host,
+                reason='image %r of guest %s not found' % (image, guest['uuid']))
+        instance_dir = self._instance_dir(guest['uuid'])
+        os.makedirs(instance_dir, exist_ok=True)
+        for disk in guest['disks']:
+            _write_disk(os.path.join(instance_dir, 'disk.' + disk['name']), disk,
+                        data)
+
+    def _missing(self, guest, state):
+        # What libvirt would trip over defining it: files, volumes, ports.
+        path = self._instance_dir(guest['uuid'])
+        for disk in guest.get('disks') or []:
+            if not os.path.exists(os.path.join(path, 'disk.' + disk['name'])):
+                return 'disk %s is missing' % disk['name']
+        for vol in guest.get('volumes') or []:
+            if state['volume_connections'].get(vol) != guest['uuid']:
+                return 'volume %s is not connected here' % vol
+        if guest['uuid'] not in state['ports']:
+            return 'networking is not prepared here'
+        return None
+
+    def define_guest(self, guest):
+        self._fault('define_guest')
+        with self.cloud.editing(self.host) as state:
+            if guest['uuid'] in state['guests']:
+                return  # defined already (a repeated call)
+            problem = self._missing(guest, state)
+            if problem:
+                raise exception.AgentStepFailed(step='define_guest',
+                                                host=self.host, reason=problem)
+            record = {k: v for k, v in guest.items() if k != 'disk_gb'}
+            record.setdefault('dirty_rate_mibps', 0.0)
+            state['guests'][guest['uuid']] = dict(record, power_state='shutoff')
+
+    def undefine_guest(self, uuid):
+        self._fault('undefine_guest')
+        with self.cloud.editing(self.host) as state:
+            state['guests'].pop(uuid, None)
+
+    def start_guest(self, guest):
+        self._fault('start_guest')
+        with self.cloud.editing(self.host) as state:
+            current = state['guests'].get(guest['uuid'])
+            if current is None:
+                raise exception.AgentStepFailed(
+                    step='start_guest', host=self.host,
+                    reason='guest %s is not defined here' % guest['uuid'])
+            current['power_state'] = 'running'
+            current['boots'] = current.get('boots', 0) + 1
+            state['ports'][guest['uuid']] = 'active'
+        return self._public(current)
+
+    def stop_guest(self, uuid):
+        self._fault('stop_guest')
+        with self.cloud.editing(self.host) as state:
+            current = state['guests'].get(uuid)
+            if current is not None and current['power_state'] != 'incoming':
+                current['power_state'] = 'shutoff'
+
+    def fence_guest(self, evacuated):
+        self._fault('fence_guest')
+        uuid = evacuated['uuid']
+        with self.cloud.editing(self.host) as state:
+            state['guests'].pop(uuid, None)
+            state['ports'].pop(uuid, None)
+            state.get('jobs', {}).pop(uuid, None)
+            for vol, owner in list(state['volume_connections'].items()):
+                if owner == uuid:
+                    del state['volume_connections'][vol]
+        # Shared files stay; a directory of its own here held stale rebuilt-
+        # elsewhere disks, or only the domain's files (the data is the volume's).
+        if evacuated['storage'] != vocab.EVACUATE_SHARED and \
+                not self._shared_with_a_host_of(uuid):
+            shutil.rmtree(self._instance_dir(uuid), ignore_errors=True)
+
+    def _shared_with_a_host_of(self, uuid):
+        return any(self.cloud.load(h)['info']['instances_path'] ==
+                   self.instances_path and uuid in self.cloud.load(h)['guests']
+                   for h in self.cloud.hosts() if h != self.host)
+
+
+class FakeDriver(_Evacuation, driver.ComputeDriver):
 
     def __init__(self, conf, host):
         super().__init__(conf, host)
@@ -304,12 +428,18 @@ class FakeDriver(driver.ComputeDriver):
     @staticmethod
     def _public(guest):
         out = dict(guest)
+        out.pop('boots', None)  # the simulation's count, for tests
         out['disk_gb'] = _disk_gb(guest)
         return out
 
     # Checks. -----------------------------------------------------------------
     def check_destination(self, guest, source_info, probe):
         self._fault('check_destination')
+        self._check_fits(guest, source_info)
+        self.leave_probe(probe)
+        return {'instances_path': self.instances_path}
+
+    def _check_fits(self, guest, source_info):
         state = self.cloud.load(self.host)
         info = state['info']
         if info['hypervisor_type'] != source_info['hypervisor_type']:
@@ -329,8 +459,6 @@ class FakeDriver(driver.ComputeDriver):
             raise exception.InsufficientCapacity(
                 host=self.host, instance=guest['uuid'], resource='memory_mb',
                 requested=guest['memory_mb'], free=free)
-        self.leave_probe(probe)
-        return {'instances_path': self.instances_path}
 
     def remove_probe(self, probe):
         self._fault('remove_probe')

@@ -60,7 +60,9 @@ class Allocations(object):
                     models.Allocation.host == dest)).first():
                 return  # claimed already (a task run again after a crash)
             held = _held(s, inst.uuid, mig.source)
-            requested = placement.requested(rows.to_dict(inst), mig.subtype)
+            requested = placement.requested(
+                rows.to_dict(inst),
+                placement.placed_as(mig.subtype, mig.block_migration))
             if force:
                 spans = 1 + len(held['nested'])
                 if spans > 1:

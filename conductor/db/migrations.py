@@ -46,6 +46,12 @@ def _moved(s, mig, now):
         models.Instance.uuid == mig.instance_uuid).values(host=mig.destination))
 
 
+def _drop_held(s, migration_id):
+    """What a migration holds on its source, released."""
+    for table in (models.Allocation, models.NestedAllocation):
+        s.execute(sa.delete(table).where(table.consumer == migration_id))
+
+
 class Migrations(object):
 
     def __init__(self, engine, session):
@@ -128,6 +134,64 @@ class Migrations(object):
             for key, value in values.items():
                 setattr(mig, key, value)
             _moved(s, mig, now)
+            return rows.to_dict(mig)
+
+    def started_on_destination(self, migration_id):
+        """Evacuation: the guest was started on the destination (its
+        switch-over); from here only forward."""
+        return self._switch(migration_id, 'switch_over')
+
+    # Evacuation and fencing. ---------------------------------------------------
+    def to_fence(self, host):
+        """Evacuations away from ``host`` whose guest it has not destroyed yet:
+        every one that may start the guest elsewhere (in flight) or has (past
+        its start, completed or in error); not those rolled back."""
+        with self.session() as s:
+            q = sa.select(models.Migration).where(
+                models.Migration.subtype == states.EVACUATION,
+                models.Migration.source == host,
+                models.Migration.fenced_at.is_(None),
+                sa.or_(models.Migration.status.in_(
+                    states.ACTIVE + (states.COMPLETED,)),
+                    models.Migration.switchover_at.isnot(None)))
+            return [rows.to_dict(m) for m in s.scalars(
+                q.order_by(models.Migration.created_at))]
+
+    def fenced(self, host, migration_ids):
+        """``host`` destroyed the guests of these evacuations: each is marked,
+        and one that has ended releases the source allocation it held (one in
+        flight releases it as it completes). Ids of another host, or not
+        evacuations, are ignored: an agent speaks for its own host only."""
+        now = rows.utcnow()
+        done = []
+        with self.session.begin() as s:
+            for mig in s.scalars(sa.select(models.Migration).where(
+                    models.Migration.id.in_(list(migration_ids)),
+                    models.Migration.subtype == states.EVACUATION,
+                    models.Migration.source == host).with_for_update()):
+                if mig.fenced_at is not None:
+                    continue
+                mig.fenced_at = now
+                mig.updated_at = now
+                if mig.status in states.TERMINAL:
+                    _drop_held(s, mig.id)
+                done.append(mig.id)
+        return done
+
+    def complete_evacuation(self, migration_id):
+        """The evacuation completes; its source allocation goes now only if the
+        source has fenced the guest already (else at fencing)."""
+        with self.session.begin() as s:
+            mig = s.get(models.Migration, migration_id, with_for_update=True)
+            if mig.status != states.COMPLETED:
+                mig.status = states.advance(mig.subtype, mig.status, 'complete')
+                mig.updated_at = rows.utcnow()
+                s.execute(sa.update(models.Instance).where(
+                    models.Instance.uuid == mig.instance_uuid,
+                    models.Instance.migration_id == mig.id).values(
+                    migration_id=None))
+            if mig.fenced_at is not None:
+                _drop_held(s, mig.id)
             return rows.to_dict(mig)
 
     def enter_post_copy(self, migration_id):

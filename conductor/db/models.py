@@ -55,6 +55,9 @@ class Instance(Base):
     numa_topology = sa.Column(sa.JSON)
     pci_requests = sa.Column(sa.JSON, nullable=False, default=list,
                              server_default='[]')
+    # The base image its local disks were made from (its metadata's): what an
+    # evacuation rebuilds them from. None: none known.
+    image = sa.Column(sa.String(255))
     # The one migration allowed to move this guest; set and cleared atomically.
     migration_id = sa.Column(sa.String(36))
     # Its owner as its host reports it (Keystone ids; None: not known).
@@ -144,6 +147,9 @@ class Migration(Base):
     force_complete_requested = sa.Column(sa.Boolean, nullable=False, default=False,
                                          server_default=sa.false())
     last_known_host = sa.Column(sa.String(255))
+    # Evacuation: when its source, back from the dead, destroyed the guest there
+    # (fencing); the source allocation is held until then.
+    fenced_at = sa.Column(sa.DateTime)
     error = sa.Column(sa.Text)
     # The error's kind (exception.FerrymanError.kind): what callers act on.
     error_kind = sa.Column(sa.String(32))

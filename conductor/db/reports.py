@@ -124,6 +124,7 @@ class Reports(object):
                 inst.pci_requests = guest.get('pci_requests') or []
                 inst.project_id = guest.get('project_id') or None
                 inst.user_id = guest.get('user_id') or None
+                inst.image = guest.get('image') or None
                 if new and (inst.numa_topology or inst.pci_requests):
                     s.flush()
                     _place_found_guest(s, name, inst)

@@ -344,6 +344,16 @@ def cmd_live_migrate(args):
     mig = api.live_migrate(args.instance, host=args.host,
                            block_migration=args.block_migration, force=args.force,
                            importance=args.importance)
+    return _follow_migration(args, api, mig)
+
+
+def cmd_evacuate(args):
+    api = _api(args)
+    mig = api.evacuate(args.instance, host=args.host, force=args.force)
+    return _follow_migration(args, api, mig)
+
+
+def _follow_migration(args, api, mig):
     if args.wait:
         mig = _wait(api, mig, args.json)
     if args.json:
@@ -568,6 +578,15 @@ def build_parser():
     p.add_argument('--wait', action='store_true',
                    help='wait for the end, with a progress bar')
 
+    p = add(sub, 'evacuate', cmd_evacuate, 'rebuild the guest of a dead (or forced-'
+            'down) host on another host; local disks are rebuilt from its image '
+            '(their contents are lost)')
+    p.add_argument('instance', help='uuid or unique name')
+    p.add_argument('--host', help='destination (default: the scheduler picks)')
+    p.add_argument('--force', action='store_true',
+                   help='skip capacity checks on the given host')
+    p.add_argument('--wait', action='store_true', help='wait for the end')
+
     mig = sub.add_parser('migration', help='migrations').add_subparsers(
         dest='migration_command', metavar='ACTION', required=True)
     p = add(mig, 'list', cmd_migration_list, 'migrations, oldest first')
@@ -596,7 +615,7 @@ def build_parser():
              'a migration\'s flow coloured by the state each step reached')):
         p = add(flow, name, func, help_text)
         if what == 'subtype':
-            p.add_argument('subtype', choices=states.SUBTYPES)
+            p.add_argument('subtype', choices=states.KINDS)
         else:
             p.add_argument('migration')
         p.add_argument('--format', default='text',

@@ -134,6 +134,23 @@ class CannotForceNested(Conflict):
                "scheduler place it.")
 
 
+class CannotEvacuate(Conflict):
+    msg_fmt = "Cannot evacuate instance %(instance)r from host %(host)r: %(reason)s."
+
+
+class SourceHostUp(CannotEvacuate):
+    msg_fmt = ("Cannot evacuate instance %(instance)r: its host %(host)r is "
+               "%(state)s; evacuate only from a host whose agent is down (not "
+               "reported within %(down_after)s s) or that an operator forced down "
+               "(ferryman host force-down %(host)s).")
+
+
+class ImageMissing(CannotEvacuate):
+    msg_fmt = ("Cannot evacuate instance %(instance)r to %(host)r: its disks are "
+               "local to the dead host %(source)r and it has no image reference "
+               "in its metadata to rebuild it from.")
+
+
 class DrainInProgress(Conflict):
     msg_fmt = "Host %(host)r is already being drained (drain %(drain)s)."
 

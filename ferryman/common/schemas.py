@@ -89,6 +89,10 @@ PATH = _text(r'^/%s{0,1023}\Z' % _PRINTABLE,
 PCI_ADDRESS = _text(r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z',
                     'expected a PCI address DDDD:BB:SS.F (lowercase hex)')
 TRAIT = _text(r'^[A-Z][A-Z0-9_]{0,254}\Z', 'expected an upper-case trait name')
+# A base image's reference (a Glance id, or a name the driver's image store knows).
+IMAGE_REF = _text(r'^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}\Z',
+                  'expected an image reference: letters, digits, dots, dashes, '
+                  'colons and underscores, at most 255')
 DISK_TARGET = _text(r'^[a-z][a-z0-9]{0,31}\Z', 'expected a device name such as vda')
 
 # Who owns a guest (Keystone's project and user ids); empty when unknown.
@@ -123,6 +127,9 @@ GUEST_PROPERTIES = {
     'pci_requests': _array(PCI_REQUEST, max_items=64),
     # Optional: agents older than the owners' report leave them out.
     'project_id': _nullable(OWNER), 'user_id': _nullable(OWNER),
+    # The base image its local disks were made from (in its metadata): what an
+    # evacuation rebuilds them from.
+    'image': _nullable(IMAGE_REF),
 }
 GUEST_REQUIRED = ('uuid', 'name', 'vcpus', 'memory_mb', 'disk_gb', 'storage',
                   'disks', 'volumes', 'sla_class', 'power_state')
@@ -202,6 +209,12 @@ CONDUCTOR = {
                                  'reason': _nullable(TEXT)}, ('host', 'enabled')),
     'force_down': _object({'host': HOST, 'forced_down': {'type': 'boolean'}},
                           ('host', 'forced_down')),
+    'evacuate': _object({'instance': INSTANCE_REF, 'host': OPT_HOST,
+                         'force': {'type': 'boolean'}}, required=('instance',)),
+    # An agent back from the dead, before its first report (fencing).
+    'evacuated_guests': _object({'host': HOST}, ('host',)),
+    'guests_fenced': _object({'host': HOST, 'migrations': _array(ID)},
+                             ('host', 'migrations')),
     'report_host': _object({'host': HOST, 'info': HOST_INFO,
                             'guests': _array(GUEST, max_items=MAX_GUESTS)},
                            ('host', 'info', 'guests')),
@@ -240,6 +253,14 @@ AGENT = {
                                      ('guest', 'subtype')),
     'post_migration_destination': _object({'guest': GUEST_ARG, 'subtype': SUBTYPE},
                                           ('guest', 'subtype')),
+    # Evacuation, on the destination (1.2).
+    'check_rebuild': _object({'guest': GUEST_ARG, 'source_info': SOURCE_INFO},
+                             ('guest', 'source_info')),
+    'rebuild_disks': _GUEST_ONLY,
+    'define_guest': _GUEST_ONLY,
+    'undefine_guest': _UUID_ONLY,
+    'start_guest': _GUEST_ONLY,
+    'stop_guest': _UUID_ONLY,
 }
 
 # Rows as stored: the same fields as reported, other columns ignored.

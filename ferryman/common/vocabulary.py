@@ -15,6 +15,17 @@ BLOCK = 'block'                  # local disks copied
 FILE_LEVEL = 'file-level'        # shared instance directory
 BLOCK_STORAGE = 'block-storage'  # volumes re-attached
 SUBTYPES = (BLOCK, FILE_LEVEL, BLOCK_STORAGE)
+# A dead host's guest rebuilt elsewhere (Nova's migration_type evacuation): a
+# migration record of its own kind, with its own flow and state machine.
+EVACUATION = 'evacuation'
+KINDS = SUBTYPES + (EVACUATION,)
+# How an evacuated guest comes back, by its storage: defined on the same files
+# (shared instance directory), on its volumes connected on the destination, or
+# rebuilt from its base image (local disks: their contents are lost).
+EVACUATE_SHARED = 'shared'
+EVACUATE_VOLUMES = 'volumes'
+EVACUATE_REBUILD = 'rebuild'
+EVACUATION_STORAGE = (EVACUATE_SHARED, EVACUATE_VOLUMES, EVACUATE_REBUILD)
 
 # Migration states (shared names; each subtype's machine uses those it passes).
 ACCEPTED = 'accepted'
@@ -22,6 +33,7 @@ PREPARING = 'preparing'
 CONNECTING_VOLUMES = 'connecting-volumes'  # block-storage: attached on the destination
 COPYING_DISKS = 'copying-disks'  # block: the job mirrors the local disks first
 RUNNING = 'running'              # the job copies memory
+REBUILDING = 'rebuilding'        # evacuation: the guest defined, then started
 POST_COPY = 'post-copy'  # runs on the destination while its memory follows
 FINISHING = 'finishing'
 COMPLETED = 'completed'
@@ -31,7 +43,7 @@ ERROR = 'error'          # rollback failed or failure after switch-over: operato
 
 TERMINAL = (COMPLETED, FAILED, CANCELLED, ERROR)
 ACTIVE = (ACCEPTED, PREPARING, CONNECTING_VOLUMES, COPYING_DISKS, RUNNING, POST_COPY,
-          FINISHING)
+          REBUILDING, FINISHING)
 
 # A hypervisor migration job's status, as an agent reports it (get_migration_job).
 JOB_NONE = 'none'            # no job for that guest here

@@ -380,3 +380,99 @@ class PostMigrationDestination(_ForwardOnly):
         if done:
             stats = dict(self.db.migrations.get(migration_id)['stats'], **done)
             self.db.migrations.update(migration_id, stats=stats)
+
+
+# Evacuation: the source is dead, so every step acts on the destination. --------------
+class CheckRebuild(base.MigrationTask):
+    """Destination: compatible, room, and the guest's storage as it was when
+    the evacuation was accepted (its files seen here, or not)."""
+    runs_on = 'destination'
+
+    def __init__(self):
+        super().__init__(c.CHECK_REBUILD)
+
+    def execute(self, instance, source, destination, source_info,
+                evacuation_storage):
+        facts = self.compute.check_rebuild(destination, instance, source_info)
+        found = selection.evacuation_storage(instance, facts, destination, source)
+        if found != evacuation_storage:
+            raise exception.CannotEvacuate(
+                instance=instance['uuid'], host=source,
+                reason='towards %s its storage now calls for %s, not %s' % (
+                    destination, found, evacuation_storage))
+
+
+class RebuildDisks(base.MigrationTask):
+    """Local disks: made afresh on the destination from the guest's base image.
+    What the dead host's disks held is lost, and the history says so."""
+    runs_on = 'destination'
+
+    def __init__(self):
+        super().__init__(c.REBUILD_DISKS)
+
+    def execute(self, migration_id, instance, source, destination):
+        self.db.history.add(
+            migration_id, c.REBUILD_DISKS, 'NOTE', host=destination, details={
+                'what': 'the local disks of %s (%s) stayed on the dead host %s: '
+                        'their contents are lost; rebuilt from image %s' % (
+                            instance['name'], instance['uuid'], source,
+                            instance.get('image'))})
+        self.compute.rebuild_disks(destination, instance)
+
+    def revert(self, migration_id, instance, destination, **kwargs):
+        # Also after a failed execute: it may have made some disks first.
+        if not self.switched_over(migration_id):
+            self.best_effort(migration_id, 'delete rebuilt disks',
+                             self.compute.delete_local_disks, destination, instance)
+
+
+class DefineGuest(base.MigrationTask):
+    """Destination: the guest defined (not started) on its disks or volumes."""
+    runs_on = 'destination'
+
+    def __init__(self):
+        super().__init__(c.DEFINE_GUEST)
+
+    def execute(self, migration_id, instance, destination):
+        mig = self.db.migrations.get(migration_id)
+        if states.allows(mig['subtype'], mig['status'], 'rebuild'):
+            self.db.migrations.advance(migration_id, 'rebuild')
+        self.compute.define_guest(destination, instance)
+
+    def revert(self, migration_id, instance, destination, **kwargs):
+        # Undefines only: the files and volumes stay (StartGuest's and the
+        # preparation's reverts say what else goes).
+        if not self.switched_over(migration_id):
+            self.best_effort(migration_id, 'undefine guest on destination',
+                             self.compute.undefine_guest, destination,
+                             instance['uuid'])
+
+
+class StartGuest(base.MigrationTask):
+    """Destination: the guest started (a new boot) and its ports active; the
+    switch-over of an evacuation, after which only forward."""
+    runs_on = 'destination'
+
+    def __init__(self):
+        super().__init__(c.START_GUEST)
+
+    def execute(self, migration_id, instance, destination):
+        mig = self.db.migrations.get(migration_id)
+        if mig['switchover_at'] is not None:
+            return
+        if mig['cancel_requested']:
+            raise exception.MigrationCancelled(migration=migration_id)
+        try:
+            self.compute.start_guest(destination, instance)
+        except messaging.MessagingTimeout:
+            # The answer is lost, not necessarily the start.
+            if not self.guest_runs_on(destination, instance['uuid']):
+                raise
+        self.db.migrations.started_on_destination(migration_id)
+
+    def revert(self, migration_id, instance, destination, **kwargs):
+        # A start whose answer was lost may have booted it: stop it there (it
+        # runs nowhere else: its source is dead).
+        if not self.switched_over(migration_id):
+            self.best_effort(migration_id, 'stop guest on destination',
+                             self.compute.stop_guest, destination, instance['uuid'])

@@ -116,8 +116,12 @@ class ClaimResources(base.MigrationTask):
             return  # the claim transaction rolled back whole
         if self.switched_over(migration_id):
             # The guest lives on the destination: its claim there is its own now.
-            self.best_effort(migration_id, 'drop source allocation',
-                             self.db.allocations.drop_source, migration_id)
+            # An evacuation's source allocation is held until its host fences
+            # the guest (guests_fenced releases it).
+            if self.db.migrations.get(migration_id).get('subtype') != \
+                    states.EVACUATION:
+                self.best_effort(migration_id, 'drop source allocation',
+                                 self.db.allocations.drop_source, migration_id)
         else:
             self.best_effort(migration_id, 'release claim on %s' % destination,
                              self.db.allocations.unclaim, migration_id, destination)
@@ -133,3 +137,21 @@ class FinishMigration(base.MigrationTask):
         self.db.allocations.drop_source(migration_id)
         if self.db.migrations.get(migration_id)['status'] != states.COMPLETED:
             self.db.migrations.advance(migration_id, 'complete')
+
+
+class FinishEvacuation(base.MigrationTask):
+    """The evacuation completes. Its source allocation stays held until the
+    dead host returns and destroys the guest there (fencing): until then the
+    host may still hold it, as Nova holds it."""
+
+    def __init__(self):
+        super().__init__(c.FINISH_EVACUATION)
+
+    def execute(self, migration_id):
+        mig = self.db.migrations.complete_evacuation(migration_id)
+        if mig['fenced_at'] is None:
+            self.db.history.add(
+                migration_id, c.FINISH_EVACUATION, 'NOTE', host='conductor',
+                details={'what': 'source allocation on %s held until that host '
+                                 'returns and destroys the guest there'
+                                 % mig['source']})

@@ -115,6 +115,8 @@ def test_store_json_round_trip(cloud, guest):
 
 
 HAPPY_EVENTS = {
+    states.EVACUATION: ('prepare', 'connect_volumes', 'rebuild', 'switch_over',
+                        'complete'),
     states.BLOCK: ('prepare', 'start', 'disks_copied', 'switch_over', 'complete'),
     states.FILE_LEVEL: ('prepare', 'start', 'switch_over', 'complete'),
     states.BLOCK_STORAGE: ('prepare', 'connect_volumes', 'start', 'switch_over',
@@ -122,7 +124,7 @@ HAPPY_EVENTS = {
 }
 
 
-@pytest.mark.parametrize('subtype', states.SUBTYPES)
+@pytest.mark.parametrize('subtype', states.KINDS)
 def test_state_machine_happy_path(subtype):
     s = states.ACCEPTED
     for event in HAPPY_EVENTS[subtype]:
@@ -140,7 +142,8 @@ def test_state_machine_refuses(current, event):
 
 
 def test_each_subtype_has_its_own_states_with_shared_names():
-    own = {subtype: set(m.states) for subtype, m in states.MACHINES.items()}
+    own = {subtype: set(states.MACHINES[subtype].states)
+           for subtype in states.SUBTYPES}
     shared = set.intersection(*own.values())
     assert shared == set(states.TERMINAL) | {
         states.ACCEPTED, states.PREPARING, states.RUNNING, states.POST_COPY,
@@ -148,11 +151,17 @@ def test_each_subtype_has_its_own_states_with_shared_names():
     assert own[states.FILE_LEVEL] == shared
     assert own[states.BLOCK] - shared == {states.COPYING_DISKS}
     assert own[states.BLOCK_STORAGE] - shared == {states.CONNECTING_VOLUMES}
+    # Evacuation: the same names where they mean the same, and its own.
+    evacuation = set(states.MACHINES[states.EVACUATION].states)
+    assert evacuation == set(states.TERMINAL) | {
+        states.ACCEPTED, states.PREPARING, states.CONNECTING_VOLUMES,
+        states.REBUILDING, states.FINISHING}
     # Each machine's states are the vocabulary's, every one of them used.
-    assert set.union(*own.values()) == set(states.ACTIVE + states.TERMINAL)
+    assert set.union(evacuation, *own.values()) == set(states.ACTIVE +
+                                                       states.TERMINAL)
 
 
-@pytest.mark.parametrize('subtype', states.SUBTYPES)
+@pytest.mark.parametrize('subtype', states.KINDS)
 def test_every_state_is_reached_and_leads_to_an_end(subtype):
     machine = states.MACHINES[subtype]
     edges = [(src, dst) for src, _event, dst in machine]
@@ -168,7 +177,7 @@ def test_every_state_is_reached_and_leads_to_an_end(subtype):
         assert any(src == state for src, _dst in edges), state
 
 
-@pytest.mark.parametrize('subtype', states.SUBTYPES)
+@pytest.mark.parametrize('subtype', states.KINDS)
 def test_cancel_until_switch_over_only(subtype):
     for state in states.MACHINES[subtype].states:
         assert states.allows(subtype, state, 'cancel') == (

@@ -68,9 +68,10 @@ def test_conductor_calls_ask_for_the_version_that_brought_them(recorder):
     api.force_down('h', True)
     api.live_migrate('i', request_id='req-1')
     api.list_refused_requests('i')
+    api.evacuate('i')
     assert recorder.calls == [
         ('list_hosts', '1.0'), ('get_migration', '1.0'), ('live_migrate', '1.1'),
         ('abort_migration', '1.1'), ('audit', '1.2'), ('drain_host', '1.3'),
         ('list_drains', '1.3'), ('describe_instances', '1.4'),
         ('force_down', '1.5'), ('live_migrate', '1.6'),
-        ('list_refused_requests', '1.6')]
+        ('list_refused_requests', '1.6'), ('evacuate', '1.7')]
