@@ -142,8 +142,9 @@ class FakeCloud(object):
             guest['numa_topology'] = numa_topology
         if pci_requests:
             guest['pci_requests'] = pci_requests
-        if project_id is not None or user_id is not None:
-            guest.update(project_id=project_id or '', user_id=user_id or '')
+        for field, value in (('project_id', project_id), ('user_id', user_id)):
+            if value:
+                guest[field] = value
         if image:
             guest['image'] = image  # its metadata's base image reference
         with self.editing(host) as state:

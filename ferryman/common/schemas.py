@@ -96,7 +96,8 @@ IMAGE_REF = _text(r'^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}\Z',
 DISK_TARGET = _text(r'^[a-z][a-z0-9]{0,31}\Z', 'expected a device name such as vda')
 
 # Who owns a guest (Keystone's project and user ids); empty when unknown.
-OWNER = _text(r'^[A-Za-z0-9._@-]{0,64}\Z',
+# None (or absent) is no owner; an empty id is no id (found by the hostile test).
+OWNER = _text(r'^[A-Za-z0-9._@-]{1,64}\Z',
               'expected an id of letters, digits, dots, dashes, underscores and '
               '@, at most 64')
 

@@ -131,6 +131,12 @@ def _skeletons(rng, info):
             'set_host_enabled': {'host': nohost, 'enabled': True},
             'force_down': {'host': nohost, 'forced_down': True},
             'describe_instances': {},
+            'list_refused_requests': {'instance': 'hostile-%d' % rng.randrange(10 ** 6)},
+            'evacuate': {'instance': 'hostile-%d' % rng.randrange(10 ** 6)},
+            # The fencing calls of an agent back from the dead, for evacuations
+            # that never were.
+            'evacuated_guests': {'host': HOST},
+            'guests_fenced': {'host': HOST, 'migrations': [u]},
             # The agent's own report, but for a guest it does not have.
             'report_host': {'host': HOST, 'info': info, 'guests': [full]},
         },
@@ -154,6 +160,12 @@ def _skeletons(rng, info):
             'start_post_copy': {'uuid': u}, 'pause_guest': {'uuid': u},
             'post_migration_source': {'guest': guest, 'subtype': 'block'},
             'post_migration_destination': {'guest': guest, 'subtype': 'block'},
+            'check_rebuild': {'guest': guest, 'source_info': {
+                'hypervisor_type': 'fake', 'cpu_model': None,
+                'cpu_features': []}},
+            'rebuild_disks': {'guest': guest}, 'define_guest': {'guest': guest},
+            'undefine_guest': {'uuid': u}, 'start_guest': {'guest': guest},
+            'stop_guest': {'uuid': u},
         },
     }
 

@@ -93,14 +93,14 @@ def validate_name(what, value):
 
 
 def _owner(text):
-    """An owner id from a domain's metadata; empty when it names none, or
+    """An owner id from a domain's metadata; None when it names none, or
     one no report could carry (logged: the guest is still reported)."""
     value = (text or '').strip()
     if value and not _OWNER_RE.match(value):
         LOG.warning('Ignoring owner id %r in a domain\'s metadata: %s', value[:80],
                     schemas.OWNER['description'])
-        return ''
-    return value
+        return None
+    return value or None
 
 
 def metadata_xml(uuid, name, storage='local', sla_class='pet', volumes=(),
