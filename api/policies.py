@@ -14,6 +14,7 @@ ADMIN_OR_OWNER = 'rule:admin_or_owner'
 
 SERVERS = 'os_compute_api:servers:%s'
 MIGRATE_LIVE = 'os_compute_api:os-migrate-server:migrate_live'
+EVACUATE = 'os_compute_api:os-evacuate'
 SERVER_MIGRATIONS = 'os_compute_api:servers:migrations:%s'
 INSTANCE_ACTIONS = 'os_compute_api:os-instance-actions:%s'
 # Who sees an event's host and traceback (Nova's rule of the same name).
@@ -64,6 +65,8 @@ RULES = [
           ('GET', '/servers/detail')),
     _rule(MIGRATE_LIVE, ADMIN, 'Live-migrate a server (os-migrateLive).',
           ('POST', _SERVER + '/action (os-migrateLive)')),
+    _rule(EVACUATE, ADMIN, 'Rebuild a server of a dead host elsewhere '
+          '(evacuate).', ('POST', _SERVER + '/action (evacuate)')),
     _rule(SERVER_MIGRATIONS % 'index', ADMIN_OR_OWNER, 'List a server\'s '
           'migrations in progress.', ('GET', _SERVER + '/migrations')),
     _rule(SERVER_MIGRATIONS % 'show', ADMIN_OR_OWNER, 'Show a server\'s migration '

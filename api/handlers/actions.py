@@ -1,5 +1,5 @@
-"""POST /servers/{id}/action: live migration; the other move actions answer
-that they are not offered yet.
+"""POST /servers/{id}/action: live migration and evacuation; the other move
+actions answer that they are not offered yet.
 
 Below 2.34 the conductor's checks answer the request (no valid host: 400);
 from 2.34 the request is accepted once the guest can be moved at all, and the
@@ -20,8 +20,9 @@ from ferryman.common import exception
 LOG = logging.getLogger(__name__)
 
 LIVE_MIGRATE = 'os-migrateLive'
+EVACUATE = 'evacuate'
 # Move actions Nova offers that the conductor does not yet.
-NOT_OFFERED = ('evacuate', 'migrate', 'resize', 'confirmResize', 'revertResize')
+NOT_OFFERED = ('migrate', 'resize', 'confirmResize', 'revertResize')
 
 ANY_ACTION = {'type': 'object', 'minProperties': 1, 'maxProperties': 1}
 _BOOLEAN = {'type': ['boolean', 'string'],
@@ -50,6 +51,52 @@ def live_migrate_schema(ctx):
                 'additionalProperties': False}}}
 
 
+def evacuate_schema(ctx):
+    """evacuate's body at the request's microversion. ``adminPass`` is taken
+    only to be refused by name: Ferryman sets no guest's password."""
+    props = {'host': _HOST, 'adminPass': {'type': 'string', 'maxLength': 255}}
+    required = []
+    if not ctx.at_least('2.14'):
+        # Ferryman finds out what is shared itself; the caller's word is not needed.
+        props['onSharedStorage'] = _BOOLEAN
+        required.append('onSharedStorage')
+    if ctx.at_least('2.29') and not ctx.at_least('2.68'):
+        props['force'] = _BOOLEAN
+    return {'type': 'object', 'required': [EVACUATE], 'additionalProperties': False,
+            'properties': {EVACUATE: {
+                'type': 'object', 'properties': props, 'required': required,
+                'additionalProperties': False}}}
+
+
+def evacuate(ctx, body, server_id):
+    """Rebuild the server of a dead (or forced-down) host elsewhere: 200, and
+    from 2.14 no body; the conductor's refusal (its host is up, no room) is a
+    400 naming why."""
+    args = req_body.validate(body, evacuate_schema(ctx))[EVACUATE]
+    if 'adminPass' in args:
+        raise faults.bad_request('adminPass is not offered: Ferryman rebuilds a '
+                                 'guest from its own disks or image and sets no '
+                                 'password; leave adminPass out.')
+    host = args.get('host')
+    force = _bool(args.get('force', False))
+    if force and host is None:
+        raise faults.bad_request("Can't force to a non-provided destination")
+    inst = servers.get(ctx, server_id, policies.EVACUATE)
+    if servers.state(inst)[2] is not None:
+        raise faults.conflict("Cannot '%s' instance %s while it is in task_state "
+                              "%s" % (EVACUATE, inst['uuid'],
+                                      servers.state(inst)[2]))
+    try:
+        ctx.conductor.evacuate(inst['uuid'], host=host, force=force)
+    except exception.InstanceNotFound as exc:
+        raise faults.not_found(exc.message)
+    except exception.FerrymanError as exc:
+        if exc.code >= 500:
+            raise
+        raise faults.bad_request(exc.message)
+    return (200, None) if ctx.at_least('2.14') else (200, {})
+
+
 def _bool(value):
     if isinstance(value, bool):
         return value
@@ -61,7 +108,10 @@ def act(ctx, req, server_id):
     (action, _args), = body.items()
     if action in NOT_OFFERED:
         raise faults.bad_request('The %s action is not offered by Ferryman yet; it '
-                                 'moves servers with os-migrateLive.' % action)
+                                 'moves servers with os-migrateLive (and rebuilds '
+                                 'those of a dead host with evacuate).' % action)
+    if action == EVACUATE:
+        return evacuate(ctx, body, server_id)
     if action != LIVE_MIGRATE:
         raise faults.bad_request('There is no such action: %s' % action[:80])
     args = req_body.validate(body, live_migrate_schema(ctx))[LIVE_MIGRATE]

@@ -9,6 +9,7 @@ else from its power state. Ferryman records no creation time: ``created`` and
 from api import faults
 from api import policies
 from api.handlers import common
+from ferryman.common import vocabulary as words
 
 # Power state -> (Nova's power_state number, vm_state, status).
 POWER = {'running': (1, 'active', 'ACTIVE'), 'blocked': (1, 'active', 'ACTIVE'),
@@ -24,6 +25,9 @@ def state(inst):
     power, vm_state, status = POWER.get(inst['power_state'], POWER['unknown'])
     last = inst.get('last_migration') or {}
     if inst['migration_id']:
+        if last.get('subtype') == words.EVACUATION:
+            # Nova's evacuate: the server is rebuilt elsewhere.
+            return 'REBUILD', vm_state, 'rebuilding', power, 0
         progress = (last.get('progress') or {}).get('percent') or 0
         return 'MIGRATING', vm_state, 'migrating', power, int(progress)
     if last.get('status') == 'error':

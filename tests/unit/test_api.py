@@ -482,7 +482,7 @@ def test_os_migrations_filters_and_paging(cloud, guest, api):
     assert status == 400 and 'bogus' in body['badRequest']['message']
 
 
-@pytest.mark.parametrize('action', ['evacuate', 'migrate', 'resize'])
+@pytest.mark.parametrize('action', ['migrate', 'resize'])
 def test_other_moves_are_not_offered(cloud, guest, api, action):
     g = guest('compute1')
     status, body, _ = call(api.app, 'POST', '/v2.1/servers/%s/action' % g['uuid'],

@@ -19,6 +19,7 @@ import webob
 
 import flows
 from api import service as api_service
+from api.handlers import servers as api_servers
 from compute_agent.virt import fake
 from conductor import crash
 from conductor.db import models
@@ -549,30 +550,87 @@ def test_cli_evacuates_and_waits(ecloud, make, dead, ecli, capsys):
     assert c.START_GUEST in capsys.readouterr().out
 
 
-# ferryman-api lists evacuations as Nova does. ----------------------------------------
-def test_os_migrations_lists_an_evacuation_as_one(ecloud, make, dead):
+# ferryman-api: evacuations as Nova shows and takes them. ----------------------------
+@pytest.fixture(scope='module')
+def eapi(ecloud):
     conf = ferryman_conf.make_conf(config_files=[], overrides={
         'transport_url': ecloud.overrides['transport_url'],
         'oslo_messaging_rabbit.heartbeat_timeout_threshold': 0,
-        'api.port': 0, 'api.auth_strategy': 'noauth'})
-    service = api_service.APIService(conf).start()
-    try:
-        g = make('compute1', storage='volume')
-        dead('compute1')
-        mig = ecloud.wait(ecloud.api.evacuate(g['name'], host='compute3')['id'])
+        'api.port': 0, 'api.auth_strategy': 'noauth',
+        'auth.operator_key_file': ecloud.operator_key('ferryman-api')})
+    service = api_service.APIService(conf)
+    yield service
+    service.stop()
 
-        def get(path):
-            req = webob.Request.blank(path)
-            req.headers['X-Auth-Token'] = 'admin:admin'
-            req.headers['OpenStack-API-Version'] = 'compute 2.59'
-            resp = req.get_response(service.app)
-            assert resp.status_int == 200, resp.body
-            return resp.json
-        base = '/v2.1/os-migrations?instance_uuid=%s' % g['uuid']
-        (listed,) = get(base)['migrations']
-        assert (listed['uuid'], listed['migration_type'], listed['status']) == (
-            mig['id'], 'evacuation', 'completed')
-        assert get(base + '&migration_type=evacuation')['migrations'] == [listed]
-        assert get(base + '&migration_type=live-migration')['migrations'] == []
-    finally:
-        service.stop()
+
+def _request(service, method, path, version='2.59', body=None, token='admin:admin'):
+    """(status, JSON body or None) of a request to the API application."""
+    req = webob.Request.blank(path, method=method)
+    req.headers['X-Auth-Token'] = token
+    req.headers['OpenStack-API-Version'] = 'compute %s' % version
+    if body is not None:
+        req.content_type = 'application/json'
+        req.body = json.dumps(body).encode()
+    resp = req.get_response(service.app)
+    return resp.status_int, (resp.json if resp.body else None)
+
+
+def test_os_migrations_lists_an_evacuation_as_one(ecloud, make, dead, eapi):
+    g = make('compute1', storage='volume')
+    dead('compute1')
+    mig = ecloud.wait(ecloud.api.evacuate(g['name'], host='compute3')['id'])
+
+    def get(path):
+        status, body = _request(eapi, 'GET', path)
+        assert status == 200, body
+        return body
+    base = '/v2.1/os-migrations?instance_uuid=%s' % g['uuid']
+    (listed,) = get(base)['migrations']
+    assert (listed['uuid'], listed['migration_type'], listed['status']) == (
+        mig['id'], 'evacuation', 'completed')
+    assert get(base + '&migration_type=evacuation')['migrations'] == [listed]
+    assert get(base + '&migration_type=live-migration')['migrations'] == []
+
+
+def test_the_evacuate_action_rebuilds_a_dead_hosts_server(ecloud, make, dead, eapi):
+    g = make('compute1', storage='volume')
+    action = '/v2.1/servers/%s/action' % g['uuid']
+
+    def post(body, version='2.29', token='admin:admin'):
+        return _request(eapi, 'POST', action, version, body, token)
+    # Its host is up: refused naming it, nothing recorded.
+    status, body = post({'evacuate': {'host': 'compute3'}})
+    assert status == 400 and 'compute1' in body['badRequest']['message'], body
+    assert ecloud.db.migrations.list(instance=g['uuid']) == []
+    dead('compute1')
+    for request, version, code, words in [
+            ({'evacuate': {'host': 'compute3', 'adminPass': 'x'}}, '2.29', 400,
+             'adminPass'),
+            ({'evacuate': {'host': 'compute3'}}, '2.1', 400, 'onSharedStorage'),
+            ({'evacuate': {'host': 'compute3', 'force': True}}, '2.68', 400,
+             'force'),
+            ({'evacuate': {'force': True}}, '2.29', 400, 'non-provided'),
+            ({'evacuate': {'host': 'bad host!'}}, '2.29', 400, 'host')]:
+        status, body = post(request, version)
+        assert status == code and words in json.dumps(body), (request, body)
+    status, body = post({'evacuate': {'host': 'compute3'}}, token='u1:p1')
+    assert (status, body['forbidden']['message']) == (
+        403, "Policy doesn't allow os_compute_api:os-evacuate to be performed.")
+    assert ecloud.db.migrations.list(instance=g['uuid']) == []
+    # From 2.14 a 200 with no body; the server is rebuilt on the host named.
+    status, body = post({'evacuate': {'host': 'compute3', 'force': False}})
+    assert (status, body) == (200, None)
+    (mig,) = ecloud.db.migrations.list(instance=g['uuid'])
+    mig = ecloud.wait(mig['id'])
+    assert (mig['subtype'], mig['status']) == (vocab.EVACUATION, states.COMPLETED)
+    status, body = _request(eapi, 'GET', '/v2.1/servers/%s' % g['uuid'])
+    assert (body['server']['status'], body['server']['OS-EXT-SRV-ATTR:host']) == (
+        'ACTIVE', 'compute3')
+
+
+def test_a_server_being_evacuated_is_rebuilding():
+    inst = {'power_state': 'running', 'migration_id': 'm',
+            'last_migration': {'subtype': vocab.EVACUATION, 'progress': None}}
+    assert api_servers.state(inst)[:3] == ('REBUILD', 'active', 'rebuilding')
+    live = dict(inst, last_migration={'subtype': 'block', 'progress': None})
+    assert api_servers.state(live)[:3] == ('MIGRATING', 'active', 'migrating')
