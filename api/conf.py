@@ -30,6 +30,11 @@ api_opts = [
                     'a trusted host with noauth or none: the caller says who it '
                     'is. What each caller may do is [oslo_policy] policy_file\'s '
                     'rules over the defaults (etc/ferryman/policy.yaml.sample).'),
+    cfg.IntOpt('backlog', default=1024, min=16, max=65535,
+               help='Connections the kernel holds until the API accepts them '
+                    '(the listen backlog, capped by net.core.somaxconn). A '
+                    'small one drops connection attempts when many clients '
+                    'connect at once, and each then waits for its SYN retries.'),
     cfg.IntOpt('max_request_body_bytes', default=65536, min=1024,
                help='Largest request body accepted; larger ones get 413.'),
     cfg.FloatOpt('rpc_timeout', default=60.0, min=1.0,

@@ -31,7 +31,8 @@ class APIService(object):
         self.wsgi_app = auth.pipeline(conf, self.app)
         self.server = cheroot_wsgi.Server(
             (conf.api.listen, conf.api.port), self.wsgi_app,
-            numthreads=conf.api.workers, server_name='ferryman-api')
+            numthreads=conf.api.workers, server_name='ferryman-api',
+            request_queue_size=conf.api.backlog)
         self._thread = None
 
     @property
