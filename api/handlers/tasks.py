@@ -90,7 +90,8 @@ def _progress(mig):
 
 
 def summary(ctx, mig):
-    return {'id': mig['id'], 'kind': KIND, 'subtype': mig['subtype'],
+    kind = words.EVACUATION if mig['subtype'] == words.EVACUATION else KIND
+    return {'id': mig['id'], 'kind': kind, 'subtype': mig['subtype'],
             'state': mig['status'], 'server': mig['instance_uuid'],
             'source': mig['source'], 'destination': mig['destination'],
             'importance': mig['importance'], 'created_at': mig['created_at'],

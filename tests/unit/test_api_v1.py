@@ -143,7 +143,7 @@ def test_document_names_every_state():
     schemas = DOC['components']['schemas']
     assert set(schemas['State']['enum']) == set(vocabulary.ACTIVE + vocabulary.TERMINAL)
     assert set(schemas['TaskFields']['properties']['subtype']['enum']) == \
-        set(vocabulary.SUBTYPES)
+        set(vocabulary.SUBTYPES + (vocabulary.EVACUATION,))
     assert set(schemas['DrainServer']['properties']['state']['enum']) == \
         set(conductor_drain.GUEST_STATES)
     assert schemas['MoveRequest']['properties']['importance']['enum'] == \

@@ -530,8 +530,8 @@ def test_fake_cloud_crash_keeps_domains_defined(tmp_path):
 def ecli(tmp_path, ecloud):
     path = tmp_path / 'ferryman.conf'
     path.write_text('[DEFAULT]\ntransport_url = %s\n[oslo_messaging_rabbit]\n'
-                    'heartbeat_timeout_threshold = 0\n' %
-                    ecloud.overrides['transport_url'])
+                    'heartbeat_timeout_threshold = 0\n[auth]\noperator_key_file = %s\n'
+                    % (ecloud.overrides['transport_url'], ecloud.operator_key('cli')))
     return lambda *args: cli.main(list(args) + ['--config-file', str(path)])
 
 

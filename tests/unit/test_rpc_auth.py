@@ -507,6 +507,7 @@ def test_operators_calls_are_refused_unless_signed_with_an_operator_key(
     client = messaging.get_rpc_client(bare, messaging.Target(
         topic=topic, version='1.3'), timeout=10)
     secret = rpc_auth.load_secret(cloud.conductor_conf.auth.secret_file)
+    cloud.refresh()  # every host known: a report landing later is no change
     before = _operator_state(cloud)
     attempts = [
         ('unsigned', {}),
