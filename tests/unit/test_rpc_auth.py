@@ -497,7 +497,7 @@ def test_a_proof_for_a_host_no_key_can_be_made_for_is_refused():
 def _operator_state(cloud):
     return (sorted((h['name'], h['enabled'], h['forced_down'])
                    for h in cloud.db.hosts.list()),
-            sorted(d['uuid'] for d in cloud.db.drains.list()))
+            sorted(d['id'] for d in cloud.db.drains.list()))
 
 
 def test_operators_calls_are_refused_unless_signed_with_an_operator_key(
